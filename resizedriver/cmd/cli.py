@@ -1,0 +1,209 @@
+"""``resizedriver``: resize plain libvirt domains laid out like Nova's.
+
+    resizedriver resize DOMAIN [--vcpus N] [--memory MIB] [--root-size SIZE]
+                        [--ephemeral-size SIZE] [--swap-size SIZE]
+                        [--dest-host HOST] [--dest-instances-path PATH]
+    resizedriver confirm DOMAIN
+    resizedriver revert DOMAIN
+    resizedriver status
+
+``finish`` and ``drop-guest`` are the destination's halves, run over ssh by
+the source's ``resize`` / ``revert``.  Errors are one line on stderr and a
+non-zero exit, never a traceback (unless --debug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from typing import Optional, Sequence
+
+import libvirt
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from resizedriver import conf as rd_conf
+from resizedriver import exception
+from resizedriver import inventory
+from resizedriver import layout
+from resizedriver.engine import ResizeEngine
+from resizedriver.model import Flavor, MiB
+from resizedriver.orchestrator import Orchestrator
+from resizedriver.record import ResizeRecord
+
+LOG = logging.getLogger(__name__)
+_UNITS = {'': 1, 'b': 1, 'k': 1024, 'm': MiB, 'g': 1024 * MiB,
+          't': 1024 ** 2 * MiB}
+
+
+def parse_size(text: str) -> int:
+    """'128M', '1G', '1GiB', '4096' (bytes) -> bytes."""
+    m = re.fullmatch(r'\s*(\d+)\s*([kmgtb]?)(?:i?b)?\s*', text.lower())
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not a size (examples: 128M, 2G, 1048576)')
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a positive number')
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog='resizedriver',
+        description='Resize and cold-migrate libvirt guests laid out like '
+                    'Nova instances.')
+    p.add_argument('--config-file', action='append', default=[],
+                   help='oslo.config file (repeatable), e.g. nova.conf')
+    p.add_argument('--debug', action='store_true',
+                   help='debug logging and tracebacks on errors')
+    sub = p.add_subparsers(dest='command', required=True)
+
+    r = sub.add_parser('resize', help='resize and/or move a guest')
+    r.add_argument('domain', help='domain name or UUID')
+    r.add_argument('--vcpus', type=positive_int)
+    r.add_argument('--memory', type=positive_int, metavar='MIB',
+                   help='memory in MiB')
+    r.add_argument('--root-size', type=parse_size, metavar='SIZE')
+    r.add_argument('--ephemeral-size', type=parse_size, metavar='SIZE')
+    r.add_argument('--swap-size', type=parse_size, metavar='SIZE',
+                   help='0 removes swap')
+    r.add_argument('--dest-host',
+                   help='move to this host (ssh); default: this host')
+    r.add_argument('--dest-instances-path',
+                   help='instances path on the destination; default: ours')
+    r.add_argument('--no-start', action='store_true',
+                   help='leave the resized guest shut off')
+
+    for name, text in (('confirm', 'keep the resized guest, drop the old'),
+                       ('revert', 'go back to the guest as it was')):
+        c = sub.add_parser(name, help=text)
+        c.add_argument('domain', help='domain name or UUID')
+        if name == 'revert':
+            c.add_argument('--no-start', action='store_true')
+
+    sub.add_parser('status', help='list the resizes pending on this host')
+
+    f = sub.add_parser('finish', help=argparse.SUPPRESS)
+    f.add_argument('--no-start', action='store_true')
+    d = sub.add_parser('drop-guest', help=argparse.SUPPRESS)
+    d.add_argument('uuid')
+    return p
+
+
+def _setup(args: argparse.Namespace) -> None:
+    logging.register_options(rd_conf.CONF)
+    rd_conf.CONF.set_default('use_stderr', True)
+    argv = [a for f in args.config_file for a in ('--config-file', f)]
+    if args.debug:
+        argv.append('--debug')
+    rd_conf.CONF(argv, project='resizedriver',
+                 default_config_files=None if not args.config_file else [])
+    logging.setup(rd_conf.CONF, 'resizedriver')
+
+
+class Console:
+    """Progress and results for a person at a terminal."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self._last = ''
+
+    def progress(self, name: str, done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        line = (f'copying {name}: {pct:3d}% '
+                f'({done // MiB}/{total // MiB} MiB)')
+        if line != self._last:
+            end = '\n' if done >= total else '\r'
+            self.stream.write(line + end)
+            self.stream.flush()
+            self._last = line
+
+
+def _uuid_of(engine: ResizeEngine, domain: str) -> str:
+    guest = engine.env.host.lookup(domain)
+    if guest is None:
+        raise exception.NotFound(f'no libvirt domain named {domain!r}')
+    return guest.uuid
+
+
+def _new_flavor(engine: ResizeEngine, uuid: str,
+                args: argparse.Namespace) -> Flavor:
+    """The current flavor with what the command line changes."""
+    guest = engine.env.host.lookup(uuid)
+    xml = guest.xml()
+    inst = layout.InstanceLayout(engine.conf.instances_path, uuid)
+    current = inventory.current_flavor(
+        xml, inventory.discover(xml, inst, engine.env.qemu_img()))
+    changes = {k: v for k, v in (
+        ('vcpus', args.vcpus), ('memory_mib', args.memory),
+        ('root_bytes', args.root_size),
+        ('ephemeral_bytes', args.ephemeral_size),
+        ('swap_bytes', args.swap_size)) if v is not None}
+    return dataclasses.replace(current, **changes)
+
+
+def _describe(rec: ResizeRecord) -> str:
+    o, n = rec.old_flavor, rec.new_flavor
+    where = rec.destination.host or 'this host'
+    return (f'{rec.uuid} {rec.name}: vcpus {o.vcpus}->{n.vcpus}, memory '
+            f'{o.memory_mib}->{n.memory_mib} MiB, root '
+            f'{o.root_bytes // MiB}->{max(n.root_bytes, o.root_bytes) // MiB}'
+            f' MiB, to {where}:{rec.destination.instances_path}; '
+            f'confirm or revert')
+
+
+def run(args: argparse.Namespace, out=sys.stdout) -> None:
+    console = Console()
+    engine = ResizeEngine(progress=console.progress)
+    orch = Orchestrator(engine)
+    if args.command == 'resize':
+        uuid = _uuid_of(engine, args.domain)
+        flavor = _new_flavor(engine, uuid, args)
+        dest = orch.destination(args.dest_host, args.dest_instances_path)
+        rec = orch.resize(uuid, flavor, dest, power_on=not args.no_start)
+        print(f'resized: {_describe(rec)}', file=out)
+    elif args.command == 'confirm':
+        orch.confirm(_uuid_of(engine, args.domain))
+        print(f'confirmed {args.domain}', file=out)
+    elif args.command == 'revert':
+        orch.revert(_uuid_of(engine, args.domain),
+                    power_on=not args.no_start)
+        print(f'reverted {args.domain}', file=out)
+    elif args.command == 'status':
+        pending = engine.pending()
+        for rec in pending:
+            print(_describe(rec), file=out)
+        if not pending:
+            print('no resize pending', file=out)
+    elif args.command == 'finish':
+        record = ResizeRecord.from_json(sys.stdin.read())
+        engine.finish_migration(record, power_on=not args.no_start)
+    elif args.command == 'drop-guest':
+        engine.drop_destination_guest(args.uuid)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _setup(args)
+        run(args)
+    except (exception.ResizeDriverError, cfg.Error, OSError,
+            libvirt.libvirtError) as e:
+        if args.debug:
+            raise
+        print(f'resizedriver: error: {e}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('resizedriver: interrupted', file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Configuration options.
+
+Where Nova already has an option with the same meaning we register it under
+Nova's own name and group (``instances_path``, ``use_cow_images``,
+``[libvirt] virt_type`` / ``remote_filesystem_transport``), so one nova.conf
+configures both; our own knobs live in ``[resizedriver]``.  Registration is
+tolerant of Nova having registered the same option first.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+CONF = cfg.CONF
+
+DEFAULT_OPTS = [
+    cfg.StrOpt('instances_path', default='/var/lib/nova/instances',
+               help='Where instances are stored on disk (as in Nova).'),
+    cfg.BoolOpt('use_cow_images', default=True,
+                help='Whether the destination keeps root and ephemeral '
+                     'disks as qcow2 (True) or raw (False); disks in the '
+                     'other format are converted when a resize finishes.'),
+]
+
+LIBVIRT_OPTS = [
+    cfg.StrOpt('virt_type', default='kvm',
+               choices=('kvm', 'qemu'),
+               help='Libvirt domain type. "kvm" silently falls back to '
+                    '"qemu" (TCG) when this host cannot run KVM guests.'),
+    cfg.StrOpt('connection_uri', default='',
+               help='Libvirt URI; empty means qemu:///system.'),
+    cfg.StrOpt('remote_filesystem_transport', default='ssh',
+               choices=('ssh', 'rsync'),
+               help='How disks are copied to another host.'),
+]
+
+RESIZEDRIVER_OPTS = [
+    cfg.IntOpt('shutdown_timeout', default=60, min=0,
+               help='Seconds to wait for a clean guest shutdown before the '
+                    'guest is powered off hard.'),
+    cfg.IntOpt('shutdown_retry_interval', default=10, min=1,
+               help='Seconds between repeated ACPI shutdown requests.'),
+    cfg.IntOpt('start_timeout', default=120, min=1,
+               help='Seconds to wait for a started guest to be running.'),
+    cfg.StrOpt('ssh_user', default='',
+               help='User for ssh/rsync to the destination host; empty '
+                    'means the current user.'),
+    cfg.PortOpt('ssh_port', default=22,
+                help='Port of sshd on the destination host.'),
+    cfg.StrOpt('ssh_identity_file', default='',
+               help='Private key for ssh to the destination host.'),
+    cfg.ListOpt('ssh_options', default=['BatchMode=yes'],
+                help='Extra "-o" options for ssh (e.g. '
+                     'StrictHostKeyChecking=accept-new).'),
+    cfg.StrOpt('remote_command', default='resizedriver',
+               help='How the destination host runs this package\'s '
+                    'command; the operator CLI uses it to run the '
+                    'destination half of a resize there.'),
+    cfg.StrOpt('lock_path', default='',
+               help='Directory for per-instance lock files; empty means '
+                    '<instances_path>/locks.'),
+    cfg.IntOpt('max_virtual_size_gb', default=16384, min=1,
+               help='Refuse disk images claiming a larger virtual size.'),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
+    """Register our options, skipping any Nova has already registered."""
+    for group, opts in (('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS),
+                        ('resizedriver', RESIZEDRIVER_OPTS)):
+        for opt in opts:
+            try:
+                conf.register_opt(opt, group=group)
+            except cfg.DuplicateOptError:
+                pass
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Entry point for oslo-config-generator (namespace ``resizedriver``)."""
+    return [('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS),
+            ('resizedriver', RESIZEDRIVER_OPTS)]
+
+
+register_opts()

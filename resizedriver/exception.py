@@ -1,0 +1,58 @@
+"""Errors the engine raises.
+
+Two families matter to callers: ``ResizeRefused`` is raised before anything
+was touched (the Nova adapter turns it into ``InstanceFaultRollback`` so the
+instance goes back to ACTIVE); ``ResizeFailed`` means a step failed and the
+plan was rolled back (its message says whether the rollback was complete).
+"""
+
+from __future__ import annotations
+
+
+class ResizeDriverError(Exception):
+    """Base class; the message is meant for an operator, not a developer."""
+
+
+class ResizeRefused(ResizeDriverError):
+    """The request cannot work; nothing was changed."""
+
+
+class DiskShrinkRefused(ResizeRefused):
+    pass
+
+
+class UnsupportedDisk(ResizeRefused):
+    pass
+
+
+class InsufficientSpace(ResizeRefused):
+    pass
+
+
+class DestinationUnreachable(ResizeRefused):
+    pass
+
+
+class ResizePending(ResizeRefused):
+    pass
+
+
+class UnsafePath(ResizeRefused):
+    pass
+
+
+class NotFound(ResizeDriverError):
+    pass
+
+
+class CommandFailed(ResizeDriverError):
+    """An external command (qemu-img, ssh, rsync, ...) failed."""
+
+
+class ResizeFailed(ResizeDriverError):
+    """A step failed; ``rolled_back`` tells whether every undo succeeded."""
+
+    def __init__(self, message: str, step: str, rolled_back: bool) -> None:
+        super().__init__(message)
+        self.step = step
+        self.rolled_back = rolled_back

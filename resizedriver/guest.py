@@ -1,0 +1,90 @@
+"""A thin object over one libvirt domain (cf. Nova's virt/libvirt/guest.py).
+
+It knows libvirt, not resizes: power it off cleanly, start it, wait for it,
+read and drop its definition.
+"""
+
+from __future__ import annotations
+
+import time
+
+import libvirt
+from oslo_log import log as logging
+
+from resizedriver import exception
+
+LOG = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+
+
+class Guest:
+    def __init__(self, domain: 'libvirt.virDomain') -> None:
+        self._domain = domain
+
+    @property
+    def uuid(self) -> str:
+        return self._domain.UUIDString()
+
+    @property
+    def name(self) -> str:
+        return self._domain.name()
+
+    def xml(self) -> str:
+        """The persistent definition (what a redefine must reproduce)."""
+        return self._domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE |
+                                    libvirt.VIR_DOMAIN_XML_SECURE)
+
+    def live_xml(self) -> str:
+        return self._domain.XMLDesc(0)
+
+    def is_running(self) -> bool:
+        state, _reason = self._domain.state()
+        return state not in (libvirt.VIR_DOMAIN_SHUTOFF,
+                             libvirt.VIR_DOMAIN_CRASHED,
+                             libvirt.VIR_DOMAIN_NOSTATE)
+
+    def power_off(self, timeout: float, retry_interval: float) -> bool:
+        """Shut down cleanly within ``timeout`` s, else hard; True if clean.
+
+        The ACPI request is repeated every ``retry_interval`` seconds: a
+        guest whose init is not up yet ignores the first one.
+        """
+        deadline = time.monotonic() + timeout
+        next_request = 0.0
+        while self.is_running() and time.monotonic() < deadline:
+            if time.monotonic() >= next_request:
+                LOG.debug('Requesting ACPI shutdown', instance_uuid=self.uuid)
+                try:
+                    self._domain.shutdown()
+                except libvirt.libvirtError as e:
+                    if self.is_running():
+                        LOG.warning('Shutdown request failed: %s', e,
+                                    instance_uuid=self.uuid)
+                next_request = time.monotonic() + retry_interval
+            time.sleep(POLL_SECONDS)
+        if not self.is_running():
+            return True
+        LOG.warning('Guest did not shut down within %ss, powering off',
+                    timeout, instance_uuid=self.uuid)
+        self.destroy()
+        return False
+
+    def destroy(self) -> None:
+        if self.is_running():
+            self._domain.destroy()
+
+    def start(self) -> None:
+        self._domain.create()
+
+    def wait_running(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.is_running():
+            if time.monotonic() >= deadline:
+                raise exception.ResizeDriverError(
+                    f'guest {self.name} did not start within {timeout}s')
+            time.sleep(POLL_SECONDS)
+
+    def undefine(self) -> None:
+        self._domain.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+            libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)

@@ -1,0 +1,143 @@
+"""The engine's own value types.
+
+They are deliberately free of Nova: the Nova adapter translates Nova objects
+into these, and the operator CLI builds them from plain libvirt domains.
+Sizes are bytes, so a test can resize a 64 MiB disk without Nova's whole GiB.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+from typing import Any, Optional
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+class DiskRole(str, enum.Enum):
+    """What a file in the instance directory is, which decides its handling."""
+
+    ROOT = 'root'            # disk: copied, may grow, never shrinks
+    EPHEMERAL = 'ephemeral'  # disk.local, disk.eph*: as root
+    SWAP = 'swap'            # disk.swap: not copied, recreated at new size
+    CONFIG = 'config'        # disk.config: copied as is
+    KERNEL = 'kernel'        # kernel / ramdisk: copied as is
+    RAMDISK = 'ramdisk'
+
+
+def role_for_name(name: str) -> Optional[DiskRole]:
+    """Map a Nova instance-directory file name to its role."""
+    if name == 'disk':
+        return DiskRole.ROOT
+    if name == 'disk.local' or re.fullmatch(r'disk\.eph[0-9]+', name):
+        return DiskRole.EPHEMERAL
+    if name == 'disk.swap':
+        return DiskRole.SWAP
+    if name == 'disk.config':
+        return DiskRole.CONFIG
+    if name == 'kernel':
+        return DiskRole.KERNEL
+    if name == 'ramdisk':
+        return DiskRole.RAMDISK
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavor:
+    """The resources a resize changes.  Disk sizes are virtual sizes."""
+
+    vcpus: int
+    memory_mib: int
+    root_bytes: int
+    ephemeral_bytes: int = 0
+    swap_bytes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> 'Flavor':
+        return cls(**{f.name: int(d[f.name])
+                      for f in dataclasses.fields(cls) if f.name in d})
+
+
+@dataclasses.dataclass
+class DiskFile:
+    """One file of an instance, as found on the source and sent to the dest.
+
+    ``to_dict`` keeps the keys of Nova's own disk_info JSON (``type``,
+    ``path``, ``virt_disk_size``, ``backing_file``, ``disk_size``) so the
+    description reads the same to anyone who knows Nova's.
+    """
+
+    name: str
+    role: DiskRole
+    path: str
+    format: str              # 'raw', 'qcow2' or 'file' (kernel/ramdisk)
+    virtual_size: int
+    actual_size: int
+    backing_file: Optional[str] = None   # absolute path on the source
+    target_dev: Optional[str] = None     # vda, vdb, ... from the domain
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'name': self.name, 'role': self.role.value,
+                'path': self.path, 'type': self.format,
+                'virt_disk_size': self.virtual_size,
+                'disk_size': self.actual_size,
+                'backing_file': self.backing_file or '',
+                'target_dev': self.target_dev}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> 'DiskFile':
+        """Parse a description from the other host: names are checked,
+        since they become paths here."""
+        if role_for_name(d['name']) is not DiskRole(d['role']):
+            raise ValueError(f'disk name {d["name"]!r} does not fit role '
+                             f'{d["role"]!r}')
+        return cls(name=d['name'], role=DiskRole(d['role']), path=d['path'],
+                   format=d['type'], virtual_size=int(d['virt_disk_size']),
+                   actual_size=int(d['disk_size']),
+                   backing_file=d.get('backing_file') or None,
+                   target_dev=d.get('target_dev'))
+
+
+def disks_to_json(disks: list[DiskFile]) -> str:
+    return json.dumps([d.to_dict() for d in disks])
+
+
+def disks_from_json(text: str) -> list[DiskFile]:
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError('disk info must be a JSON list')
+    return [DiskFile.from_dict(d) for d in data]
+
+
+@dataclasses.dataclass(frozen=True)
+class Destination:
+    """Where the instance goes.
+
+    ``host`` None means this host.  ``instances_path`` is the dest's
+    instances path (the same as ours for same-host and shared storage).
+    ``same_hypervisor`` says whether the dest runs on the very libvirtd that
+    defines the source domain: then there is one domain definition, which
+    the resize redefines, instead of two.
+    """
+
+    host: Optional[str]
+    instances_path: str
+    same_hypervisor: bool
+
+    @property
+    def is_local(self) -> bool:
+        return self.host is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> 'Destination':
+        return cls(host=d['host'], instances_path=d['instances_path'],
+                   same_hypervisor=bool(d['same_hypervisor']))

@@ -1,0 +1,37 @@
+"""confirm_migration: on the source, drop what a revert would have needed.
+
+Plan:
+  undefine source domain   only when the dest is another hypervisor; on a
+                           shared libvirtd the one definition is the new one
+  delete _resize           the kept source copy and the resize record
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from resizedriver.env import HostEnv
+from resizedriver.plan import Plan, Step
+from resizedriver.record import ResizeRecord
+
+
+class ConfirmMigration:
+    def __init__(self, env: HostEnv, record: ResizeRecord) -> None:
+        self.env = env
+        self.record = record
+
+    def plan(self) -> Plan:
+        steps = []
+        if not self.record.destination.same_hypervisor:
+            steps.append(Step('undefine source domain', self.undefine))
+        steps.append(Step('delete _resize', self.delete_resize_dir))
+        return Plan('confirm_migration', self.record.uuid, steps)
+
+    def undefine(self) -> None:
+        guest = self.env.host.lookup(self.record.uuid)
+        if guest is not None:
+            guest.destroy()
+            guest.undefine()
+
+    def delete_resize_dir(self) -> None:
+        shutil.rmtree(self.record.source.resize_dir)

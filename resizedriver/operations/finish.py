@@ -1,0 +1,175 @@
+"""finish_migration: the destination half, run on the destination host.
+
+Plan (steps with an undo in brackets):
+  check copied disks                every file is there and is what the
+                                    source said it was
+  rebase overlays                   only when _base moved (other path)
+  convert disk formats              only when the dest wants another format
+  extend disks                      only when the flavor grows them
+  create swap                       only when the new flavor has swap
+  write disk.info                   when the instance has one
+  plug VIFs
+  define domain       [restore]     the source definition on a shared
+                                    libvirtd, undefine on another host
+  start guest         [destroy]     only when power_on
+
+Until define, the steps touch only the destination's copy, which a revert
+throws away; the source copy in ``<uuid>_resize`` is never written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from oslo_concurrency import processutils
+from oslo_log import log as logging
+
+from resizedriver import domain_xml
+from resizedriver import exception
+from resizedriver import vif
+from resizedriver.env import HostEnv
+from resizedriver.model import DiskFile, DiskRole
+from resizedriver.layout import DISK_INFO
+from resizedriver.plan import Plan, Step
+from resizedriver.record import ResizeRecord
+
+LOG = logging.getLogger(__name__)
+GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
+
+
+class FinishMigration:
+    def __init__(self, env: HostEnv, record: ResizeRecord,
+                 power_on: bool) -> None:
+        self.env = env
+        self.record = record
+        self.power_on = power_on
+        self.dest = record.dest
+        self.qemu_img = env.qemu_img()
+        self.copied = [dataclasses.replace(d, path=self.dest.path(d.name))
+                       for d in record.disks if d.role is not DiskRole.SWAP]
+        self.final = [self._final(d) for d in self.copied]
+        if record.new_flavor.swap_bytes:
+            self.final.append(DiskFile(
+                name='disk.swap', role=DiskRole.SWAP,
+                path=self.dest.path('disk.swap'), format='raw',
+                virtual_size=record.new_flavor.swap_bytes, actual_size=0))
+        self.guest = None
+
+    def _final(self, disk: DiskFile) -> DiskFile:
+        """What a copied disk becomes: format, size and backing file."""
+        if disk.role not in GROWABLE:
+            return disk
+        fmt = 'qcow2' if self.env.conf.use_cow_images else 'raw'
+        want = {DiskRole.ROOT: self.record.new_flavor.root_bytes,
+                DiskRole.EPHEMERAL: self.record.new_flavor.ephemeral_bytes}[
+                    disk.role]
+        backing = disk.backing_file
+        if backing:
+            backing = None if fmt != disk.format else \
+                self.dest.base_path(os.path.basename(backing))
+        return dataclasses.replace(disk, format=fmt,
+                                   virtual_size=max(want, disk.virtual_size),
+                                   backing_file=backing)
+
+    def plan(self) -> Plan:
+        steps = [Step('check copied disks', self.check_disks)]
+        pairs = list(zip(self.copied, self.final))
+        if any(c.backing_file and f.backing_file and
+               c.backing_file != f.backing_file for c, f in pairs):
+            steps.append(Step('rebase overlays', self.rebase))
+        if any(c.format != f.format for c, f in pairs):
+            steps.append(Step('convert disk formats', self.convert))
+        if any(c.virtual_size != f.virtual_size for c, f in pairs):
+            steps.append(Step('extend disks', self.extend))
+        if self.record.new_flavor.swap_bytes:
+            steps.append(Step('create swap', self.create_swap))
+        if os.path.exists(self.dest.path(DISK_INFO)):
+            steps.append(Step('write disk.info', self.write_disk_info))
+        steps += [Step('plug VIFs', self.plug_vifs),
+                  Step('define domain', self.define, self.undefine)]
+        if self.power_on:
+            steps.append(Step('start guest', self.start, self.stop))
+        return Plan('finish_migration', self.record.uuid, steps)
+
+    # -- steps ------------------------------------------------------------
+
+    def check_disks(self) -> None:
+        for disk in self.copied:
+            if not os.path.isfile(disk.path):
+                raise exception.ResizeDriverError(
+                    f'{disk.path} was not copied to this host')
+            if disk.format == 'file':
+                continue
+            info = self.qemu_img.info(disk.path)
+            if (info.format, info.virtual_size) != (disk.format,
+                                                    disk.virtual_size):
+                raise exception.ResizeDriverError(
+                    f'{disk.path} is {info.format}/{info.virtual_size}, '
+                    f'the source sent {disk.format}/{disk.virtual_size}')
+            if disk.backing_file:
+                base = self.dest.base_path(os.path.basename(
+                    disk.backing_file))
+                if not os.path.isfile(base):
+                    raise exception.ResizeDriverError(
+                        f'backing file {base} is missing on this host')
+
+    def rebase(self) -> None:
+        for copied, final in zip(self.copied, self.final):
+            if final.backing_file and copied.backing_file != \
+                    final.backing_file:
+                self.qemu_img.rebase_unsafe(final.path, final.backing_file,
+                                            'raw')
+
+    def convert(self) -> None:
+        for copied, final in zip(self.copied, self.final):
+            if copied.format == final.format:
+                continue
+            part = final.path + '.part'
+            self.qemu_img.convert(copied.path, part, copied.format,
+                                  final.format)
+            os.rename(part, final.path)
+
+    def extend(self) -> None:
+        for copied, final in zip(self.copied, self.final):
+            if final.virtual_size > copied.virtual_size:
+                self.qemu_img.resize(final.path, final.format,
+                                     final.virtual_size)
+
+    def create_swap(self) -> None:
+        swap = self.final[-1]
+        self.qemu_img.create(swap.path, 'raw', swap.virtual_size)
+        processutils.execute('mkswap', swap.path)
+
+    def write_disk_info(self) -> None:
+        """Nova trusts disk.info over probing: make it name the new files."""
+        path = self.dest.path(DISK_INFO)
+        with open(path + '.tmp', 'w') as f:
+            json.dump({d.path: d.format for d in self.final
+                       if d.format != 'file'}, f)
+        os.rename(path + '.tmp', path)
+
+    def plug_vifs(self) -> None:
+        vif.plug(domain_xml.vifs(self.record.source_xml), self.record.uuid)
+
+    def define(self) -> None:
+        xml = domain_xml.for_flavor(
+            self.record.source_xml, flavor=self.record.new_flavor,
+            virt_type=self.env.virt_type,
+            old_dir=self.record.source.dir, new_dir=self.dest.dir,
+            disks=self.final)
+        self.guest = self.env.host.define(xml)
+
+    def undefine(self) -> None:
+        if self.record.destination.same_hypervisor:
+            self.env.host.define(self.record.source_xml)
+        elif self.guest is not None:
+            self.guest.undefine()
+
+    def start(self) -> None:
+        self.guest.start()
+        self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
+
+    def stop(self) -> None:
+        self.guest.destroy()

@@ -1,0 +1,217 @@
+"""migrate_disk_and_power_off: the source half of a cold resize/migration.
+
+Plan (steps with an undo in brackets):
+  validate request                  refuse before anything is touched
+  copy backing files  [remove]      while the guest still runs: they are
+                                    immutable, so this costs no downtime
+  write resize record [remove]
+  power off           [start]       clean shutdown, then hard off
+  create dest dir     [remove]      remote / other path
+  move to _resize     [move back]
+  create instance dir [remove]      shared path: same dir name again
+  copy disks                        swap is not copied but recreated
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Optional
+
+from oslo_log import log as logging
+
+from resizedriver import exception
+from resizedriver import inventory
+from resizedriver.env import HostEnv
+from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
+from resizedriver.model import Destination, DiskFile, DiskRole, Flavor
+from resizedriver.plan import Plan, Step
+from resizedriver.record import ResizeRecord
+from resizedriver.transport import Transport
+
+LOG = logging.getLogger(__name__)
+
+
+class MigrateDiskAndPowerOff:
+    def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
+                 dest: Destination, transport: Transport) -> None:
+        self.env = env
+        self.inst = InstanceLayout(env.instances_path, uuid)
+        self.new_flavor = new_flavor
+        self.dest = dest
+        self.dest_inst = InstanceLayout(dest.instances_path, uuid)
+        self.transport = transport
+        self.guest = env.host.lookup(uuid)
+        self.shared = False
+        self.disks: list[DiskFile] = []
+        self.backing_to_copy: list[str] = []
+        self.copied_backing: list[str] = []
+        self.record: Optional[ResizeRecord] = None
+
+    # -- planning ---------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """Validate (refusing with no side effect), then the steps."""
+        self.validate()
+        steps = []
+        if self.backing_to_copy:
+            steps.append(Step('copy backing files', self.copy_backing,
+                              self.remove_copied_backing))
+        steps += [
+            Step('write resize record', self.write_record,
+                 self.remove_record),
+            Step('power off', self.power_off, self.power_on_again),
+        ]
+        move = Step('move instance dir to _resize', self.move_to_resize,
+                    self.move_back)
+        if self.shared:
+            steps += [move, Step('create instance dir', self.create_dest_dir,
+                                 self.remove_dest_dir)]
+        else:
+            steps += [Step('create destination dir', self.create_dest_dir,
+                           self.remove_dest_dir), move]
+        steps.append(Step('copy disks', self.copy_disks))
+        return Plan('migrate_disk_and_power_off', self.inst.uuid, steps)
+
+    def validate(self) -> None:
+        if self.guest is None:
+            raise exception.ResizeRefused(
+                f'no libvirt domain with UUID {self.inst.uuid}')
+        if not os.path.isdir(self.inst.dir):
+            raise exception.ResizeRefused(
+                f'instance directory {self.inst.dir} does not exist')
+        if os.path.exists(self.inst.resize_dir):
+            raise exception.ResizePending(
+                f'{self.inst.resize_dir} exists: a resize of this instance '
+                f'is pending; confirm or revert it first')
+        self.source_xml = self.guest.xml()
+        self.disks = inventory.discover(self.source_xml, self.inst,
+                                        self.env.qemu_img())
+        if not any(d.role is DiskRole.ROOT for d in self.disks):
+            LOG.info('No root disk in the instance directory (booted from '
+                     'volume)', instance_uuid=self.inst.uuid)
+        self.old_flavor = inventory.current_flavor(self.source_xml,
+                                                   self.disks)
+        inventory.check_no_shrink(self.disks, self.new_flavor)
+        self.transport.execute('true')       # dest reachable at all
+        self.shared = self._path_is_shared()
+        self.backing_to_copy = self._backing_to_copy()
+        self._check_space()
+
+    def _path_is_shared(self) -> bool:
+        """Whether the dest sees our instances path as its own."""
+        if self.dest.instances_path != self.env.instances_path:
+            return False
+        if self.transport.host is None:
+            return True
+        with tempfile.NamedTemporaryFile(dir=self.env.instances_path,
+                                         prefix='.shared-check-') as marker:
+            return self.transport.exists(marker.name)
+
+    def _backing_to_copy(self) -> list[str]:
+        """Backing files the dest lacks; refuse one it has but differs."""
+        needed = []
+        for backing in sorted({d.backing_file for d in self.disks
+                               if d.backing_file}):
+            dest_path = self.dest_inst.base_path(os.path.basename(backing))
+            if self.shared or (self.transport.host is None and
+                               os.path.realpath(dest_path) ==
+                               os.path.realpath(backing)):
+                continue
+            if not self.transport.exists(dest_path):
+                needed.append(backing)
+                continue
+            if (self.transport.file_size(dest_path) !=
+                    os.path.getsize(backing) or
+                    self.transport.sha256(dest_path) !=
+                    self.env.local.sha256(backing)):
+                raise exception.ResizeRefused(
+                    f'{dest_path} on the destination differs from our '
+                    f'{backing}; refusing to rebase onto another image')
+        return needed
+
+    def _check_space(self) -> None:
+        needed = sum(d.actual_size for d in self.disks
+                     if d.role is not DiskRole.SWAP)
+        needed += sum(os.path.getsize(b) for b in self.backing_to_copy)
+        try:
+            free = self.transport.free_bytes(self.dest.instances_path)
+        except exception.CommandFailed as e:
+            raise exception.ResizeRefused(
+                f'destination instances path {self.dest.instances_path} '
+                f'is not usable: {e}') from e
+        if free < needed:
+            raise exception.InsufficientSpace(
+                f'destination {self.dest.instances_path} has {free} bytes '
+                f'free, the disks need {needed}')
+
+    # -- steps ------------------------------------------------------------
+
+    def _copy(self, src: str, dst: str) -> None:
+        progress = self.env.progress
+        name = os.path.basename(dst)
+        self.transport.copy_file(
+            src, dst,
+            (lambda done, total: progress(name, done, total))
+            if progress else None)
+
+    def copy_backing(self) -> None:
+        self.transport.makedirs(self.dest_inst.base_dir)
+        for backing in self.backing_to_copy:
+            dst = self.dest_inst.base_path(os.path.basename(backing))
+            self._copy(backing, dst)
+            self.copied_backing.append(dst)
+
+    def remove_copied_backing(self) -> None:
+        for path in self.copied_backing:
+            self.transport.remove_file(path)
+
+    def write_record(self) -> None:
+        self.record = ResizeRecord(
+            uuid=self.inst.uuid, name=self.guest.name,
+            source_host=self.env.hostname,
+            source_instances_path=self.env.instances_path,
+            destination=self.dest, shared_path=self.shared,
+            old_flavor=self.old_flavor, new_flavor=self.new_flavor,
+            source_xml=self.source_xml, disks=self.disks,
+            was_running=self.guest.is_running())
+        self.record.write(self.inst.path(RECORD_NAME))
+
+    def remove_record(self) -> None:
+        path = self.inst.path(RECORD_NAME)
+        if os.path.exists(path):
+            os.unlink(path)
+
+    def power_off(self) -> None:
+        conf = self.env.conf.resizedriver
+        self.guest.power_off(conf.shutdown_timeout,
+                             conf.shutdown_retry_interval)
+
+    def power_on_again(self) -> None:
+        if self.record and self.record.was_running:
+            self.guest.start()
+
+    def create_dest_dir(self) -> None:
+        if self.transport.exists(self.dest_inst.dir):
+            raise exception.ResizeDriverError(
+                f'{self.dest_inst.dir} already exists on the destination')
+        self.transport.makedirs(self.dest_inst.dir)
+
+    def remove_dest_dir(self) -> None:
+        self.transport.remove_tree(self.dest_inst.dir)
+
+    def move_to_resize(self) -> None:
+        os.rename(self.inst.dir, self.inst.resize_dir)
+
+    def move_back(self) -> None:
+        os.rename(self.inst.resize_dir, self.inst.dir)
+
+    def copy_disks(self) -> None:
+        for disk in self.disks:
+            if disk.role is DiskRole.SWAP:
+                continue
+            self._copy(self.inst.in_resize_dir(disk.name),
+                       self.dest_inst.path(disk.name))
+        if os.path.exists(self.inst.in_resize_dir(DISK_INFO)):
+            self._copy(self.inst.in_resize_dir(DISK_INFO),
+                       self.dest_inst.path(DISK_INFO))

@@ -1,0 +1,102 @@
+"""finish_revert_migration: on the source, go back to the kept copy.
+
+Plan (each step is idempotent: Nova calls this again for instances stuck
+in RESIZE_MIGRATING, sometimes after part of it ran):
+  stop resized guest       on a shared libvirtd it runs from the dest copy
+  drop destination copy    when the dest dir is not our own instance dir
+  move _resize back        the bytes the guest had when the resize began
+  define source domain     the definition saved before the resize
+  plug VIFs
+  start guest              only when power_on
+  remove resize record
+
+``DropDestinationGuest`` is the destination's part when it is another
+hypervisor (Nova does it itself with ``destroy`` on the dest).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from resizedriver import domain_xml
+from resizedriver import vif
+from resizedriver.env import HostEnv
+from resizedriver.layout import RECORD_NAME
+from resizedriver.plan import Plan, Step
+from resizedriver.record import ResizeRecord
+from resizedriver.transport import Transport
+
+
+class FinishRevertMigration:
+    def __init__(self, env: HostEnv, record: ResizeRecord,
+                 dest_transport: Transport, power_on: bool) -> None:
+        self.env = env
+        self.record = record
+        self.source = record.source
+        self.transport = dest_transport
+        self.power_on = power_on
+        self.guest = None
+
+    def plan(self) -> Plan:
+        steps = []
+        if self.record.destination.same_hypervisor:
+            steps.append(Step('stop resized guest', self.stop_resized))
+        if not self.record.shared_path:
+            steps.append(Step('drop destination copy', self.drop_dest_copy))
+        steps += [Step('move _resize back', self.move_back),
+                  Step('define source domain', self.define),
+                  Step('plug VIFs', self.plug_vifs)]
+        if self.power_on:
+            steps.append(Step('start guest', self.start))
+        steps.append(Step('remove resize record', self.remove_record))
+        return Plan('finish_revert_migration', self.record.uuid, steps)
+
+    def stop_resized(self) -> None:
+        guest = self.env.host.lookup(self.record.uuid)
+        if guest is not None:
+            guest.destroy()
+
+    def drop_dest_copy(self) -> None:
+        self.transport.remove_tree(self.record.dest.dir)
+
+    def move_back(self) -> None:
+        if not os.path.isdir(self.source.resize_dir):
+            return                      # a repeated revert: already back
+        if os.path.isdir(self.source.dir):
+            shutil.rmtree(self.source.dir)   # the dest copy (shared path)
+        os.rename(self.source.resize_dir, self.source.dir)
+
+    def define(self) -> None:
+        self.guest = self.env.host.define(self.record.source_xml)
+
+    def plug_vifs(self) -> None:
+        vif.plug(domain_xml.vifs(self.record.source_xml), self.record.uuid)
+
+    def start(self) -> None:
+        if not self.guest.is_running():
+            self.guest.start()
+        self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
+
+    def remove_record(self) -> None:
+        path = self.source.path(RECORD_NAME)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+class DropDestinationGuest:
+    """On the destination: stop and undefine the resized guest."""
+
+    def __init__(self, env: HostEnv, uuid: str) -> None:
+        self.env = env
+        self.uuid = uuid
+
+    def plan(self) -> Plan:
+        return Plan('drop_destination_guest', self.uuid,
+                    [Step('destroy and undefine guest', self.drop)])
+
+    def drop(self) -> None:
+        guest = self.env.host.lookup(self.uuid)
+        if guest is not None:
+            guest.destroy()
+            guest.undefine()

@@ -1,0 +1,28 @@
+"""Transports: one class per way of reaching the destination host."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from oslo_config import cfg
+
+from resizedriver.transport.base import Transport
+from resizedriver.transport.local import LocalTransport
+from resizedriver.transport.rsync import RsyncTransport
+from resizedriver.transport.ssh import SshOptions, SshTransport
+
+__all__ = ['Transport', 'LocalTransport', 'SshTransport', 'RsyncTransport',
+           'SshOptions', 'for_host']
+
+
+def for_host(host: Optional[str], conf: cfg.ConfigOpts) -> Transport:
+    """The transport the configuration asks for to reach ``host``."""
+    if host is None:
+        return LocalTransport()
+    options = SshOptions(user=conf.resizedriver.ssh_user,
+                         port=conf.resizedriver.ssh_port,
+                         identity_file=conf.resizedriver.ssh_identity_file,
+                         options=conf.resizedriver.ssh_options)
+    if conf.libvirt.remote_filesystem_transport == 'rsync':
+        return RsyncTransport(host, options)
+    return SshTransport(host, options)
