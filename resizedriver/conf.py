@@ -66,11 +66,11 @@ RESIZEDRIVER_OPTS = [
 
 def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
     """Register our options, skipping any Nova has already registered."""
-    for group, opts in (('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS),
-                        ('resizedriver', RESIZEDRIVER_OPTS)):
+    for group, opts in list_opts():
         for opt in opts:
             try:
-                conf.register_opt(opt, group=group)
+                conf.register_opt(
+                    opt, group=None if group == 'DEFAULT' else group)
             except cfg.DuplicateOptError:
                 pass
 

@@ -36,6 +36,9 @@ class Host:
     @property
     def conn(self) -> 'libvirt.virConnect':
         if self._conn is None:
+            # libvirt prints every error to stderr by default; ours are
+            # raised as exceptions and reported once, by the caller.
+            libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
             self._conn = libvirt.open(self.uri)
         return self._conn
 

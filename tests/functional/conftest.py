@@ -1,0 +1,140 @@
+"""Fixtures for the real tests: a real libvirtd, a real guest, real ssh.
+
+Nothing here is faked.  The session fixture installs and starts what is
+missing (tools/setup-host), builds the test guest from Debian packages,
+makes an isolated bridge and a loopback sshd.  Each scenario gets its own
+instances paths and config file and boots its guest once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from resizedriver.host import Host
+from tests.lib import guestlog, hostenv, testguest
+
+TEST_ROOT = '/var/lib/resizedriver-tests'
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope='session')
+def host() -> Host:
+    if os.geteuid() != 0:
+        pytest.fail('functional tests drive the system libvirtd: run as root')
+    hostenv.setup_host()
+    hostenv.ensure_bridge()
+    testguest.build_guest_image()
+    return Host('qemu:///system')
+
+
+@pytest.fixture(scope='session')
+def sshd():
+    server = hostenv.LoopbackSshd(os.path.join(TEST_ROOT, 'sshd'))
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclasses.dataclass
+class Scenario:
+    """One guest, its config file, and a way to run the CLI against it."""
+
+    root: str
+    conf_file: str
+    host: Host
+    guest: testguest.TestGuest
+
+    @property
+    def instances(self) -> str:
+        return os.path.join(self.root, 'instances')
+
+    @property
+    def dest_instances(self) -> str:
+        return os.path.join(self.root, 'dest-instances')
+
+    def cli(self, *args: str, expect_rc: int = 0) -> \
+            subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, '-m', 'resizedriver.cmd.cli', '--config-file',
+             self.conf_file, *args], capture_output=True, text=True,
+            timeout=600)
+        assert proc.returncode == expect_rc, (
+            f'resizedriver {" ".join(args)} exited {proc.returncode}, '
+            f'wanted {expect_rc}\nstdout:\n{proc.stdout}\n'
+            f'stderr:\n{proc.stderr}')
+        return proc
+
+    def wait_boot(self, boot: int) -> guestlog.GuestReport:
+        return guestlog.wait_for_boot(self.guest.console_log(self.host), boot)
+
+    def domains_named(self) -> list[str]:
+        return [d.UUIDString() for d in self.host.conn.listAllDomains()
+                if d.name() == self.guest.name]
+
+    def disk_paths(self) -> list[str]:
+        from resizedriver import domain_xml
+        return [d.path for d in domain_xml.file_disks(
+            self.host.lookup(self.guest.uuid).xml())]
+
+
+_COUNTER = iter(range(10, 200))
+
+
+@pytest.fixture
+def scenario(request, host, sshd) -> Scenario:
+    n = next(_COUNTER)
+    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
+    root = os.path.join(TEST_ROOT, name)
+    stale = host.lookup(name)
+    if stale is not None:
+        testguest.remove(host, testguest.TestGuest('', stale.uuid, name,
+                                                   '', ''))
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(os.path.join(root, 'instances'))
+    os.makedirs(os.path.join(root, 'dest-instances'))
+    transport = getattr(request, 'param', 'ssh')
+    conf_file = os.path.join(root, 'resizedriver.conf')
+    remote = (f'{sys.executable} -m resizedriver.cmd.cli '
+              f'--config-file {conf_file}')
+    with open(conf_file, 'w') as f:
+        f.write(f"""[DEFAULT]
+instances_path = {root}/instances
+use_cow_images = true
+[libvirt]
+virt_type = kvm
+remote_filesystem_transport = {transport}
+[resizedriver]
+shutdown_timeout = 60
+shutdown_retry_interval = 2
+ssh_user = root
+ssh_port = {sshd.port}
+ssh_identity_file = {sshd.key}
+ssh_options = {','.join(sshd.client_options())}
+remote_command = {remote}
+lock_path = {root}/locks
+""")
+    guest = testguest.create(
+        host, os.path.join(root, 'instances'), name=name,
+        mac=f'52:54:00:77:00:{n:02x}', ip=f'169.254.77.{n}/24',
+        bridge=hostenv.BRIDGE)
+    host.lookup(guest.uuid).start()
+    yield Scenario(root, conf_file, host, guest)
+    testguest.remove(host, guest)
+    try:
+        shutil.rmtree(root)
+    except OSError:
+        pass
+
+
+def sha256(path: str) -> str:
+    out = subprocess.run(['sha256sum', path], check=True, capture_output=True,
+                         text=True).stdout
+    return out.split()[0]
+
+
