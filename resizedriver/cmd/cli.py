@@ -108,19 +108,23 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 class Console:
-    """Progress and results for a person at a terminal."""
+    """Copy progress for a person: a live line on a terminal, else one
+    line per file when it is done (so logs stay readable)."""
 
     def __init__(self, stream=sys.stderr) -> None:
         self.stream = stream
+        self.live = stream.isatty()
         self._last = ''
 
     def progress(self, name: str, done: int, total: int) -> None:
+        finished = done >= total
+        if not (self.live or finished):
+            return
         pct = 100 * done // total if total else 100
         line = (f'copying {name}: {pct:3d}% '
-                f'({done // MiB}/{total // MiB} MiB)')
+                f'({done / MiB:.1f}/{total / MiB:.1f} MiB)')
         if line != self._last:
-            end = '\n' if done >= total else '\r'
-            self.stream.write(line + end)
+            self.stream.write(line + ('\n' if finished else '\r'))
             self.stream.flush()
             self._last = line
 

@@ -1,0 +1,78 @@
+"""A real resize of a throwaway guest, narrated (run by tools/demo)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from resizedriver.host import Host  # noqa: E402
+from tests.lib import guestlog, hostenv, testguest  # noqa: E402
+
+ROOT = '/var/lib/resizedriver-demo'
+NAME = 'resizedriver-demo'
+
+
+def show(title: str, report: guestlog.GuestReport) -> None:
+    disks = ', '.join(f'{k} {v // 2**20} MiB'
+                      for k, v in sorted(report.disks.items()))
+    print(f'{title:<28} boot #{report.boot}: {report.cpu_count} vCPU(s) '
+          f'[{report.cpus}], MemTotal {report.mem_kb // 1024} MiB, {disks}, '
+          f'MAC {", ".join(report.macs.values())}')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--keep', action='store_true',
+                        help='leave the demo guest running afterwards')
+    args = parser.parse_args()
+    host = Host('qemu:///system')
+    hostenv.ensure_bridge()
+    stale = host.lookup(NAME)
+    if stale is not None:
+        testguest.remove(host, testguest.TestGuest('', stale.uuid, NAME,
+                                                   '', ''))
+    shutil.rmtree(ROOT, ignore_errors=True)
+    os.makedirs(f'{ROOT}/instances')
+    conf = f'{ROOT}/resizedriver.conf'
+    with open(conf, 'w') as f:
+        f.write(f'[DEFAULT]\ninstances_path = {ROOT}/instances\n'
+                f'[resizedriver]\nshutdown_retry_interval = 2\n')
+    virt = host.virt_type('kvm')
+    print(f'libvirt domain type: {virt}'
+          + ('' if virt == 'kvm' else ' (no usable KVM here: TCG)'))
+    guest = testguest.create(host, f'{ROOT}/instances', name=NAME,
+                             mac='52:54:00:77:00:02', ip='169.254.77.2/24',
+                             bridge=hostenv.BRIDGE)
+    host.lookup(guest.uuid).start()
+    before = guestlog.wait_for_boot(guest.console_log(host), 1)
+    show('before resize:', before)
+
+    cli = [sys.executable, '-m', 'resizedriver.cmd.cli', '--config-file',
+           conf]
+    cmd = cli + ['resize', NAME, '--vcpus', '2', '--memory', '512',
+                 '--root-size', '128M']
+    print('$ resizedriver resize', ' '.join(cmd[5:][1:]))
+    subprocess.run(cmd, check=True)
+    after = guestlog.wait_for_boot(guest.console_log(host), 2)
+    show('after resize:', after)
+    print('ping over the bridge:',
+          'ok' if hostenv.ping(guest.ip.split('/')[0]) else 'FAILED')
+    subprocess.run(cli + ['status'], check=True)
+    subprocess.run(cli + ['confirm', NAME], check=True)
+    print('boot counter went', before.boot, '->', after.boot,
+          '(kept on the root disk: no data lost)')
+    if not args.keep:
+        testguest.remove(host, guest)
+        shutil.rmtree(ROOT, ignore_errors=True)
+        print('demo guest removed')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
