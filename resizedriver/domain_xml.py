@@ -90,10 +90,20 @@ def vcpus_and_memory(xml: str) -> tuple[int, int]:
     root = _parse(xml)
     vcpus = int(root.findtext('vcpu'))
     mem = root.find('memory')
-    unit = mem.get('unit', 'KiB')
-    factor = {'b': 1, 'bytes': 1, 'KiB': KiB, 'k': KiB, 'MiB': KiB ** 2,
-              'M': KiB ** 2, 'GiB': KiB ** 3, 'G': KiB ** 3}[unit]
-    return vcpus, int(mem.text) * factor // KiB ** 2
+    return vcpus, int(mem.text) * _unit_bytes(mem.get('unit', 'KiB')) \
+        // KiB ** 2
+
+
+def _unit_bytes(unit: str) -> int:
+    """libvirt's memory units: b/bytes, KB (10^3), k/KiB (2^10), ... E/EiB."""
+    if unit in ('b', 'bytes'):
+        return 1
+    power = 'KMGTPE'.index(unit[0].upper()) + 1
+    if len(unit) == 2 and unit[1] == 'B':
+        return 1000 ** power
+    if unit[1:] in ('', 'iB'):
+        return KiB ** power
+    raise ValueError(f'unknown memory unit {unit!r}')
 
 
 def _set_memory(root: etree._Element, memory_mib: int) -> None:
@@ -114,6 +124,24 @@ def _set_vcpus(root: etree._Element, vcpus: int) -> None:
         el = etree.SubElement(root, 'vcpu')
     el.attrib.pop('current', None)
     el.text = str(vcpus)
+    _fit_topology(root.find('./cpu/topology'), vcpus)
+
+
+def _fit_topology(topo: Optional[etree._Element], vcpus: int) -> None:
+    """libvirt refuses a topology whose product is not the vCPU count:
+    keep cores/threads per socket when they divide it, else one socket per
+    vCPU."""
+    if topo is None:
+        return
+    per_socket = 1
+    for attr in ('dies', 'cores', 'threads'):
+        per_socket *= int(topo.get(attr, '1'))
+    if vcpus % per_socket == 0:
+        topo.set('sockets', str(vcpus // per_socket))
+    else:
+        topo.attrib.update(sockets=str(vcpus), cores='1', threads='1')
+        if 'dies' in topo.attrib:
+            topo.set('dies', '1')
 
 
 def _relocate(path: Optional[str], old_dir: str, new_dir: str) -> \
@@ -188,3 +216,50 @@ def for_flavor(source_xml: str, *, flavor: Flavor, virt_type: str,
     for source in root.iterfind('./devices/serial/source[@path]'):
         source.set('path', _relocate(source.get('path'), old_dir, new_dir))
     return _to_string(root)
+
+
+#: Character devices whose ``<source path>`` is a host file QEMU opens
+#: (type file, dev, pipe, unix); a pty's path is only libvirt's report.
+_CHARDEVS = ('serial', 'console', 'parallel', 'channel')
+#: Under ``<os>``: files QEMU loads (kernel, firmware, ACPI tables).
+_OS_FILES = ('kernel', 'initrd', 'dtb', 'loader', 'nvram', 'acpi/table')
+_QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
+
+
+def foreign_files(xml: str, instance_dir: str) -> list[str]:
+    """Host paths the definition would make QEMU open that are not files
+    directly in ``instance_dir``.
+
+    A definition from another host must not make this one hand its own
+    files (``/etc/shadow`` as a kernel, a cdrom, a serial log to
+    overwrite) to a guest: ``for_flavor`` moves only files directly in the
+    instance directory.  Block, network and other non-file disks are
+    volumes, attached by their own means, and are left out, as are
+    ``<backingStore>`` chains (``for_flavor`` drops them) and the emulator.
+    QEMU command-line passthrough can open anything, so each of its
+    arguments is listed as ``qemu:arg VALUE``.
+    """
+    root = _parse(xml)
+    found = [el.text for path in _OS_FILES
+             for el in root.iterfind(f'./os/{path}') if el.text]
+    found += [el.get('template') for el in root.iterfind('./os/nvram')
+              if el.get('template')]
+    found += [el.text for el in root.iterfind('./devices/memory/source/path')
+              if el.text]
+    for el in root.iter('source', 'log', 'script', 'downscript'):
+        if any(a.tag == 'backingStore' or
+               (a.tag == 'disk' and a.get('type') not in ('file', 'dir'))
+               for a in el.iterancestors()):
+            continue
+        device = el.getparent()
+        found += [el.get(attr) for attr in ('file', 'dir') if el.get(attr)]
+        if el.get('path') and (
+                el.tag == 'source' and device.tag in _CHARDEVS and
+                device.get('type') != 'pty' or
+                el.tag != 'source' and device.tag == 'interface'):
+            found.append(el.get('path'))   # chardev file, tap scripts
+    found += [f'qemu:arg {el.get("value")}'
+              for el in root.iter(f'{{{_QEMU_NS}}}arg')]
+    return [p for p in found
+            if os.path.dirname(p) != instance_dir or
+            os.path.basename(p) in ('', '.', '..')]

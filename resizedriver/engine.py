@@ -43,7 +43,8 @@ class ResizeEngine:
                            progress=progress)
 
     @contextlib.contextmanager
-    def _locked(self, uuid: str) -> Iterator[None]:
+    def locked(self, uuid: str) -> Iterator[None]:
+        """Serialize operations on one instance, across processes."""
         layout.check_uuid(uuid)
         lock_path = (self.conf.resizedriver.lock_path or
                      os.path.join(self.conf.instances_path, 'locks'))
@@ -61,7 +62,7 @@ class ResizeEngine:
 
         Refusals (``ResizeRefused``) come before the guest is touched.
         """
-        with self._locked(uuid):
+        with self.locked(uuid):
             op = MigrateDiskAndPowerOff(
                 self.env, uuid, new_flavor, dest,
                 transport.for_host(dest.host, self.conf))
@@ -71,18 +72,18 @@ class ResizeEngine:
     def finish_migration(self, record: ResizeRecord,
                          power_on: bool = True) -> None:
         """On the destination: make the copy the resized guest."""
-        with self._locked(record.uuid):
+        with self.locked(record.uuid):
             FinishMigration(self.env, record, power_on).plan().run()
 
     def confirm_migration(self, uuid: str) -> None:
-        with self._locked(uuid):
+        with self.locked(uuid):
             rec = rd_record.load_pending(self._layout(uuid))
             ConfirmMigration(self.env, rec).plan().run()
 
     def finish_revert_migration(self, uuid: str,
                                 power_on: bool = True) -> None:
         """Back to the source copy; a repeat after success is harmless."""
-        with self._locked(uuid):
+        with self.locked(uuid):
             inst = self._layout(uuid)
             try:
                 rec = rd_record.load_pending(inst)
@@ -108,7 +109,7 @@ class ResizeEngine:
 
     def drop_destination_guest(self, uuid: str) -> None:
         """On the destination of a reverted move to another hypervisor."""
-        with self._locked(uuid):
+        with self.locked(uuid):
             DropDestinationGuest(self.env, uuid).plan().run()
 
     def pending(self) -> list[ResizeRecord]:

@@ -56,3 +56,12 @@ class ResizeFailed(ResizeDriverError):
         super().__init__(message)
         self.step = step
         self.rolled_back = rolled_back
+
+
+class UnreadableImage(UnsupportedDisk, CommandFailed):
+    """qemu-img could not inspect a disk: malformed, not in the format it
+    claims, or over the resource limits inspection runs under.
+
+    It is both a refusal (nothing was touched; an untrusted image is turned
+    away) and a failed command, so callers catching either still do.
+    """

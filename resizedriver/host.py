@@ -29,9 +29,12 @@ def kvm_usable(cpuinfo: str = '/proc/cpuinfo',
 
 
 class Host:
-    def __init__(self, uri: str = '') -> None:
+    def __init__(self, uri: str = '',
+                 conn: Optional['libvirt.virConnect'] = None) -> None:
+        """Open ``uri`` when first needed, or use an open ``conn`` (under
+        Nova: the connection Nova's own Host already manages)."""
         self.uri = uri or DEFAULT_URI
-        self._conn: Optional[libvirt.virConnect] = None
+        self._conn = conn
 
     @property
     def conn(self) -> 'libvirt.virConnect':

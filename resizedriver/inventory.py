@@ -1,9 +1,14 @@
 """Find what an instance is made of, from its definition and its files.
 
 Every path comes from the domain definition, but is trusted only once it is
-known to be a file directly inside the instance directory (symlinks
+known to be a regular file directly inside the instance directory (symlinks
 resolved) with a name whose role we know; backing files must resolve into
 ``_base``.  Anything else is refused before anything is touched.
+
+Disk contents are guest-controlled and the record comes from the other
+host: a disk is read only as the format it is declared to be (never
+probed), and the same checks (``inspect_disk``, ``check_base``) guard both
+the source (``discover``) and the destination (``check_copy``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from resizedriver import domain_xml
 from resizedriver import exception
 from resizedriver.layout import InstanceLayout
 from resizedriver.model import DiskFile, DiskRole, Flavor, role_for_name
-from resizedriver.qemuimg import QemuImg
+from resizedriver.qemuimg import ImageInfo, QemuImg, read_header
+
+#: Roles whose files are plain files, not disk images.
+BOOT_ROLES = (DiskRole.KERNEL, DiskRole.RAMDISK)
 
 
 def inside(path: str, directory: str) -> bool:
@@ -31,27 +39,81 @@ def _checked(path: str, inst: InstanceLayout) -> str:
     if role_for_name(name) is None:
         raise exception.UnsupportedDisk(
             f'{path}: unknown file in the instance directory')
+    if not os.path.isfile(path):
+        raise exception.UnsupportedDisk(f'{path}: not a regular file')
     return name
+
+
+def inspect_disk(path: str, fmt: str, qemu_img: QemuImg) -> ImageInfo:
+    """qemu-img info of an untrusted local disk, read as ``fmt`` only.
+
+    ``fmt`` is what the definition or the record claims.  A raw disk's
+    bytes are guest data: one that holds a qcow2 header pointing anywhere
+    is simply raw (CVE-2024-32498).  A disk claimed to be qcow2 must carry
+    a qcow2 header with no external data file before qemu-img may open it.
+    A recorded backing format must be raw, so that nothing ever probes
+    the backing file.
+    """
+    header = read_header(path)            # also refuses FIFOs, devices
+    if fmt == 'qcow2' and header.format != 'qcow2':
+        raise exception.UnsupportedDisk(
+            f'{path}: declared qcow2 but the file is '
+            f'{header.format or "raw data"}: refused')
+    if fmt == 'qcow2' and header.data_file:
+        raise exception.UnsupportedDisk(
+            f'{path}: qcow2 image with an external data file: refused '
+            f'before qemu-img opens it')
+    info = qemu_img.info(path, fmt)
+    if info.backing_file and info.backing_format not in (None, 'raw'):
+        raise exception.UnsupportedDisk(
+            f'{path}: backing file format {info.backing_format!r} is '
+            f'refused (backing files must be raw)')
+    return info
+
+
+def check_base(disk: str, backing: str, base_dir: str) -> None:
+    """Refuse ``backing`` unless it is a plain raw file in ``base_dir``.
+
+    Directly in ``base_dir`` once symlinks are resolved, a regular file,
+    and not an image itself: a base that is a qcow2 (or vmdk, qed) would
+    make a chain deeper than one whose far end nobody checked.  Nova keeps
+    only raw files in ``_base``.
+    """
+    if not (inside(backing, base_dir) and os.path.isfile(backing)):
+        raise exception.UnsafePath(
+            f'{disk}: backing file {backing} is not a file in {base_dir}')
+    found = read_header(backing).format
+    if found:
+        raise exception.UnsupportedDisk(
+            f'{disk}: backing file {backing} is itself a {found} image: '
+            f'backing chains deeper than one are refused')
 
 
 def discover(xml: str, inst: InstanceLayout, qemu_img: QemuImg) \
         -> list[DiskFile]:
-    """The instance's own files: disks in its directory, kernel, ramdisk."""
+    """The instance's own files: disks in its directory, kernel, ramdisk.
+
+    A disk is read as the format its ``<driver type>`` declares; none
+    declared means raw, as libvirt (which no longer probes) hands it to
+    QEMU.  A backing file must be named by a plain absolute path (no
+    ``..``, no ``json:``) to a file in this host's ``_base``; one in the
+    instance directory is refused too, since a resize carries backing
+    files only through ``_base``.
+    """
     disks = []
     for d in domain_xml.file_disks(xml):
         if os.path.dirname(d.path) != inst.dir:
             continue              # a volume or an ISO: not ours to move
         name = _checked(d.path, inst)
-        info = qemu_img.info(d.path)
-        if d.driver_type and d.driver_type != info.format:
-            raise exception.UnsupportedDisk(
-                f'{d.path}: defined as {d.driver_type} but the file is '
-                f'{info.format}')
-        if info.backing_file and not inside(info.backing_file,
-                                            inst.base_dir):
+        info = inspect_disk(d.path, d.driver_type or 'raw', qemu_img)
+        backing = info.backing_file
+        if backing and not (os.path.isabs(backing) and
+                            os.path.normpath(backing) == backing):
             raise exception.UnsafePath(
-                f'{d.path}: backing file {info.backing_file} is not in '
-                f'{inst.base_dir}')
+                f'{d.path}: backing file {backing!r} is not a plain '
+                f'absolute path')
+        if backing:
+            check_base(d.path, backing, inst.base_dir)
         disks.append(DiskFile(
             name=name, role=role_for_name(name), path=d.path,
             format=info.format, virtual_size=info.virtual_size,
@@ -66,6 +128,37 @@ def discover(xml: str, inst: InstanceLayout, qemu_img: QemuImg) \
                               format='file', virtual_size=size,
                               actual_size=size))
     return disks
+
+
+def check_copy(disk: DiskFile, inst: InstanceLayout,
+               qemu_img: QemuImg) -> None:
+    """Refuse a disk copied here unless it is what the record says it is.
+
+    The record is the other host's word.  The copy is read as the format
+    the record claims; its header must name exactly the backing file the
+    record does, whose namesake must be a plain raw file in our ``_base``
+    (the path the header names is the other host's and is never opened).
+    """
+    _checked(disk.path, inst)
+    if (disk.format == 'file') != (disk.role in BOOT_ROLES):
+        raise exception.UnsupportedDisk(
+            f'{disk.path}: format {disk.format!r} does not fit a '
+            f'{disk.role.value} file')
+    if disk.format == 'file':
+        return
+    info = inspect_disk(disk.path, disk.format, qemu_img)
+    if info.virtual_size != disk.virtual_size:
+        raise exception.UnsupportedDisk(
+            f'{disk.path} is {info.format}/{info.virtual_size}, the source '
+            f'sent {disk.format}/{disk.virtual_size}')
+    if info.backing_file != disk.backing_file:
+        raise exception.UnsafePath(
+            f'{disk.path}: backing file {info.backing_file!r}, the source '
+            f'sent {disk.backing_file!r}')
+    if disk.backing_file:
+        check_base(disk.path,
+                   inst.base_path(os.path.basename(disk.backing_file)),
+                   inst.base_dir)
 
 
 def current_flavor(xml: str, disks: list[DiskFile]) -> Flavor:

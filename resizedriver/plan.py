@@ -37,12 +37,32 @@ class Plan:
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]
 
+    def replace(self, name: str, *steps: Step) -> 'Plan':
+        """Swap the step ``name`` (if planned) for ``steps``.
+
+        This is how an integration (the Nova adapter) substitutes its own
+        implementation of a step without copying the whole plan.
+        """
+        at = self.step_names.index(name) if name in self.step_names else None
+        if at is not None:
+            self.steps[at:at + 1] = list(steps)
+        return self
+
+    def insert_after(self, name: str, *steps: Step) -> 'Plan':
+        at = self.step_names.index(name) + 1
+        self.steps[at:at] = list(steps)
+        return self
+
     def run(self) -> None:
         done: list[Step] = []
         for step in self.steps:
             LOG.info('%s: %s', self.name, step.name, instance_uuid=self.uuid)
             try:
                 step.do()
+            except KeyboardInterrupt:
+                # An operator's Ctrl-C: undo, then let it end the program.
+                self._undo(done)
+                raise
             except Exception as e:
                 if not done and isinstance(e, exception.ResizeRefused):
                     raise          # nothing was touched: a plain refusal

@@ -4,6 +4,11 @@
 guest) under ``prlimit`` (a crafted image must not eat the host), the way
 Nova's images.qemu_img_info does, and refuses what we never handle: formats
 other than raw/qcow2, qcow2 external data files, absurd virtual sizes.
+
+Disk contents are guest-controlled, so qemu-img must never guess a format
+(CVE-2024-32498): callers pass the format the definition or record claims,
+and ``read_header`` lets them look at a local file's first bytes before
+qemu-img opens it at all.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Optional
+import signal
+import stat
+import struct
+from typing import Any, Optional
 
 from resizedriver import exception
 from resizedriver.model import GiB
@@ -28,8 +36,58 @@ class ImageInfo:
     format: str
     virtual_size: int
     actual_size: int
-    backing_file: Optional[str]
+    backing_file: Optional[str]     # as written in the header: untrusted
     backing_format: Optional[str]
+
+
+#: First bytes of the image formats QEMU recognises when probing and that
+#: can name other files (backing files, data files, extents).
+_MAGICS = ((b'QFI\xfb', 'qcow2'), (b'QED\x00', 'qed'), (b'KDMV', 'vmdk'),
+           (b'COWD', 'vmdk'), (b'# Disk DescriptorFile', 'vmdk'))
+#: qcow2 v3 incompatible feature bit: the guest data lives in another file.
+_QCOW2_INCOMPAT_DATA_FILE = 1 << 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    """What a file's first bytes claim, read without qemu-img."""
+
+    format: Optional[str]    # 'qcow2', 'qcow' (v1), 'qed', 'vmdk' or None
+    data_file: bool = False  # qcow2 with an external data file
+
+
+def read_header(path: str) -> Header:
+    """The image format a local file's first bytes claim, if any.
+
+    Read before qemu-img opens the file, so that what qemu-img would follow
+    (a qcow2 data file: QEMU before the CVE-2024-4467 fix opens it even for
+    ``info``) is refused first.  Opened non-blocking and checked to be a
+    regular file: a FIFO or device in place of an image is refused, not
+    waited on or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise exception.UnsupportedDisk(f'{path}: not a regular file')
+        head = os.pread(fd, 512, 0).ljust(512, b'\0')   # as QEMU reads it
+    finally:
+        os.close(fd)
+    fmt = next((name for magic, name in _MAGICS if head.startswith(magic)),
+               None)
+    if fmt != 'qcow2':
+        return Header(fmt)
+    version, = struct.unpack_from('>I', head, 4)
+    if version < 2:
+        return Header('qcow')
+    features = struct.unpack_from('>Q', head, 72)[0] if version >= 3 else 0
+    return Header('qcow2', bool(features & _QCOW2_INCOMPAT_DATA_FILE))
+
+
+def _check_supported(path: str, fmt: Optional[str]) -> None:
+    if fmt not in SUPPORTED_FORMATS:
+        raise exception.UnsupportedDisk(
+            f'{path}: disk format {fmt!r} is not supported '
+            f'(only {", ".join(SUPPORTED_FORMATS)})')
 
 
 class QemuImg:
@@ -40,35 +98,64 @@ class QemuImg:
     def _run(self, *args: str) -> str:
         return self.transport.execute('qemu-img', *args)
 
-    def info(self, path: str) -> ImageInfo:
-        out = self.transport.execute(
-            'prlimit', f'--cpu={INFO_CPU_SECONDS}',
-            f'--as={INFO_ADDRESS_SPACE}', 'qemu-img', 'info',
-            '--force-share', '--output=json', path)
-        data = json.loads(out)
-        fmt = data.get('format')
-        if fmt not in SUPPORTED_FORMATS:
-            raise exception.UnsupportedDisk(
-                f'{path}: disk format {fmt!r} is not supported '
-                f'(only {", ".join(SUPPORTED_FORMATS)})')
-        specific = (data.get('format-specific') or {}).get('data') or {}
+    def info(self, path: str, fmt: Optional[str] = None) -> ImageInfo:
+        """Inspect ``path`` as ``fmt`` (give it for anything untrusted).
+
+        Without ``fmt`` qemu-img probes, and a guest that wrote a qcow2
+        header into its raw disk would have it read as an image.  The
+        backing file is returned as the header names it, unresolved: only
+        the caller knows where backing files may be.
+        """
+        if fmt is not None:
+            _check_supported(path, fmt)   # before qemu-img reads a byte
+        data = self._info_json(path, fmt)
+        try:
+            found = data.get('format')
+            vsize = int(data['virtual-size'])
+            specific = (data.get('format-specific') or {}).get('data') or {}
+            backing = data.get('backing-filename')
+            info = ImageInfo(path=path, format=found, virtual_size=vsize,
+                             actual_size=int(data.get('actual-size', 0)),
+                             backing_file=backing,
+                             backing_format=data.get(
+                                 'backing-filename-format'))
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise exception.UnreadableImage(
+                f'{path}: qemu-img info gave unusable output ({e!r})') from e
+        _check_supported(path, found)
         if specific.get('data-file'):
             raise exception.UnsupportedDisk(
                 f'{path}: qcow2 images with an external data file are '
                 f'refused')
-        vsize = int(data['virtual-size'])
         if vsize <= 0 or vsize > self.max_virtual_size:
             raise exception.UnsupportedDisk(
                 f'{path}: virtual size {vsize} bytes is out of range '
                 f'(max {self.max_virtual_size})')
-        backing = (data.get('full-backing-filename')
-                   or data.get('backing-filename'))
-        if backing and not os.path.isabs(backing):
-            backing = os.path.join(os.path.dirname(path), backing)
-        return ImageInfo(path=path, format=fmt, virtual_size=vsize,
-                         actual_size=int(data.get('actual-size', 0)),
-                         backing_file=backing,
-                         backing_format=data.get('backing-filename-format'))
+        return info
+
+    def _info_json(self, path: str, fmt: Optional[str]) -> Any:
+        """Run ``qemu-img info`` under limits; a failure is a refusal."""
+        try:
+            out = self.transport.execute(
+                'prlimit', f'--cpu={INFO_CPU_SECONDS}',
+                f'--as={INFO_ADDRESS_SPACE}', 'qemu-img', 'info',
+                '--force-share', '--output=json',
+                *(('-f', fmt) if fmt else ()), path)
+        except exception.CommandFailed as e:
+            code = getattr(e.__cause__, 'exit_code', None)
+            if isinstance(code, int) and code < 0:
+                raise exception.UnreadableImage(
+                    f'{path}: qemu-img info was killed by signal {-code} '
+                    f'({signal.strsignal(-code)}): inspecting the image '
+                    f'exceeds the limits ({INFO_CPU_SECONDS} s of CPU, '
+                    f'{INFO_ADDRESS_SPACE} bytes of memory)') from e
+            raise exception.UnreadableImage(
+                f'{path}: not readable as {fmt or "any image"}: {e}') from e
+        try:
+            return json.loads(out)
+        except ValueError as e:
+            raise exception.UnreadableImage(
+                f'{path}: qemu-img info gave unusable output ({e})') from e
 
     def create(self, path: str, fmt: str, size: int) -> None:
         self._run('create', '-f', fmt, path, str(size))

@@ -28,6 +28,7 @@ from oslo_log import log as logging
 
 from resizedriver import domain_xml
 from resizedriver import exception
+from resizedriver import inventory
 from resizedriver import vif
 from resizedriver.env import HostEnv
 from resizedriver.model import DiskFile, DiskRole
@@ -96,24 +97,21 @@ class FinishMigration:
     # -- steps ------------------------------------------------------------
 
     def check_disks(self) -> None:
+        """Refuse a record or copies that would make this host open files
+        that are not the instance's own: the record comes from the other
+        host and the copies' contents from the guest."""
+        foreign = domain_xml.foreign_files(self.record.source_xml,
+                                           self.record.source.dir)
+        if foreign:
+            raise exception.UnsafePath(
+                f'the source definition refers to files outside the '
+                f'instance directory {self.record.source.dir}: '
+                f'{", ".join(foreign)}')
         for disk in self.copied:
-            if not os.path.isfile(disk.path):
+            if not os.path.lexists(disk.path):
                 raise exception.ResizeDriverError(
                     f'{disk.path} was not copied to this host')
-            if disk.format == 'file':
-                continue
-            info = self.qemu_img.info(disk.path)
-            if (info.format, info.virtual_size) != (disk.format,
-                                                    disk.virtual_size):
-                raise exception.ResizeDriverError(
-                    f'{disk.path} is {info.format}/{info.virtual_size}, '
-                    f'the source sent {disk.format}/{disk.virtual_size}')
-            if disk.backing_file:
-                base = self.dest.base_path(os.path.basename(
-                    disk.backing_file))
-                if not os.path.isfile(base):
-                    raise exception.ResizeDriverError(
-                        f'backing file {base} is missing on this host')
+            inventory.check_copy(disk, self.dest, self.qemu_img)
 
     def rebase(self) -> None:
         for copied, final in zip(self.copied, self.final):

@@ -22,10 +22,25 @@ import shutil
 from resizedriver import domain_xml
 from resizedriver import vif
 from resizedriver.env import HostEnv
-from resizedriver.layout import RECORD_NAME
+from resizedriver.layout import RECORD_NAME, InstanceLayout
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 from resizedriver.transport import Transport
+
+
+def restore_source_dir(source: InstanceLayout) -> None:
+    """Put ``<uuid>_resize`` back as ``<uuid>``; idempotent."""
+    if not os.path.isdir(source.resize_dir):
+        return                          # a repeated revert: already back
+    if os.path.isdir(source.dir):
+        shutil.rmtree(source.dir)       # the dest copy (shared path)
+    os.rename(source.resize_dir, source.dir)
+
+
+def remove_record(source: InstanceLayout) -> None:
+    path = source.path(RECORD_NAME)
+    if os.path.exists(path):
+        os.unlink(path)
 
 
 class FinishRevertMigration:
@@ -61,11 +76,7 @@ class FinishRevertMigration:
         self.transport.remove_tree(self.record.dest.dir)
 
     def move_back(self) -> None:
-        if not os.path.isdir(self.source.resize_dir):
-            return                      # a repeated revert: already back
-        if os.path.isdir(self.source.dir):
-            shutil.rmtree(self.source.dir)   # the dest copy (shared path)
-        os.rename(self.source.resize_dir, self.source.dir)
+        restore_source_dir(self.source)
 
     def define(self) -> None:
         self.guest = self.env.host.define(self.record.source_xml)
@@ -79,9 +90,7 @@ class FinishRevertMigration:
         self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
 
     def remove_record(self) -> None:
-        path = self.source.path(RECORD_NAME)
-        if os.path.exists(path):
-            os.unlink(path)
+        remove_record(self.source)
 
 
 class DropDestinationGuest:

@@ -1,0 +1,1 @@
+"""The Nova adapter: the only part of resizedriver that imports nova."""

@@ -1,0 +1,168 @@
+"""``LibvirtResizeDriver``: Nova's libvirt driver with our resize path.
+
+Everything but the resize contract is Nova's ``LibvirtDriver`` as is
+(spawn, reboot, snapshot, live migration, ...).  The four resize methods
+keep Nova's exact signatures and exception contract:
+
+* every refusal is raised before the guest is powered off, as
+  ``InstanceFaultRollback(ResizeError)``, so the instance goes back to
+  ACTIVE;
+* a failure after power off is rolled back by the plan; when the rollback
+  was complete it is also reported as ``InstanceFaultRollback`` (the guest
+  runs again on the source), else as ``ResizeError`` (the instance goes to
+  ERROR for an operator to look at);
+* ``finish_revert_migration`` is idempotent;
+* ``instance.progress`` follows the disk copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import nova.conf
+from nova import exception as nova_exception
+from nova.virt.libvirt import driver as libvirt_driver
+from oslo_log import log as logging
+
+from resizedriver import conf as rd_conf
+from resizedriver import exception
+from resizedriver import record as rd_record
+from resizedriver import transport
+from resizedriver.engine import ResizeEngine
+from resizedriver.host import Host
+from resizedriver.layout import InstanceLayout
+from resizedriver.model import DiskRole
+from resizedriver.nova import operations as nova_ops
+from resizedriver.nova import translate
+from resizedriver.record import ResizeRecord
+
+LOG = logging.getLogger(__name__)
+CONF = nova.conf.CONF
+PROGRESS_STEP = 5          # percent between two instance.save() calls
+
+
+class InstanceProgress:
+    """Turns per-file copy progress into ``instance.progress`` (0-100)."""
+
+    def __init__(self) -> None:
+        self.instance = None
+        self.total = 0
+        self._finished: dict[str, int] = {}
+        self._saved = -PROGRESS_STEP
+
+    def start(self, instance: Any, total: int) -> None:
+        self.instance, self.total = instance, max(total, 1)
+        self._finished.clear()
+        self._saved = -PROGRESS_STEP
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if self.instance is None:
+            return
+        if done >= total:
+            self._finished[name] = total
+        copied = sum(self._finished.values()) + (
+            0 if name in self._finished else done)
+        pct = min(100, 100 * copied // self.total)
+        if pct - self._saved >= PROGRESS_STEP or pct == 100:
+            self._saved = pct
+            self.instance.progress = pct
+            self.instance.save()
+
+
+class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
+    def __init__(self, virtapi: Any, read_only: bool = False) -> None:
+        super().__init__(virtapi, read_only)
+        rd_conf.register_opts(CONF)
+        self._progress = InstanceProgress()
+        self._engine: Optional[ResizeEngine] = None
+
+    @property
+    def engine(self) -> ResizeEngine:
+        """Built on first use: Nova's connection is open by then."""
+        if self._engine is None:
+            self._engine = ResizeEngine(
+                CONF, host=Host(conn=self._host.get_connection()),
+                progress=self._progress)
+        return self._engine
+
+    def _call(self, context, instance, network_info,
+              block_device_info=None) -> nova_ops.NovaCall:
+        return nova_ops.NovaCall(self, context, instance, network_info,
+                                 block_device_info)
+
+    def migrate_disk_and_power_off(self, context, instance, dest,
+                                   flavor, network_info,
+                                   block_device_info=None,
+                                   timeout=0, retry_interval=0):
+        engine = self.engine
+        new_flavor = translate.flavor(flavor, block_device_info)
+        destination = translate.destination(dest, CONF)
+        try:
+            with engine.locked(instance.uuid):
+                op = nova_ops.NovaMigrate(
+                    engine.env, instance.uuid, new_flavor, destination,
+                    transport.for_host(destination.host, CONF),
+                    self._call(context, instance, network_info,
+                               block_device_info),
+                    timeout, retry_interval)
+                plan = op.plan()
+                self._progress.start(instance, sum(
+                    d.actual_size for d in op.disks
+                    if d.role is not DiskRole.SWAP))
+                plan.run()
+        except exception.ResizeRefused as e:
+            raise nova_exception.InstanceFaultRollback(
+                nova_exception.ResizeError(reason=str(e)))
+        except exception.ResizeFailed as e:
+            error = nova_exception.ResizeError(reason=str(e))
+            if e.rolled_back:
+                raise nova_exception.InstanceFaultRollback(error)
+            raise error
+        return op.record.to_json()
+
+    def finish_migration(self, context, migration, instance, disk_info,
+                         network_info, image_meta, resize_instance,
+                         allocations, block_device_info=None, power_on=True,
+                         share_info=None):
+        record = ResizeRecord.from_json(disk_info)
+        if record.uuid != instance.uuid:
+            raise nova_exception.ResizeError(
+                reason=f'disk info is for {record.uuid}, not {instance.uuid}')
+        engine = self.engine
+        try:
+            with engine.locked(instance.uuid):
+                nova_ops.NovaFinish(
+                    engine.env, record, power_on,
+                    self._call(context, instance, network_info,
+                               block_device_info),
+                    migration, image_meta, allocations,
+                    share_info).plan().run()
+        except exception.ResizeDriverError as e:
+            raise nova_exception.ResizeError(reason=str(e))
+
+    def confirm_migration(self, context, migration, instance, network_info):
+        engine = self.engine
+        with engine.locked(instance.uuid):
+            try:
+                rec = rd_record.load_pending(
+                    InstanceLayout(CONF.instances_path, instance.uuid))
+            except exception.NotFound:
+                LOG.info('Nothing left to confirm', instance=instance)
+                return
+            nova_ops.NovaConfirm(
+                engine.env, rec,
+                self._call(context, instance, network_info)).plan().run()
+
+    def finish_revert_migration(self, context, instance, network_info,
+                                migration, block_device_info=None,
+                                power_on=True, share_info=None):
+        engine = self.engine
+        try:
+            with engine.locked(instance.uuid):
+                nova_ops.NovaRevert(
+                    engine.env,
+                    self._call(context, instance, network_info,
+                               block_device_info),
+                    power_on, share_info).plan().run()
+        except exception.ResizeDriverError as e:
+            raise nova_exception.ResizeError(reason=str(e))

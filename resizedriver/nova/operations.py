@@ -1,0 +1,209 @@
+"""The engine's plans with Nova's own implementations of some steps.
+
+Disk work (validation, copies, rebase, conversion, growth, the kept source
+copy) stays the engine's.  What Nova owns stays Nova's: power off through
+the driver, VIF plugging through os-vif, volume (dis)connection, missing
+images (swap, config drive, backing files) through the image backend, and
+the guest XML through ``_get_guest_xml`` so NUMA, PCI, vTPM, mdevs and
+friends come out right for the new flavor.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import nova.conf
+from nova.virt.libvirt import blockinfo
+from nova.virt.libvirt import driver as libvirt_driver
+from oslo_log import log as logging
+
+from resizedriver.guest import Guest
+from resizedriver.layout import InstanceLayout
+from resizedriver.nova import translate
+from resizedriver.operations import revert as rd_revert
+from resizedriver.operations.confirm import ConfirmMigration
+from resizedriver.operations.finish import FinishMigration
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.plan import Plan, Step
+
+LOG = logging.getLogger(__name__)
+
+
+class NovaCall:
+    """The Nova driver and the objects of one compute-manager call."""
+
+    def __init__(self, driver: 'libvirt_driver.LibvirtDriver', context: Any,
+                 instance: Any, network_info: Any,
+                 block_device_info: Any = None) -> None:
+        self.driver = driver
+        self.context = context
+        self.instance = instance
+        self.network_info = network_info
+        self.block_device_info = block_device_info
+
+    def unplug_vifs(self) -> None:
+        self.driver.unplug_vifs(self.instance, self.network_info)
+
+    def plug_vifs(self) -> None:
+        self.driver.plug_vifs(self.instance, self.network_info)
+
+    def disconnect_volumes(self) -> None:
+        for info in translate.volume_connections(self.block_device_info):
+            self.driver._disconnect_volume(self.context, info, self.instance)
+
+    def connect_volumes(self) -> None:
+        for info in translate.volume_connections(self.block_device_info):
+            self.driver._connect_volume(self.context, info, self.instance)
+
+    def disk_mapping(self, image_meta: Any) -> dict:
+        return blockinfo.get_disk_info(
+            nova.conf.CONF.libvirt.virt_type, self.instance, image_meta,
+            self.block_device_info)
+
+    def create_guest(self, xml: str, power_on: bool,
+                     **kwargs: Any) -> Guest:
+        """Define (and start) through Nova, which also plugs VIFs."""
+        self.driver._create_guest_with_network(
+            self.context, xml, self.instance, self.network_info,
+            self.block_device_info, power_on=power_on, **kwargs)
+        return Guest(self.driver._host.get_guest(self.instance)._domain)
+
+
+class NovaMigrate(MigrateDiskAndPowerOff):
+    def __init__(self, env, uuid, new_flavor, dest, transport,
+                 nova: NovaCall, timeout: int, retry_interval: int) -> None:
+        super().__init__(env, uuid, new_flavor, dest, transport)
+        self.nova = nova
+        self.timeout = timeout
+        self.retry_interval = retry_interval
+
+    def plan(self) -> Plan:
+        return super().plan().insert_after(
+            'power off',
+            Step('unplug VIFs', self.nova.unplug_vifs, self.nova.plug_vifs),
+            Step('disconnect volumes', self.nova.disconnect_volumes,
+                 self.nova.connect_volumes))
+
+    def power_off(self) -> None:
+        # Nova's own: it knows the image's os_shutdown_timeout etc.
+        self.nova.driver.power_off(self.nova.instance, self.timeout,
+                                   self.retry_interval)
+
+
+class NovaFinish(FinishMigration):
+    def __init__(self, env, record, power_on: bool, nova: NovaCall,
+                 migration: Any, image_meta: Any, allocations: Any,
+                 share_info: Any) -> None:
+        super().__init__(env, record, power_on)
+        self.nova = nova
+        self.migration = migration
+        self.image_meta = image_meta
+        self.allocations = allocations
+        self.share_info = share_info
+
+    def plan(self) -> Plan:
+        plan = super().plan()
+        plan.replace('create swap')          # Nova's image backend does it
+        plan.replace('plug VIFs')            # part of Nova's guest creation
+        plan.replace('start guest')
+        return plan.replace(
+            'define domain',
+            Step('create missing images', self.create_missing_images),
+            Step('define and start guest', self.define_and_start,
+                 self.undo_define))
+
+    def create_missing_images(self) -> None:
+        """Swap, config drive, a missing backing file: the image backend
+        does nothing for files that exist (our copies)."""
+        driver, n = self.nova.driver, self.nova
+        driver._create_image(
+            n.context, n.instance, n.disk_mapping(self.image_meta)['mapping'],
+            block_device_info=n.block_device_info, ignore_bdi_for_swap=True,
+            fallback_from_host=self.migration.source_compute)
+        driver._ensure_console_log_for_instance(n.instance)
+
+    def define_and_start(self) -> None:
+        driver, n = self.nova.driver, self.nova
+        mdevs = driver._allocate_mdevs(self.allocations)
+        driver._finish_migration_vtpm(n.context, n.instance)
+        xml = driver._get_guest_xml(
+            n.context, n.instance, n.network_info,
+            n.disk_mapping(self.image_meta), self.image_meta,
+            block_device_info=n.block_device_info, mdevs=mdevs,
+            share_info=self.share_info)
+        gen_confdrive = functools.partial(
+            driver._create_configdrive, n.context, n.instance,
+            libvirt_driver.InjectionInfo(admin_pass=None,
+                                         network_info=n.network_info,
+                                         files=None))
+        self.guest = n.create_guest(xml, self.power_on,
+                                    vifs_already_plugged=True,
+                                    post_xml_callback=gen_confdrive)
+        if self.power_on:
+            self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
+
+    def undo_define(self) -> None:
+        if self.guest is not None:
+            self.guest.destroy()
+        self.undefine()
+
+
+class NovaConfirm(ConfirmMigration):
+    def __init__(self, env, record, nova: NovaCall) -> None:
+        super().__init__(env, record)
+        self.nova = nova
+
+    def plan(self) -> Plan:
+        return super().plan().replace(
+            'undefine source domain',
+            Step('undefine source domain', self.undefine_source))
+
+    def undefine_source(self) -> None:
+        n = self.nova
+        n.driver._cleanup_resize_vtpm(n.context, n.instance)
+        n.driver._undefine_domain(n.instance)
+        n.unplug_vifs()
+
+
+class NovaRevert:
+    """finish_revert_migration under Nova.
+
+    Nova has already destroyed the resized guest on the destination (and
+    its disks there unless storage is shared), and has put the old flavor
+    back on the instance; Nova also calls this at start-up for instances
+    stuck mid-resize, possibly with no ``_resize`` dir at all.  So: no
+    record needed, every step idempotent.
+    """
+
+    def __init__(self, env, nova: NovaCall, power_on: bool,
+                 share_info: Any) -> None:
+        self.env = env
+        self.nova = nova
+        self.power_on = power_on
+        self.share_info = share_info
+        self.source = InstanceLayout(env.instances_path, nova.instance.uuid)
+
+    def plan(self) -> Plan:
+        return Plan('finish_revert_migration', self.source.uuid, [
+            Step('move _resize back',
+                 lambda: rd_revert.restore_source_dir(self.source)),
+            Step('define and start guest', self.define_and_start),
+            Step('remove resize record',
+                 lambda: rd_revert.remove_record(self.source)),
+        ])
+
+    def define_and_start(self) -> None:
+        driver, n = self.nova.driver, self.nova
+        driver._finish_revert_migration_vtpm(n.context, n.instance)
+        image_meta = n.instance.image_meta
+        mdevs = list(driver._get_all_assigned_mediated_devices(n.instance))
+        xml = driver._get_guest_xml(
+            n.context, n.instance, n.network_info,
+            n.disk_mapping(image_meta), image_meta,
+            block_device_info=n.block_device_info, mdevs=mdevs,
+            old_guest=driver._get_existing_guest_config(n.instance),
+            share_info=self.share_info)
+        guest = n.create_guest(xml, self.power_on)
+        if self.power_on:
+            guest.wait_running(self.env.conf.resizedriver.start_timeout)

@@ -1,0 +1,160 @@
+"""Real Nova 34 around resizedriver, without a database or services.
+
+The driver is loaded by Nova's own ``load_compute_driver`` from the
+nova.conf line operators write; instances, flavors, image metadata,
+network info and migrations are real Nova objects built in memory (only
+``save()`` is stubbed: there is no database).  The guest is the project's
+test guest: its kernel, ramdisk and root image are put into ``_base`` under
+the names Nova's image cache gives them, so spawn needs no Glance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import uuid as uuidlib
+
+import nova.conf
+from nova import context as nova_context
+from nova import objects
+from nova.db import migration as nova_migration
+from nova.network import model as network_model
+from nova.virt import driver as nova_driver
+from nova.virt import virtapi as nova_virtapi
+from oslo_privsep import priv_context
+
+from resizedriver.host import kvm_usable
+from tests.lib import hostenv, testguest
+
+CONF = nova.conf.CONF
+COMPUTE_DRIVER = 'resizedriver.LibvirtResizeDriver'   # the nova.conf line
+IMAGE_ID = '0b7d3a8e-1111-4c9e-9f00-000000000001'
+KERNEL_ID = '0b7d3a8e-1111-4c9e-9f00-000000000002'
+RAMDISK_ID = '0b7d3a8e-1111-4c9e-9f00-000000000003'
+
+
+class VirtAPI(nova_virtapi.VirtAPI):
+    """No neutron here: nothing to wait for (vif_plugging_timeout = 0)."""
+
+    @contextlib.contextmanager
+    def wait_for_instance_event(self, instance, event_names, timeout=300,
+                                error_callback=None):
+        yield
+
+    def exit_wait_early(self, events):
+        pass
+
+
+def configure(root: str) -> None:
+    objects.register_all()
+    CONF([], project='nova', default_config_files=[])
+    nova.conf.neutron.register_dynamic_opts(CONF)
+    nova.conf.devices.register_dynamic_opts(CONF)
+    for name, value, group in (
+            ('compute_driver', COMPUTE_DRIVER, None),
+            ('instances_path', os.path.join(root, 'instances'), None),
+            ('state_path', os.path.join(root, 'state'), None),
+            ('host', 'rdtest-compute', None),
+            ('my_ip', '127.0.0.1', None),
+            ('use_cow_images', True, None),
+            ('vif_plugging_timeout', 0, None),
+            ('virt_type', 'kvm' if kvm_usable() else 'qemu', 'libvirt'),
+            ('lock_path', os.path.join(root, 'locks'), 'oslo_concurrency'),
+            ('connection', f'sqlite:///{root}/nova.sqlite', 'database'),
+            ('shutdown_retry_interval', 2, 'resizedriver')):
+        if group == 'resizedriver':
+            continue          # registered by the driver when it loads
+        CONF.set_override(name, value, group)
+    # A real (sqlite) cell database: Nova looks up VIFs, BDMs and lazy
+    # instance fields there.
+    nova_migration.db_sync()
+    # privsep as root without sudo: the helper is on PATH next to python.
+    priv_context.init(root_helper=['env'])
+
+
+def load_driver():
+    drv = nova_driver.load_compute_driver(VirtAPI(), COMPUTE_DRIVER)
+    CONF.set_override('shutdown_retry_interval', 2, 'resizedriver')
+    return drv
+
+
+def seed_images(instances_path: str) -> None:
+    """Put the guest where Nova's image cache looks: _base/<sha1(id)>."""
+    build = testguest.build_guest_image()
+    base = os.path.join(instances_path, '_base')
+    os.makedirs(base, exist_ok=True)
+    for image_id, src in ((IMAGE_ID, 'base.raw'), (KERNEL_ID, 'vmlinuz'),
+                          (RAMDISK_ID, 'initrd.img')):
+        dst = os.path.join(base, hashlib.sha1(image_id.encode()).hexdigest())
+        if not os.path.exists(dst):
+            shutil.copy(os.path.join(build, src), dst)
+
+
+def flavor(flavorid: str, vcpus: int, memory_mb: int, root_gb: int):
+    return objects.Flavor(
+        id=int(flavorid), flavorid=flavorid, name=f'rd.{flavorid}',
+        vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb, ephemeral_gb=0,
+        swap=0, extra_specs={}, rxtx_factor=1.0, vcpu_weight=None,
+        is_public=True, disabled=False, description=None)
+
+
+def image_meta(ip: str):
+    return objects.ImageMeta.from_dict({
+        'id': IMAGE_ID, 'name': 'resizedriver-test', 'disk_format': 'raw',
+        'container_format': 'bare', 'size': 64 * 1024 * 1024,
+        'min_disk': 0, 'min_ram': 0, 'status': 'active',
+        'properties': {'kernel_id': KERNEL_ID, 'ramdisk_id': RAMDISK_ID,
+                       'os_command_line': f'console=ttyS0 quiet rdip={ip}'}})
+
+
+def network_info(mac: str):
+    """One VIF of type tap: Nova 34 dropped Linux bridge VIFs, and tap is
+    plugged by Nova itself (privsep creates the tap device).  Wiring the
+    tap into the bridge is the network agent's job: ``wire_taps``."""
+    vif_id = str(uuidlib.uuid4())
+    vif = network_model.VIF(
+        id=vif_id, address=mac, type=network_model.VIF_TYPE_TAP,
+        devname=('tap' + vif_id)[:network_model.NIC_NAME_LEN],
+        network=network_model.Network(
+            id=str(uuidlib.uuid4()), bridge=hostenv.BRIDGE,
+            label='rdtest', subnets=[]),
+        details={}, vnic_type=network_model.VNIC_TYPE_NORMAL, active=True)
+    return network_model.NetworkInfo([vif])
+
+
+def wire_taps(nw) -> None:
+    """Do what the L2 agent would: put each tap into the test bridge."""
+    for vif in nw:
+        subprocess.run(['ip', 'link', 'set', vif['devname'], 'master',
+                        hostenv.BRIDGE, 'up'], check=True)
+
+
+def instance(ctx, flv, ip: str, nw):
+    uuid = str(uuidlib.uuid4())
+    inst = objects.Instance(
+        context=ctx, uuid=uuid,
+        info_cache=objects.InstanceInfoCache(network_info=nw,
+                                             instance_uuid=uuid),
+        project_id='rdtest', user_id='rdtest', host=CONF.host,
+        image_ref=IMAGE_ID, kernel_id=KERNEL_ID,
+        ramdisk_id=RAMDISK_ID, flavor=flv, old_flavor=None, new_flavor=None,
+        vcpus=flv.vcpus, memory_mb=flv.memory_mb, root_gb=flv.root_gb,
+        ephemeral_gb=0, instance_type_id=flv.id, root_device_name='/dev/vda',
+        os_type=None, config_drive='', vm_state='active', task_state=None,
+        power_state=1, progress=0, display_name='rdtest',
+        system_metadata={'image_base_image_ref': IMAGE_ID,
+                         'image_kernel_id': KERNEL_ID,
+                         'image_ramdisk_id': RAMDISK_ID,
+                         'image_os_command_line':
+                             f'console=ttyS0 quiet rdip={ip}'},
+        metadata={})
+    inst.create()
+    return inst
+
+
+
+def admin_context():
+    return nova_context.get_admin_context()

@@ -1,0 +1,53 @@
+"""Stand-ins for resizedriver.host.Host and resizedriver.guest.Guest."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class FakeGuest:
+    def __init__(self, uuid: str, name: str, xml: str,
+                 running: bool = True) -> None:
+        self.uuid = uuid
+        self.name = name
+        self._xml = xml
+        self.running = running
+        self.calls: list[tuple] = []
+
+    def xml(self) -> str:
+        return self._xml
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def power_off(self, timeout: float, retry_interval: float) -> bool:
+        self.calls.append(('power_off', timeout, retry_interval))
+        self.running = False
+        return True
+
+    def start(self) -> None:
+        self.calls.append(('start',))
+        self.running = True
+
+    def destroy(self) -> None:
+        self.calls.append(('destroy',))
+        self.running = False
+
+    @property
+    def call_names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+class FakeHost:
+    def __init__(self, guests: list[FakeGuest]) -> None:
+        self.guests = guests
+
+    def lookup(self, uuid_or_name: str) -> Optional[FakeGuest]:
+        for g in self.guests:
+            if uuid_or_name in (g.uuid, g.name):
+                return g
+        return None
+
+    @staticmethod
+    def virt_type(requested: str) -> str:
+        return requested

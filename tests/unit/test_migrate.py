@@ -1,0 +1,255 @@
+"""migrate_disk_and_power_off on real files, with a fake libvirt."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from resizedriver import exception
+from resizedriver.engine import ResizeEngine
+from resizedriver.layout import RECORD_NAME
+from resizedriver.model import Destination, DiskRole, Flavor, MiB
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.record import ResizeRecord
+from resizedriver.transport import LocalTransport
+from tests.unit.conftest import sha256
+from tests.unit.fakes import FakeGuest, FakeHost
+
+GROW = Flavor(vcpus=2, memory_mib=512, root_bytes=16 * MiB,
+              ephemeral_bytes=4 * MiB, swap_bytes=0)
+COPIED = ['disk', 'disk.info', 'disk.local', 'kernel']
+
+
+def guest_for(inst, running=True) -> FakeGuest:
+    return FakeGuest(inst.uuid, 'guest-1', inst.xml, running=running)
+
+
+def same_host(instances) -> Destination:
+    return Destination(None, instances, same_hypervisor=True)
+
+
+class FailingCopy(LocalTransport):
+    """Copies for real ``ok`` times, then fails."""
+
+    def __init__(self, ok: int) -> None:
+        self.ok = ok
+        self.calls: list[str] = []
+
+    def copy_file(self, src, dst, progress=None):
+        self.calls.append(dst)
+        if len(self.calls) > self.ok:
+            raise exception.CommandFailed(f'copy to {dst} failed')
+        super().copy_file(src, dst, progress)
+
+
+def test_same_host_plan_moves_and_copies(instance, make_env, instances):
+    before = instance.hashes()
+    guest = guest_for(instance)
+    progress = []
+    env = make_env(guest)
+    env.progress = lambda name, done, total: progress.append(name)
+    op = MigrateDiskAndPowerOff(env, instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    plan = op.plan()
+    assert plan.step_names == ['write resize record', 'power off',
+                               'move instance dir to _resize',
+                               'create instance dir', 'copy disks']
+    plan.run()
+
+    # the kept source copy is byte for byte the instance as it was
+    kept = instance.hashes(instance.resize_dir)
+    assert {n: h for n, h in kept.items() if n != RECORD_NAME} == before
+    # the new instance dir holds copies of the disks, not the record or
+    # the console log
+    assert sorted(os.listdir(instance.dir)) == COPIED
+    now = instance.hashes()
+    assert all(now[n] == before[n] for n in COPIED)
+    # the copy is sparse, as the source was
+    assert os.stat(instance.path('disk.local')).st_blocks * 512 < \
+        2 * MiB
+    assert guest.calls == [('power_off', 7, 3)]
+    assert set(progress) >= {'disk', 'disk.local', 'kernel'}
+
+    rec = ResizeRecord.read(os.path.join(instance.resize_dir, RECORD_NAME))
+    assert rec == op.record
+    assert rec.uuid == instance.uuid
+    assert rec.name == 'guest-1'
+    assert rec.was_running is True
+    assert rec.shared_path is True
+    assert rec.new_flavor == GROW
+    assert rec.old_flavor == Flavor(1, 256, 8 * MiB, 4 * MiB, 0)
+    assert rec.source_xml == instance.xml
+    assert {d.name for d in rec.disks} == {'disk', 'disk.local', 'kernel'}
+
+
+def test_other_path_copies_backing_file(instance, make_env, instances,
+                                        tmp_path):
+    dest_path = tmp_path / 'dest-instances'
+    dest_path.mkdir()
+    before = instance.hashes()
+    guest = guest_for(instance)
+    op = MigrateDiskAndPowerOff(
+        make_env(guest), instance.uuid, GROW,
+        Destination(None, str(dest_path), same_hypervisor=True),
+        LocalTransport())
+    plan = op.plan()
+    assert plan.step_names == ['copy backing files', 'write resize record',
+                               'power off', 'create destination dir',
+                               'move instance dir to _resize', 'copy disks']
+    plan.run()
+    dest_dir = dest_path / instance.uuid
+    assert sorted(os.listdir(dest_dir)) == COPIED
+    assert all(sha256(str(dest_dir / n)) == before[n] for n in COPIED)
+    base = [d for d in op.disks if d.role is DiskRole.ROOT][0].backing_file
+    copied_base = dest_path / '_base' / os.path.basename(base)
+    assert sha256(str(copied_base)) == sha256(base)
+    assert not os.path.exists(instance.dir)
+    assert os.path.isfile(os.path.join(instance.resize_dir, RECORD_NAME))
+    assert op.record.shared_path is False
+
+
+def test_engine_runs_the_same_plan(instance, conf, instances):
+    guest = guest_for(instance)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    rec = engine.migrate_disk_and_power_off(instance.uuid, GROW,
+                                            same_host(instances))
+    assert rec.new_flavor == GROW
+    assert engine.pending() == [rec]
+    assert guest.call_names == ['power_off']
+
+
+def _assert_untouched(instance, before):
+    assert not os.path.exists(instance.resize_dir)
+    assert instance.hashes() == before
+    assert not os.path.exists(instance.path(RECORD_NAME))
+
+
+@pytest.mark.parametrize('flavor', [
+    Flavor(1, 256, root_bytes=8 * MiB - 512, ephemeral_bytes=4 * MiB),
+    Flavor(1, 256, root_bytes=16 * MiB, ephemeral_bytes=2 * MiB)])
+def test_shrink_refused_before_power_off(instance, make_env, instances,
+                                         flavor):
+    before = instance.hashes()
+    guest = guest_for(instance)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, flavor,
+                                same_host(instances), LocalTransport())
+    with pytest.raises(exception.DiskShrinkRefused):
+        op.plan().run()
+    assert guest.calls == []
+    assert guest.running
+    _assert_untouched(instance, before)
+
+
+def test_pending_resize_refused(instance, make_env, instances):
+    os.mkdir(instance.resize_dir)
+    before = instance.hashes()
+    guest = guest_for(instance)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    with pytest.raises(exception.ResizePending):
+        op.plan()
+    assert guest.calls == []
+    assert instance.hashes() == before
+    assert os.listdir(instance.resize_dir) == []
+
+
+def test_unknown_domain_refused(instance, make_env, instances):
+    op = MigrateDiskAndPowerOff(make_env(), instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    with pytest.raises(exception.ResizeRefused, match='no libvirt domain'):
+        op.plan()
+
+
+def test_unsafe_disk_refused_before_power_off(instance, make_env,
+                                              instances, tmp_path):
+    outside = tmp_path / 'outside'
+    outside.write_bytes(b'x' * 4096)
+    os.unlink(instance.path('kernel'))
+    os.symlink(outside, instance.path('kernel'))
+    guest = guest_for(instance)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    with pytest.raises(exception.UnsafePath):
+        op.plan()
+    assert guest.calls == []
+    assert not os.path.exists(instance.resize_dir)
+
+
+def test_insufficient_space_refused(instance, make_env, instances,
+                                    monkeypatch):
+    guest = guest_for(instance)
+    transport = LocalTransport()
+    monkeypatch.setattr(transport, 'free_bytes', lambda path: 1024)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), transport)
+    with pytest.raises(exception.InsufficientSpace):
+        op.plan()
+    assert guest.calls == []
+
+
+def test_copy_failure_rolls_back_same_host(instance, make_env, instances):
+    before = instance.hashes()
+    guest = guest_for(instance)
+    transport = FailingCopy(ok=0)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), transport)
+    with pytest.raises(exception.ResizeFailed) as ei:
+        op.plan().run()
+    assert ei.value.step == 'copy disks'
+    assert ei.value.rolled_back is True
+    assert len(transport.calls) == 1
+    _assert_untouched(instance, before)
+    assert guest.call_names == ['power_off', 'start']
+    assert guest.running
+
+
+def test_copy_failure_rolls_back_other_path(instance, make_env, instances,
+                                            tmp_path):
+    dest_path = tmp_path / 'dest-instances'
+    dest_path.mkdir()
+    before = instance.hashes()
+    guest = guest_for(instance)
+    # the backing file and the first disk copy fine, the second fails
+    transport = FailingCopy(ok=2)
+    op = MigrateDiskAndPowerOff(
+        make_env(guest), instance.uuid, GROW,
+        Destination(None, str(dest_path), same_hypervisor=False), transport)
+    with pytest.raises(exception.ResizeFailed) as ei:
+        op.plan().run()
+    assert ei.value.step == 'copy disks'
+    assert ei.value.rolled_back is True
+    assert len(transport.calls) == 3
+    _assert_untouched(instance, before)
+    assert not os.path.exists(dest_path / instance.uuid)
+    assert os.listdir(dest_path / '_base') == []
+    assert guest.call_names == ['power_off', 'start']
+
+
+def test_rollback_does_not_start_a_guest_that_was_off(instance, make_env,
+                                                      instances):
+    before = instance.hashes()
+    guest = guest_for(instance, running=False)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), FailingCopy(ok=0))
+    with pytest.raises(exception.ResizeFailed):
+        op.plan().run()
+    assert 'start' not in guest.call_names
+    assert not guest.running
+    _assert_untouched(instance, before)
+
+
+def test_power_off_failure_rolls_back_record(instance, make_env, instances):
+    before = instance.hashes()
+    guest = guest_for(instance)
+
+    def broken_power_off(timeout, retry):
+        raise exception.ResizeDriverError('libvirt went away')
+    guest.power_off = broken_power_off
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    with pytest.raises(exception.ResizeFailed) as ei:
+        op.plan().run()
+    assert ei.value.step == 'power off'
+    _assert_untouched(instance, before)
+    assert guest.call_names == []
