@@ -183,18 +183,28 @@ class NovaRevert:
         self.power_on = power_on
         self.share_info = share_info
         self.source = InstanceLayout(env.instances_path, nova.instance.uuid)
+        self.restored = False
 
     def plan(self) -> Plan:
         return Plan('finish_revert_migration', self.source.uuid, [
-            Step('move _resize back',
-                 lambda: rd_revert.restore_source_dir(self.source)),
+            Step('move _resize back', self.move_back),
             Step('define and start guest', self.define_and_start),
             Step('remove resize record',
                  lambda: rd_revert.remove_record(self.source)),
         ])
 
+    def move_back(self) -> None:
+        self.restored = rd_revert.restore_source_dir(self.source)
+
     def define_and_start(self) -> None:
         driver, n = self.nova.driver, self.nova
+        current = self.env.host.lookup(self.source.uuid)
+        if not self.restored and current is not None and \
+                current.is_running() == self.power_on:
+            LOG.info('Already reverted', instance=n.instance)
+            return
+        if current is not None:
+            current.destroy()
         driver._finish_revert_migration_vtpm(n.context, n.instance)
         image_meta = n.instance.image_meta
         mdevs = list(driver._get_all_assigned_mediated_devices(n.instance))

@@ -28,13 +28,14 @@ from resizedriver.record import ResizeRecord
 from resizedriver.transport import Transport
 
 
-def restore_source_dir(source: InstanceLayout) -> None:
-    """Put ``<uuid>_resize`` back as ``<uuid>``; idempotent."""
+def restore_source_dir(source: InstanceLayout) -> bool:
+    """Put ``<uuid>_resize`` back as ``<uuid>``; False if already back."""
     if not os.path.isdir(source.resize_dir):
-        return                          # a repeated revert: already back
+        return False                    # a repeated revert: already back
     if os.path.isdir(source.dir):
         shutil.rmtree(source.dir)       # the dest copy (shared path)
     os.rename(source.resize_dir, source.dir)
+    return True
 
 
 def remove_record(source: InstanceLayout) -> None:

@@ -63,10 +63,7 @@ def configure(root: str) -> None:
             ('vif_plugging_timeout', 0, None),
             ('virt_type', 'kvm' if kvm_usable() else 'qemu', 'libvirt'),
             ('lock_path', os.path.join(root, 'locks'), 'oslo_concurrency'),
-            ('connection', f'sqlite:///{root}/nova.sqlite', 'database'),
-            ('shutdown_retry_interval', 2, 'resizedriver')):
-        if group == 'resizedriver':
-            continue          # registered by the driver when it loads
+            ('connection', f'sqlite:///{root}/nova.sqlite', 'database')):
         CONF.set_override(name, value, group)
     # A real (sqlite) cell database: Nova looks up VIFs, BDMs and lazy
     # instance fields there.
@@ -76,7 +73,9 @@ def configure(root: str) -> None:
 
 
 def load_driver():
-    drv = nova_driver.load_compute_driver(VirtAPI(), COMPUTE_DRIVER)
+    """Exactly what nova-compute does with ``compute_driver``."""
+    drv = nova_driver.load_compute_driver(VirtAPI(), CONF.compute_driver)
+    # Our [resizedriver] options exist once the driver has registered them.
     CONF.set_override('shutdown_retry_interval', 2, 'resizedriver')
     return drv
 

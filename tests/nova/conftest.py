@@ -1,0 +1,78 @@
+"""Fixtures for the Nova integration tests (``tox -e nova``).
+
+A real Nova 34 ``LibvirtResizeDriver`` loaded the way nova-compute loads
+it, on the real local libvirtd, spawning the real test guest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.lib import guestlog, hostenv
+from tests.nova import novaenv
+
+ROOT = '/var/lib/resizedriver-tests/nova'
+
+
+@pytest.fixture(scope='session')
+def driver():
+    if os.geteuid() != 0:
+        pytest.fail('the Nova tests drive the system libvirtd: run as root')
+    hostenv.setup_host()
+    hostenv.ensure_bridge()
+    shutil.rmtree(ROOT, ignore_errors=True)
+    os.makedirs(ROOT)
+    novaenv.configure(ROOT)
+    drv = novaenv.load_driver()
+    drv.init_host(host=novaenv.CONF.host)
+    novaenv.seed_images(novaenv.CONF.instances_path)
+    yield drv
+    # Nova's thread pool and libvirt event threads are not daemons.
+    drv.cleanup_host(host=novaenv.CONF.host)
+
+
+class Server:
+    """One spawned instance and what a test needs to drive and watch it."""
+
+    def __init__(self, driver, flavor, n: int) -> None:
+        self.driver = driver
+        self.ctx = novaenv.admin_context()
+        self.ip = f'169.254.77.{n}/24'
+        self.mac = f'52:54:00:77:01:{n:02x}'
+        self.nw = novaenv.network_info(self.mac)
+        self.image_meta = novaenv.image_meta(self.ip)
+        self.instance = novaenv.instance(self.ctx, flavor, self.ip, self.nw)
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(novaenv.CONF.instances_path, self.instance.uuid)
+
+    def wait_boot(self, boot: int) -> guestlog.GuestReport:
+        report = guestlog.wait_for_boot(
+            os.path.join(self.dir, 'console.log'), boot)
+        novaenv.wire_taps(self.nw)
+        return report
+
+    def ping(self) -> bool:
+        return hostenv.ping(self.ip.split('/')[0])
+
+
+_N = iter(range(100, 200))
+
+
+@pytest.fixture
+def make_server(driver):
+    servers = []
+
+    def make(flavor) -> Server:
+        server = Server(driver, flavor, next(_N))
+        driver.spawn(server.ctx, server.instance, server.image_meta, [],
+                     None, {}, network_info=server.nw)
+        servers.append(server)
+        return server
+    yield make
+    for server in servers:
+        driver.destroy(server.ctx, server.instance, server.nw)

@@ -1,0 +1,150 @@
+"""resizedriver inside Nova 34: loading, and resizes of a real instance.
+
+The tests play the compute manager's part (prep_resize / resize_instance /
+finish_resize / confirm or revert) with real Nova objects, in the order and
+with the arguments nova/compute/manager.py uses, and assert on what the
+guest prints and on the instance being left consistent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import pytest
+from nova import exception as nova_exception
+from nova import objects
+from nova.virt import driver as nova_driver
+from nova.virt.libvirt import driver as libvirt_driver
+
+from tests.nova import novaenv
+
+GiB = 1024 ** 3
+SMALL = ('1', 1, 256, 1)
+BIG = ('2', 2, 512, 2)
+
+
+def flavor(spec):
+    return novaenv.flavor(*spec)
+
+
+def migration_for(server, new) -> 'objects.Migration':
+    mig = objects.Migration(
+        context=server.ctx, instance_uuid=server.instance.uuid,
+        source_compute=novaenv.CONF.host, dest_compute=novaenv.CONF.host,
+        dest_host=novaenv.CONF.my_ip, migration_type='resize',
+        status='migrating', old_instance_type_id=server.instance.flavor.id,
+        new_instance_type_id=new.id)
+    mig.create()
+    return mig
+
+
+def resize(server, new) -> 'objects.Migration':
+    """resize_instance on the source, then finish_resize on the dest."""
+    drv, inst = server.driver, server.instance
+    mig = migration_for(server, new)
+    inst.old_flavor, inst.new_flavor = inst.flavor, new
+    inst.save()
+    disk_info = drv.migrate_disk_and_power_off(
+        server.ctx, inst, mig.dest_host, new, server.nw, None, 60, 2)
+    inst.flavor = new                       # manager: _set_instance_info
+    inst.save()
+    drv.finish_migration(server.ctx, mig, inst, disk_info, server.nw,
+                         server.image_meta, True, {}, None, True)
+    return mig
+
+
+def revert(server, mig) -> None:
+    """revert_resize on the dest, then finish_revert_resize on the source."""
+    drv, inst = server.driver, server.instance
+    # Same host: instance storage is shared, so the dest keeps the disks.
+    drv.destroy(server.ctx, inst, server.nw, None, destroy_disks=False)
+    inst.flavor = inst.old_flavor
+    inst.save()
+    drv.finish_revert_migration(server.ctx, inst, server.nw, mig, None, True)
+
+
+def assert_no_resize_left(server):
+    assert not os.path.exists(server.dir + '_resize')
+    assert not os.path.exists(os.path.join(server.dir, 'resize.json'))
+
+
+def test_the_nova_conf_line_loads_our_driver(driver):
+    # The session's driver was loaded by Nova's own load_compute_driver
+    # from compute_driver = resizedriver.LibvirtResizeDriver.
+    assert novaenv.CONF.compute_driver == 'resizedriver.LibvirtResizeDriver'
+    loaded = driver
+    assert type(loaded).__module__ == 'resizedriver.nova.driver'
+    assert type(loaded).__name__ == 'LibvirtResizeDriver'
+    assert isinstance(loaded, libvirt_driver.LibvirtDriver)
+    assert isinstance(loaded, nova_driver.ComputeDriver)
+    for name in ('migrate_disk_and_power_off', 'finish_migration',
+                 'confirm_migration', 'finish_revert_migration'):
+        ours = getattr(type(loaded), name)
+        assert ours is not getattr(libvirt_driver.LibvirtDriver, name)
+        assert inspect.signature(ours) == inspect.signature(
+            getattr(nova_driver.ComputeDriver, name)), name
+
+
+def test_resize_up_then_confirm(make_server):
+    server = make_server(flavor(SMALL))
+    before = server.wait_boot(1)
+    assert (before.cpu_count, before.disks) == (1, {'vda': 1 * GiB})
+    assert server.ping()
+
+    mig = resize(server, flavor(BIG))
+    assert server.instance.progress == 100
+    after = server.wait_boot(2)
+    assert after.cpu_count == 2
+    assert after.mem_kb - before.mem_kb > 200 * 1024
+    assert after.disks == {'vda': 2 * GiB}
+    assert after.macs == {'eth0': server.mac}
+    assert server.ping()
+    assert os.path.isdir(server.dir + '_resize')
+
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_no_resize_left(server)
+    # A repeated confirm (the manager may retry) is harmless.
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert server.driver.get_info(server.instance).state == 1   # RUNNING
+    assert server.ping()
+
+
+def test_resize_up_then_revert(make_server):
+    server = make_server(flavor(SMALL))
+    before = server.wait_boot(1)
+
+    mig = resize(server, flavor(BIG))
+    assert server.wait_boot(2).cpu_count == 2
+
+    revert(server, mig)
+    back = server.wait_boot(2)   # the source copy still counted 1 boot
+    assert (back.cpu_count, back.mem_kb, back.disks) == \
+        (before.cpu_count, before.mem_kb, before.disks)
+    assert back.macs == {'eth0': server.mac}
+    assert server.ping()
+    assert_no_resize_left(server)
+    # Nova's init_host calls it again for instances stuck mid-resize.
+    server.driver.finish_revert_migration(server.ctx, server.instance,
+                                          server.nw, mig, None, True)
+    assert server.driver.get_info(server.instance).state == 1
+
+
+def test_shrink_is_refused_before_power_off(make_server):
+    server = make_server(flavor(BIG))
+    server.wait_boot(1)
+    small = flavor(SMALL)
+    with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
+        server.driver.migrate_disk_and_power_off(
+            server.ctx, server.instance, novaenv.CONF.my_ip, small,
+            server.nw, None, 60, 2)
+    assert isinstance(caught.value.inner_exception,
+                      nova_exception.ResizeError)
+    assert 'cannot shrink' in str(caught.value.inner_exception)
+    # Nothing happened: still running, never rebooted, no _resize.
+    assert server.driver.get_info(server.instance).state == 1
+    assert server.wait_boot(1).cpu_count == 2
+    assert_no_resize_left(server)
+    assert server.ping()
