@@ -33,6 +33,8 @@ class ResizeRecord:
     source_xml: str
     disks: list[DiskFile]
     was_running: bool
+    #: every copy was read back on the destination and matched the source
+    copies_verified: bool = False
 
     @property
     def source(self) -> layout.InstanceLayout:
@@ -68,7 +70,8 @@ class ResizeRecord:
                 new_flavor=Flavor.from_dict(d['new_flavor']),
                 source_xml=d['source_xml'],
                 disks=[DiskFile.from_dict(x) for x in d['disks']],
-                was_running=bool(d['was_running']))
+                was_running=bool(d['was_running']),
+                copies_verified=bool(d.get('copies_verified', False)))
         except (ValueError, KeyError, TypeError) as e:
             raise exception.ResizeRefused(
                 f'malformed resize record: {e}') from e

@@ -1,6 +1,8 @@
 """confirm_migration: on the source, drop what a revert would have needed.
 
 Plan:
+  check copies verified    the source goes only once the copies were read
+                           back on the destination and matched it
   undefine source domain   only when the dest is another hypervisor; on a
                            shared libvirtd the one definition is the new one
   delete _resize           the kept source copy and the resize record
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 
+from resizedriver import exception
 from resizedriver.env import HostEnv
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
@@ -21,7 +24,7 @@ class ConfirmMigration:
         self.record = record
 
     def plan(self) -> Plan:
-        steps = []
+        steps = [Step('check copies were verified', self.check_verified)]
         if not self.record.destination.same_hypervisor:
             steps.append(Step('undefine source domain', self.undefine))
         steps.append(Step('delete _resize', self.delete_resize_dir))
@@ -32,6 +35,13 @@ class ConfirmMigration:
         if guest is not None:
             guest.destroy()
             guest.undefine()
+
+    def check_verified(self) -> None:
+        if not self.record.copies_verified:
+            raise exception.ResizeRefused(
+                f'refusing to delete {self.record.source.resize_dir}: the '
+                f'destination copies were never verified against it; '
+                f'revert instead')
 
     def delete_resize_dir(self) -> None:
         shutil.rmtree(self.record.source.resize_dir)

@@ -9,7 +9,8 @@ Plan (steps with an undo in brackets):
   create dest dir     [remove]      remote / other path
   move to _resize     [move back]
   create instance dir [remove]      shared path: same dir name again
-  copy disks                        swap is not copied but recreated
+  copy disks                        swap is not copied but recreated;
+                                    each copy is read back and compared
 """
 
 from __future__ import annotations
@@ -207,11 +208,20 @@ class MigrateDiskAndPowerOff:
         os.rename(self.inst.resize_dir, self.inst.dir)
 
     def copy_disks(self) -> None:
-        for disk in self.disks:
-            if disk.role is DiskRole.SWAP:
-                continue
-            self._copy(self.inst.in_resize_dir(disk.name),
-                       self.dest_inst.path(disk.name))
+        names = [d.name for d in self.disks if d.role is not DiskRole.SWAP]
         if os.path.exists(self.inst.in_resize_dir(DISK_INFO)):
-            self._copy(self.inst.in_resize_dir(DISK_INFO),
-                       self.dest_inst.path(DISK_INFO))
+            names.append(DISK_INFO)
+        for name in names:
+            src = self.inst.in_resize_dir(name)
+            dst = self.dest_inst.path(name)
+            self._copy(src, dst)
+            self._verify(src, dst)
+        # Confirm deletes the source only after this is on record.
+        self.record.copies_verified = True
+        self.record.write(self.inst.in_resize_dir(RECORD_NAME))
+
+    def _verify(self, src: str, dst: str) -> None:
+        """Read the copy back on the destination: same bytes or fail."""
+        if self.env.local.sha256(src) != self.transport.sha256(dst):
+            raise exception.ResizeDriverError(
+                f'the copy of {src} at {dst} differs from the source')

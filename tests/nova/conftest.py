@@ -76,3 +76,25 @@ def make_server(driver):
     yield make
     for server in servers:
         driver.destroy(server.ctx, server.instance, server.nw)
+
+
+_EXIT_STATUS = {'code': 0}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS['code'] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """End the process once pytest is done reporting.
+
+    Nova's libvirt Host runs a connection-event thread that loops forever
+    (``Host._conn_event_thread``) in a futurist pool that joins its workers
+    at exit, and ``cleanup_host`` does not stop it: nova-compute itself
+    leaves by its service's shutdown, which a test process does not have.
+    Without this the test run would hang after printing its results.
+    """
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS['code'])

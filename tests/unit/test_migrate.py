@@ -253,3 +253,53 @@ def test_power_off_failure_rolls_back_record(instance, make_env, instances):
     assert ei.value.step == 'power off'
     _assert_untouched(instance, before)
     assert guest.call_names == []
+
+
+class CorruptingCopy(LocalTransport):
+    """Copies, then flips one byte of the copy (a bad disk, a bad wire)."""
+
+    def copy_file(self, src, dst, progress=None):
+        super().copy_file(src, dst, progress)
+        with open(dst, 'r+b') as f:
+            first = f.read(1)
+            f.seek(0)
+            f.write(bytes([first[0] ^ 0xff]) if first else b'x')
+
+
+def test_copy_that_reads_back_different_rolls_back(instance, make_env,
+                                                  instances):
+    before = instance.hashes()
+    guest = guest_for(instance)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), CorruptingCopy())
+    with pytest.raises(exception.ResizeFailed, match='differs') as ei:
+        op.plan().run()
+    assert ei.value.step == 'copy disks'
+    assert ei.value.rolled_back is True
+    _assert_untouched(instance, before)
+    assert guest.running
+
+
+def test_verified_copies_are_on_record(instance, make_env, instances):
+    guest = guest_for(instance)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    op.plan().run()
+    rec = ResizeRecord.read(os.path.join(instance.dir + '_resize',
+                                         RECORD_NAME))
+    assert rec.copies_verified is True
+
+
+def test_confirm_refuses_to_delete_unverified_source(instance, make_env,
+                                                     instances):
+    from resizedriver.operations.confirm import ConfirmMigration
+    guest = guest_for(instance)
+    env = make_env(guest)
+    op = MigrateDiskAndPowerOff(env, instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    op.plan().run()
+    rec = op.record
+    rec.copies_verified = False
+    with pytest.raises(exception.ResizeRefused, match='never verified'):
+        ConfirmMigration(env, rec).plan().run()
+    assert os.path.isdir(instance.dir + '_resize')
