@@ -103,9 +103,8 @@ class ResizeEngine:
                 f'domain')
         LOG.info('No pending resize; instance already reverted',
                  instance_uuid=uuid)
-        if power_on and not guest.is_running():
-            guest.start()
-            guest.wait_running(self.conf.resizedriver.start_timeout)
+        if power_on:
+            guest.ensure_running(self.conf.resizedriver.start_timeout)
 
     def drop_destination_guest(self, uuid: str) -> None:
         """On the destination of a reverted move to another hypervisor."""

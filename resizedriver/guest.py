@@ -76,6 +76,12 @@ class Guest:
     def start(self) -> None:
         self._domain.create()
 
+    def ensure_running(self, timeout: float) -> None:
+        """Start unless running already, then wait (bounded) until it is."""
+        if not self.is_running():
+            self.start()
+        self.wait_running(timeout)
+
     def wait_running(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while not self.is_running():

@@ -63,5 +63,12 @@ class Host:
                     raise
         return None
 
+    def remove(self, uuid: str) -> None:
+        """Stop and undefine the domain, if there is one."""
+        guest = self.lookup(uuid)
+        if guest is not None:
+            guest.destroy()
+            guest.undefine()
+
     def define(self, xml: str) -> Guest:
         return Guest(self.conn.defineXML(xml))

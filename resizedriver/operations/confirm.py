@@ -31,10 +31,7 @@ class ConfirmMigration:
         return Plan('confirm_migration', self.record.uuid, steps)
 
     def undefine(self) -> None:
-        guest = self.env.host.lookup(self.record.uuid)
-        if guest is not None:
-            guest.destroy()
-            guest.undefine()
+        self.env.host.remove(self.record.uuid)
 
     def check_verified(self) -> None:
         if not self.record.copies_verified:

@@ -86,9 +86,7 @@ class FinishRevertMigration:
         vif.plug(domain_xml.vifs(self.record.source_xml), self.record.uuid)
 
     def start(self) -> None:
-        if not self.guest.is_running():
-            self.guest.start()
-        self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
+        self.guest.ensure_running(self.env.conf.resizedriver.start_timeout)
 
     def remove_record(self) -> None:
         remove_record(self.source)
@@ -106,7 +104,4 @@ class DropDestinationGuest:
                     [Step('destroy and undefine guest', self.drop)])
 
     def drop(self) -> None:
-        guest = self.env.host.lookup(self.uuid)
-        if guest is not None:
-            guest.destroy()
-            guest.undefine()
+        self.env.host.remove(self.uuid)
