@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from oslo_concurrency import lockutils
 from oslo_config import cfg
@@ -19,16 +19,20 @@ from resizedriver import conf as rd_conf
 from resizedriver import exception
 from resizedriver import layout
 from resizedriver import record as rd_record
+from resizedriver import recovery
 from resizedriver import transport
 from resizedriver.env import CopyProgress, HostEnv
 from resizedriver.host import Host
+from resizedriver.journal import OUTER_OPERATIONS, JournalStore
 from resizedriver.model import Destination, Flavor
 from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.operations.revert import (DropDestinationGuest,
                                             FinishRevertMigration)
+from resizedriver.plan import Plan
 from resizedriver.record import ResizeRecord
+from resizedriver.recovery import Recovered
 
 LOG = logging.getLogger(__name__)
 
@@ -41,17 +45,54 @@ class ResizeEngine:
         self.env = HostEnv(conf=conf,
                            host=host or Host(conf.libvirt.connection_uri),
                            progress=progress)
+        self.journals = JournalStore(conf.instances_path, self.env.hostname)
 
     @contextlib.contextmanager
-    def locked(self, uuid: str) -> Iterator[None]:
-        """Serialize operations on one instance, across processes."""
+    def locked(self, uuid: str, scope: str = '') -> Iterator[None]:
+        """Serialize operations on one instance, across processes.
+
+        ``scope`` names a separate lock for something that spans several
+        operations (the CLI's whole resize), so they can nest.
+        """
         layout.check_uuid(uuid)
         lock_path = (self.conf.resizedriver.lock_path or
                      os.path.join(self.conf.instances_path, 'locks'))
         os.makedirs(lock_path, exist_ok=True)
-        with lockutils.lock(f'resizedriver-{uuid}', external=True,
+        with lockutils.lock(f'resizedriver-{uuid}{scope}', external=True,
                             lock_path=lock_path):
             yield
+
+    def run(self, plan: Plan, context: dict[str, Any]) -> None:
+        """Run ``plan`` under a journal holding ``context`` for recovery."""
+        plan.run(self.journals.open(plan.name, plan.uuid, context))
+
+    def resume(self, uuid: str, operation: str) -> bool:
+        """Complete an interrupted confirm or revert instead of starting
+        it over: a repeat is how Nova and operators retry them."""
+        for journal in self.journals.find(uuid):
+            if journal.operation == operation:
+                result = recovery.recover(self.env, journal)
+                if result.error:
+                    raise exception.ResizeFailed(
+                        str(result), step='recover', rolled_back=False)
+                LOG.info('%s', result, instance_uuid=uuid)
+                return True
+        return False
+
+    def recover(self, uuid: Optional[str] = None) -> list[Recovered]:
+        """Roll back or complete every interrupted operation on this host
+        (of one instance, or all), the destination half first."""
+        results = []
+        for one in sorted({j.uuid for j in self.journals.find(uuid)}):
+            with self.locked(one):
+                journals = [j for j in self.journals.find(one)
+                            if j.operation not in OUTER_OPERATIONS]
+                for journal in sorted(journals, key=recovery.sort_key):
+                    result = recovery.recover(self.env, journal)
+                    (LOG.error if result.error else LOG.warning)(
+                        'Recovery: %s', result, instance_uuid=one)
+                    results.append(result)
+        return results
 
     def _layout(self, uuid: str) -> layout.InstanceLayout:
         return layout.InstanceLayout(self.conf.instances_path, uuid)
@@ -66,34 +107,40 @@ class ResizeEngine:
             op = MigrateDiskAndPowerOff(
                 self.env, uuid, new_flavor, dest,
                 transport.for_host(dest.host, self.conf))
-            op.plan().run()
+            self.run(op.plan(), op.journal_context())
             return op.record
 
     def finish_migration(self, record: ResizeRecord,
                          power_on: bool = True) -> None:
         """On the destination: make the copy the resized guest."""
         with self.locked(record.uuid):
-            FinishMigration(self.env, record, power_on).plan().run()
+            op = FinishMigration(self.env, record, power_on)
+            self.run(op.plan(), op.journal_context())
 
     def confirm_migration(self, uuid: str) -> None:
         with self.locked(uuid):
+            if self.resume(uuid, 'confirm_migration'):
+                return
             rec = rd_record.load_pending(self._layout(uuid))
-            ConfirmMigration(self.env, rec).plan().run()
+            op = ConfirmMigration(self.env, rec)
+            self.run(op.plan(), op.journal_context())
 
     def finish_revert_migration(self, uuid: str,
                                 power_on: bool = True) -> None:
         """Back to the source copy; a repeat after success is harmless."""
         with self.locked(uuid):
+            if self.resume(uuid, 'finish_revert_migration'):
+                return
             inst = self._layout(uuid)
             try:
                 rec = rd_record.load_pending(inst)
             except exception.NotFound:
                 self._ensure_running(uuid, power_on)
                 return
-            dest_transport = transport.for_host(rec.destination.host,
-                                                self.conf)
-            FinishRevertMigration(self.env, rec, dest_transport,
-                                  power_on).plan().run()
+            op = FinishRevertMigration(
+                self.env, rec,
+                transport.for_host(rec.destination.host, self.conf), power_on)
+            self.run(op.plan(), op.journal_context())
 
     def _ensure_running(self, uuid: str, power_on: bool) -> None:
         guest = self.env.host.lookup(uuid)

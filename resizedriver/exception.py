@@ -65,3 +65,7 @@ class UnreadableImage(UnsupportedDisk, CommandFailed):
     It is both a refusal (nothing was touched; an untrusted image is turned
     away) and a failed command, so callers catching either still do.
     """
+
+
+class RecoveryNeeded(ResizeRefused):
+    """An interrupted operation on the instance must be recovered first."""

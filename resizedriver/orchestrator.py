@@ -4,21 +4,27 @@ Under Nova the compute manager calls the source and the destination
 drivers in turn.  The operator CLI has no manager, so this plays its part:
 the source half runs here; the destination half runs here too when the
 destination is this host, else through the destination's own
-``resizedriver`` command over ssh.  A failed finish is reverted at once, so
-the instance is never left half-resized.
+``resizedriver`` command over ssh.  The whole resize is itself a plan with
+a journal: a failed finish reverts at once, and a crash between the two
+halves is reverted by ``recover``, so the instance is never left
+half-resized.
 """
 
 from __future__ import annotations
 
 import shlex
+from typing import Optional
 
 from oslo_log import log as logging
 
-from resizedriver import exception
+from resizedriver import recovery
 from resizedriver import transport
 from resizedriver.engine import ResizeEngine
+from resizedriver.journal import OUTER_OPERATIONS, Journal
 from resizedriver.model import Destination, Flavor
+from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
+from resizedriver.recovery import Recovered
 
 LOG = logging.getLogger(__name__)
 
@@ -43,24 +49,61 @@ class Orchestrator:
         cmd = shlex.split(self.conf.resizedriver.remote_command) + list(args)
         transport.for_host(host, self.conf).execute(*cmd, stdin=stdin)
 
-    def resize(self, uuid: str, flavor: Flavor, dest: Destination,
-               power_on: bool = True) -> ResizeRecord:
-        record = self.engine.migrate_disk_and_power_off(uuid, flavor, dest)
-        try:
+    def _resize_plan(self, uuid: str, flavor: Flavor, dest: Destination,
+                     power_on: bool) -> tuple[Plan, list[ResizeRecord]]:
+        records: list[ResizeRecord] = []
+
+        def migrate() -> None:
+            records.append(
+                self.engine.migrate_disk_and_power_off(uuid, flavor, dest))
+
+        def finish() -> None:
             if dest.host is None:
-                self.engine.finish_migration(record, power_on)
+                self.engine.finish_migration(records[0], power_on)
             else:
                 self._remote(dest.host, 'finish',
                              *([] if power_on else ['--no-start']),
-                             stdin=record.to_json())
-        except Exception as e:
-            LOG.error('Finishing on the destination failed, reverting: %s',
-                      e, instance_uuid=uuid)
+                             stdin=records[0].to_json())
+
+        return Plan('resize', uuid, [
+            Step('migrate_disk_and_power_off', migrate,
+                 lambda: self._revert_if_pending(uuid)),
+            Step('finish_migration', finish)]), records
+
+    def _revert_if_pending(self, uuid: str) -> None:
+        """Undo of a migrate that completed (an interrupted one has been
+        rolled back by its own journal)."""
+        record = {r.uuid: r for r in self.engine.pending()}.get(uuid)
+        if record is not None:
             self.revert(uuid, power_on=record.was_running)
-            raise exception.ResizeFailed(
-                f'resize failed on the destination and was reverted: {e}',
-                step='finish_migration', rolled_back=True) from e
-        return record
+
+    def resize(self, uuid: str, flavor: Flavor, dest: Destination,
+               power_on: bool = True) -> ResizeRecord:
+        with self.engine.locked(uuid, scope='-resize'):
+            plan, records = self._resize_plan(uuid, flavor, dest, power_on)
+            self.engine.run(plan, {'flavor': flavor.to_dict(),
+                                   'dest': dest.to_dict(),
+                                   'power_on': power_on})
+        return records[0]
+
+    def recover(self, uuid: Optional[str] = None) -> list[Recovered]:
+        """The engine's recovery, then whole resizes this command began:
+        one interrupted after its migrate is reverted."""
+        results = self.engine.recover(uuid)
+        outer = {j.uuid for j in self.engine.journals.find(uuid)
+                 if j.operation in OUTER_OPERATIONS}
+        for one in sorted(outer):
+            with self.engine.locked(one, scope='-resize'):
+                for journal in self.engine.journals.find(one):
+                    if journal.operation in OUTER_OPERATIONS:
+                        results.append(self._roll_back_resize(journal))
+        return results
+
+    def _roll_back_resize(self, journal: Journal) -> Recovered:
+        return recovery.run(journal, lambda: self._resize_plan(
+            journal.uuid, Flavor.from_dict(journal.context['flavor']),
+            Destination.from_dict(journal.context['dest']),
+            bool(journal.context['power_on']))[0])
 
     def confirm(self, uuid: str) -> None:
         self.engine.confirm_migration(uuid)

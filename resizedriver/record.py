@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from resizedriver import exception
+from resizedriver import fileutil
 from resizedriver import layout
 from resizedriver.model import Destination, DiskFile, Flavor
 
@@ -60,6 +61,14 @@ class ResizeRecord:
     def from_json(cls, text: str) -> 'ResizeRecord':
         try:
             d = json.loads(text)
+        except ValueError as e:
+            raise exception.ResizeRefused(
+                f'malformed resize record: {e}') from e
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> 'ResizeRecord':
+        try:
             return cls(
                 uuid=layout.check_uuid(d['uuid']), name=d['name'],
                 source_host=d['source_host'],
@@ -72,23 +81,12 @@ class ResizeRecord:
                 disks=[DiskFile.from_dict(x) for x in d['disks']],
                 was_running=bool(d['was_running']),
                 copies_verified=bool(d.get('copies_verified', False)))
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise exception.ResizeRefused(
                 f'malformed resize record: {e}') from e
 
     def write(self, path: str) -> None:
-        """Write atomically: temp file, fsync, rename, fsync the dir."""
-        tmp = path + '.tmp'
-        with open(tmp, 'w') as f:
-            f.write(self.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-        dirfd = os.open(os.path.dirname(path), os.O_DIRECTORY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        fileutil.write_atomic(path, self.to_json())
 
     @classmethod
     def read(cls, path: str) -> 'ResizeRecord':

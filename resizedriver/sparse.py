@@ -27,6 +27,10 @@ FRAME = struct.Struct('>QQ')
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
+#: where a copy is written until it is complete (here and in RECEIVER)
+PARTIAL_SUFFIX = '.part'
+
+
 def _data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
     """Yield (start, end) of the regions that may hold data."""
     pos = 0
@@ -63,7 +67,7 @@ def iter_extents(src: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
 def copy_local(src_path: str, dst_path: str,
                progress: ProgressFn | None = None) -> None:
     """Copy keeping holes; ``dst_path`` appears only once complete."""
-    part = dst_path + '.part'
+    part = dst_path + PARTIAL_SUFFIX
     size = os.path.getsize(src_path)
     try:
         with open(src_path, 'rb') as src, open(part, 'wb') as dst:

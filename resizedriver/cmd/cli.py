@@ -6,6 +6,7 @@
     resizedriver confirm DOMAIN
     resizedriver revert DOMAIN
     resizedriver status
+    resizedriver recover [DOMAIN]
 
 ``finish`` and ``drop-guest`` are the destination's halves, run over ssh by
 the source's ``resize`` / ``revert``.  Errors are one line on stderr and a
@@ -88,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument('--no-start', action='store_true')
 
     sub.add_parser('status', help='list the resizes pending on this host')
+    rc = sub.add_parser(
+        'recover', help='roll back or complete operations a crash '
+                        'interrupted (all on this host, or one guest)')
+    rc.add_argument('domain', nargs='?', help='domain name or UUID')
 
     f = sub.add_parser('finish', help=argparse.SUPPRESS)
     f.add_argument('--no-start', action='store_true')
@@ -152,6 +157,14 @@ def _new_flavor(engine: ResizeEngine, uuid: str,
     return dataclasses.replace(current, **changes)
 
 
+def _uuid_for_recovery(engine: ResizeEngine, domain: str) -> str:
+    """A UUID as is (its domain may be gone mid-operation), else a name."""
+    try:
+        return layout.check_uuid(domain)
+    except exception.ResizeRefused:
+        return _uuid_of(engine, domain)
+
+
 def _describe(rec: ResizeRecord) -> str:
     o, n = rec.old_flavor, rec.new_flavor
     where = rec.destination.host or 'this host'
@@ -183,8 +196,25 @@ def run(args: argparse.Namespace, out=sys.stdout) -> None:
         pending = engine.pending()
         for rec in pending:
             print(_describe(rec), file=out)
-        if not pending:
+        interrupted = engine.journals.find()
+        for j in interrupted:
+            print(f'{j.uuid}: {j.operation} was interrupted at '
+                  f'{j.interrupted_at!r}; run "resizedriver recover"',
+                  file=out)
+        if not pending and not interrupted:
             print('no resize pending', file=out)
+    elif args.command == 'recover':
+        uuid = args.domain and _uuid_for_recovery(engine, args.domain)
+        results = orch.recover(uuid)
+        for result in results:
+            print(result, file=out)
+        if not results:
+            print('nothing to recover', file=out)
+        failed = [r for r in results if r.error]
+        if failed:
+            raise exception.ResizeFailed(
+                f'{len(failed)} operation(s) could not be recovered',
+                step='recover', rolled_back=False)
     elif args.command == 'finish':
         record = ResizeRecord.from_json(sys.stdin.read())
         engine.finish_migration(record, power_on=not args.no_start)

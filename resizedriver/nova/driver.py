@@ -11,7 +11,11 @@ keep Nova's exact signatures and exception contract:
   was complete it is also reported as ``InstanceFaultRollback`` (the guest
   runs again on the source), else as ``ResizeError`` (the instance goes to
   ERROR for an operator to look at);
-* ``finish_revert_migration`` is idempotent;
+* ``finish_revert_migration`` is idempotent, and a repeated confirm or
+  revert completes one a crash interrupted;
+* ``init_host`` recovers every operation a crash interrupted, before Nova
+  looks at the instances (rolls back migrate and finish, completes
+  confirm and revert: see :mod:`resizedriver.recovery`);
 * ``instance.progress`` follows the disk copy.
 """
 
@@ -85,6 +89,12 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 progress=self._progress)
         return self._engine
 
+    def init_host(self, host):
+        super().init_host(host)
+        for result in self.engine.recover():
+            (LOG.error if result.error else LOG.warning)(
+                'Recovery at start: %s', result)
+
     def _call(self, context, instance, network_info,
               block_device_info=None) -> nova_ops.NovaCall:
         return nova_ops.NovaCall(self, context, instance, network_info,
@@ -109,7 +119,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 self._progress.start(instance, sum(
                     d.actual_size for d in op.disks
                     if d.role is not DiskRole.SWAP))
-                plan.run()
+                engine.run(plan, op.journal_context())
         except exception.ResizeRefused as e:
             raise nova_exception.InstanceFaultRollback(
                 nova_exception.ResizeError(reason=str(e)))
@@ -131,27 +141,29 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         engine = self.engine
         try:
             with engine.locked(instance.uuid):
-                nova_ops.NovaFinish(
+                op = nova_ops.NovaFinish(
                     engine.env, record, power_on,
                     self._call(context, instance, network_info,
                                block_device_info),
-                    migration, image_meta, allocations,
-                    share_info).plan().run()
+                    migration, image_meta, allocations, share_info)
+                engine.run(op.plan(), op.journal_context())
         except exception.ResizeDriverError as e:
             raise nova_exception.ResizeError(reason=str(e))
 
     def confirm_migration(self, context, migration, instance, network_info):
         engine = self.engine
         with engine.locked(instance.uuid):
+            if engine.resume(instance.uuid, 'confirm_migration'):
+                return
             try:
                 rec = rd_record.load_pending(
                     InstanceLayout(CONF.instances_path, instance.uuid))
             except exception.NotFound:
                 LOG.info('Nothing left to confirm', instance=instance)
                 return
-            nova_ops.NovaConfirm(
-                engine.env, rec,
-                self._call(context, instance, network_info)).plan().run()
+            op = nova_ops.NovaConfirm(
+                engine.env, rec, self._call(context, instance, network_info))
+            engine.run(op.plan(), op.journal_context())
 
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
@@ -159,10 +171,17 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         engine = self.engine
         try:
             with engine.locked(instance.uuid):
-                nova_ops.NovaRevert(
+                if engine.resume(instance.uuid, 'finish_revert_migration'):
+                    return
+                op = nova_ops.NovaRevert(
                     engine.env,
                     self._call(context, instance, network_info,
                                block_device_info),
-                    power_on, share_info).plan().run()
+                    power_on, share_info)
+                context = op.journal_context()
+                if context is None:
+                    op.plan().run()     # no kept copy: only define, start
+                else:
+                    engine.run(op.plan(), context)
         except exception.ResizeDriverError as e:
             raise nova_exception.ResizeError(reason=str(e))

@@ -11,13 +11,15 @@ friends come out right for the new flavor.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Optional
 
 import nova.conf
 from nova.virt.libvirt import blockinfo
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
 
+from resizedriver import exception
+from resizedriver import record as rd_record
 from resizedriver.guest import Guest
 from resizedriver.layout import InstanceLayout
 from resizedriver.nova import translate
@@ -26,6 +28,7 @@ from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.plan import Plan, Step
+from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
 
@@ -79,11 +82,16 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         self.retry_interval = retry_interval
 
     def plan(self) -> Plan:
+        # After a crash these two are not undone by recovery but by Nova's
+        # start-up: it plugs every instance's VIFs, and its
+        # finish_revert_migration for an instance left RESIZE_MIGRATING
+        # rebuilds the XML, which connects the volumes.
         return super().plan().insert_after(
             'power off',
-            Step('unplug VIFs', self.nova.unplug_vifs, self.nova.plug_vifs),
+            Step('unplug VIFs', self.nova.unplug_vifs, self.nova.plug_vifs,
+                 undo_after_crash=False),
             Step('disconnect volumes', self.nova.disconnect_volumes,
-                 self.nova.connect_volumes))
+                 self.nova.connect_volumes, undo_after_crash=False))
 
     def power_off(self) -> None:
         # Nova's own: it knows the image's os_shutdown_timeout etc.
@@ -105,13 +113,11 @@ class NovaFinish(FinishMigration):
     def plan(self) -> Plan:
         plan = super().plan()
         plan.replace('create swap')          # Nova's image backend does it
-        plan.replace('plug VIFs')            # part of Nova's guest creation
-        plan.replace('start guest')
+        # Nova plugs VIFs as part of defining the guest; what it needs
+        # first is its images (swap, config drive, ...).
         return plan.replace(
-            'define domain',
-            Step('create missing images', self.create_missing_images),
-            Step('define and start guest', self.define_and_start,
-                 self.undo_define))
+            'plug VIFs',
+            Step('create missing images', self.create_missing_images))
 
     def create_missing_images(self) -> None:
         """Swap, config drive, a missing backing file: the image backend
@@ -123,7 +129,9 @@ class NovaFinish(FinishMigration):
             fallback_from_host=self.migration.source_compute)
         driver._ensure_console_log_for_instance(n.instance)
 
-    def define_and_start(self) -> None:
+    def define(self) -> None:
+        """Nova's XML for the new flavor, defined (not started) through
+        Nova; the engine's own step starts it and its undos apply."""
         driver, n = self.nova.driver, self.nova
         mdevs = driver._allocate_mdevs(self.allocations)
         driver._finish_migration_vtpm(n.context, n.instance)
@@ -137,16 +145,9 @@ class NovaFinish(FinishMigration):
             libvirt_driver.InjectionInfo(admin_pass=None,
                                          network_info=n.network_info,
                                          files=None))
-        self.guest = n.create_guest(xml, self.power_on,
+        self.guest = n.create_guest(xml, power_on=False,
                                     vifs_already_plugged=True,
                                     post_xml_callback=gen_confdrive)
-        if self.power_on:
-            self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
-
-    def undo_define(self) -> None:
-        if self.guest is not None:
-            self.guest.destroy()
-        self.undefine()
 
 
 class NovaConfirm(ConfirmMigration):
@@ -184,6 +185,18 @@ class NovaRevert:
         self.share_info = share_info
         self.source = InstanceLayout(env.instances_path, nova.instance.uuid)
         self.restored = False
+        try:
+            self.record: Optional[ResizeRecord] = \
+                rd_record.load_pending(self.source)
+        except exception.NotFound:
+            self.record = None
+
+    def journal_context(self) -> Optional[dict[str, Any]]:
+        """As the engine's revert, so recovery can complete it without
+        Nova; None when there is no kept copy (nothing to journal)."""
+        if self.record is None:
+            return None
+        return {'record': self.record.to_dict(), 'power_on': self.power_on}
 
     def plan(self) -> Plan:
         return Plan('finish_revert_migration', self.source.uuid, [
@@ -191,12 +204,14 @@ class NovaRevert:
             Step('define and start guest', self.define_and_start),
             Step('remove resize record',
                  lambda: rd_revert.remove_record(self.source)),
-        ])
+        ], forward=True)
 
     def move_back(self) -> None:
         self.restored = rd_revert.restore_source_dir(self.source)
 
-    def define_and_start(self) -> None:
+    def define(self) -> None:
+        """Nova's XML for the new flavor, defined (not started) through
+        Nova; the engine's own step starts it and its undos apply."""
         driver, n = self.nova.driver, self.nova
         current = self.env.host.lookup(self.source.uuid)
         if not self.restored and current is not None and \

@@ -6,11 +6,16 @@ Plan:
   undefine source domain   only when the dest is another hypervisor; on a
                            shared libvirtd the one definition is the new one
   delete _resize           the kept source copy and the resize record
+
+Once begun a confirm can only be completed (half the kept copy may be
+gone), so after a crash recovery runs again what the journal lacks as done.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from typing import Any
 
 from resizedriver import exception
 from resizedriver.env import HostEnv
@@ -23,12 +28,24 @@ class ConfirmMigration:
         self.env = env
         self.record = record
 
+    def journal_context(self) -> dict[str, Any]:
+        return {'record': self.record.to_dict()}
+
+    @classmethod
+    def from_journal(cls, env: HostEnv,
+                     context: dict[str, Any]) -> 'ConfirmMigration':
+        return cls(env, ResizeRecord.from_dict(context['record']))
+
+    def recovery_plan(self) -> Plan:
+        return self.plan()
+
     def plan(self) -> Plan:
         steps = [Step('check copies were verified', self.check_verified)]
         if not self.record.destination.same_hypervisor:
             steps.append(Step('undefine source domain', self.undefine))
         steps.append(Step('delete _resize', self.delete_resize_dir))
-        return Plan('confirm_migration', self.record.uuid, steps)
+        return Plan('confirm_migration', self.record.uuid, steps,
+                    forward=True)
 
     def undefine(self) -> None:
         self.env.host.remove(self.record.uuid)
@@ -41,4 +58,5 @@ class ConfirmMigration:
                 f'revert instead')
 
     def delete_resize_dir(self) -> None:
-        shutil.rmtree(self.record.source.resize_dir)
+        if os.path.isdir(self.record.source.resize_dir):
+            shutil.rmtree(self.record.source.resize_dir)

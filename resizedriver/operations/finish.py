@@ -14,7 +14,10 @@ Plan (steps with an undo in brackets):
   start guest         [destroy]     only when power_on
 
 Until define, the steps touch only the destination's copy, which a revert
-throws away; the source copy in ``<uuid>_resize`` is never written.
+throws away; the source copy in ``<uuid>_resize`` is never written.  After
+a crash, recovery undoes start and define (the guest goes back to not
+existing here, or to its source definition on a shared libvirtd); the
+resize as a whole is then reverted from the source.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from typing import Any
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -35,6 +39,7 @@ from resizedriver.model import DiskFile, DiskRole
 from resizedriver.layout import DISK_INFO
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
+from resizedriver.sparse import PARTIAL_SUFFIX
 
 LOG = logging.getLogger(__name__)
 GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
@@ -73,6 +78,18 @@ class FinishMigration:
         return dataclasses.replace(disk, format=fmt,
                                    virtual_size=max(want, disk.virtual_size),
                                    backing_file=backing)
+
+    def journal_context(self) -> dict[str, Any]:
+        return {'record': self.record.to_dict(), 'power_on': self.power_on}
+
+    @classmethod
+    def from_journal(cls, env: HostEnv,
+                     context: dict[str, Any]) -> 'FinishMigration':
+        return cls(env, ResizeRecord.from_dict(context['record']),
+                   bool(context['power_on']))
+
+    def recovery_plan(self) -> Plan:
+        return self.plan()
 
     def plan(self) -> Plan:
         steps = [Step('check copied disks', self.check_disks)]
@@ -124,7 +141,7 @@ class FinishMigration:
         for copied, final in zip(self.copied, self.final):
             if copied.format == final.format:
                 continue
-            part = final.path + '.part'
+            part = final.path + PARTIAL_SUFFIX
             self.qemu_img.convert(copied.path, part, copied.format,
                                   final.format)
             os.rename(part, final.path)
@@ -162,12 +179,14 @@ class FinishMigration:
     def undefine(self) -> None:
         if self.record.destination.same_hypervisor:
             self.env.host.define(self.record.source_xml)
-        elif self.guest is not None:
-            self.guest.undefine()
+        else:
+            self.env.host.remove(self.record.uuid)
 
     def start(self) -> None:
         self.guest.start()
         self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
 
     def stop(self) -> None:
-        self.guest.destroy()
+        guest = self.env.host.lookup(self.record.uuid)
+        if guest is not None and guest.is_running():
+            guest.destroy()

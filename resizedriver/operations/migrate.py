@@ -1,6 +1,7 @@
 """migrate_disk_and_power_off: the source half of a cold resize/migration.
 
-Plan (steps with an undo in brackets):
+Plan (steps with an undo in brackets; after a crash, recovery undoes every
+step the journal shows begun, so each undo checks what is really there):
   validate request                  refuse before anything is touched
   copy backing files  [remove]      while the guest still runs: they are
                                     immutable, so this costs no downtime
@@ -17,12 +18,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Optional
+from typing import Any, Optional
 
 from oslo_log import log as logging
 
 from resizedriver import exception
+from resizedriver import fileutil
 from resizedriver import inventory
+from resizedriver import transport
 from resizedriver.env import HostEnv
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
 from resizedriver.model import Destination, DiskFile, DiskRole, Flavor
@@ -35,25 +38,50 @@ LOG = logging.getLogger(__name__)
 
 class MigrateDiskAndPowerOff:
     def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
-                 dest: Destination, transport: Transport) -> None:
+                 dest: Destination, dest_transport: Transport) -> None:
         self.env = env
         self.inst = InstanceLayout(env.instances_path, uuid)
         self.new_flavor = new_flavor
         self.dest = dest
         self.dest_inst = InstanceLayout(dest.instances_path, uuid)
-        self.transport = transport
+        self.transport = dest_transport
         self.guest = env.host.lookup(uuid)
         self.shared = False
         self.disks: list[DiskFile] = []
         self.backing_to_copy: list[str] = []
-        self.copied_backing: list[str] = []
         self.record: Optional[ResizeRecord] = None
+        self.was_running = False
 
     # -- planning ---------------------------------------------------------
 
     def plan(self) -> Plan:
         """Validate (refusing with no side effect), then the steps."""
         self.validate()
+        return self.steps()
+
+    def journal_context(self) -> dict[str, Any]:
+        """What recovery needs to rebuild the undos."""
+        return {'uuid': self.inst.uuid, 'dest': self.dest.to_dict(),
+                'new_flavor': self.new_flavor.to_dict(),
+                'shared': self.shared, 'was_running': self.was_running,
+                'backing_to_copy': self.backing_to_copy}
+
+    @classmethod
+    def from_journal(cls, env: HostEnv,
+                     context: dict[str, Any]) -> 'MigrateDiskAndPowerOff':
+        dest = Destination.from_dict(context['dest'])
+        op = cls(env, context['uuid'],
+                 Flavor.from_dict(context['new_flavor']), dest,
+                 transport.for_host(dest.host, env.conf))
+        op.shared = bool(context['shared'])
+        op.was_running = bool(context['was_running'])
+        op.backing_to_copy = [str(p) for p in context['backing_to_copy']]
+        return op
+
+    def recovery_plan(self) -> Plan:
+        return self.steps()
+
+    def steps(self) -> Plan:
         steps = []
         if self.backing_to_copy:
             steps.append(Step('copy backing files', self.copy_backing,
@@ -85,6 +113,7 @@ class MigrateDiskAndPowerOff:
             raise exception.ResizePending(
                 f'{self.inst.resize_dir} exists: a resize of this instance '
                 f'is pending; confirm or revert it first')
+        self.was_running = self.guest.is_running()
         self.source_xml = self.guest.xml()
         self.disks = inventory.discover(self.source_xml, self.inst,
                                         self.env.qemu_img())
@@ -96,6 +125,11 @@ class MigrateDiskAndPowerOff:
         inventory.check_no_shrink(self.disks, self.new_flavor)
         self.transport.execute('true')       # dest reachable at all
         self.shared = self._path_is_shared()
+        if not self.shared and self.transport.exists(self.dest_inst.dir):
+            # Ours to delete on rollback only if we made it.
+            raise exception.ResizeRefused(
+                f'{self.dest_inst.dir} already exists on the destination; '
+                f'move it away if it is a leftover')
         self.backing_to_copy = self._backing_to_copy()
         self._check_space()
 
@@ -161,11 +195,14 @@ class MigrateDiskAndPowerOff:
         for backing in self.backing_to_copy:
             dst = self.dest_inst.base_path(os.path.basename(backing))
             self._copy(backing, dst)
-            self.copied_backing.append(dst)
 
     def remove_copied_backing(self) -> None:
-        for path in self.copied_backing:
-            self.transport.remove_file(path)
+        """Only files the dest lacked at validation, and their partial
+        copies: a backing file already there may serve other guests."""
+        for backing in self.backing_to_copy:
+            dst = self.dest_inst.base_path(os.path.basename(backing))
+            self.transport.remove_file(dst)
+            self.transport.remove_partial(dst)
 
     def write_record(self) -> None:
         self.record = ResizeRecord(
@@ -175,13 +212,11 @@ class MigrateDiskAndPowerOff:
             destination=self.dest, shared_path=self.shared,
             old_flavor=self.old_flavor, new_flavor=self.new_flavor,
             source_xml=self.source_xml, disks=self.disks,
-            was_running=self.guest.is_running())
+            was_running=self.was_running)
         self.record.write(self.inst.path(RECORD_NAME))
 
     def remove_record(self) -> None:
-        path = self.inst.path(RECORD_NAME)
-        if os.path.exists(path):
-            os.unlink(path)
+        fileutil.remove_durably(self.inst.path(RECORD_NAME))
 
     def power_off(self) -> None:
         conf = self.env.conf.resizedriver
@@ -189,23 +224,26 @@ class MigrateDiskAndPowerOff:
                              conf.shutdown_retry_interval)
 
     def power_on_again(self) -> None:
-        if self.record and self.record.was_running:
-            self.guest.start()
+        if self.was_running:
+            self.guest.ensure_running(
+                self.env.conf.resizedriver.start_timeout)
 
     def create_dest_dir(self) -> None:
-        if self.transport.exists(self.dest_inst.dir):
-            raise exception.ResizeDriverError(
-                f'{self.dest_inst.dir} already exists on the destination')
-        self.transport.makedirs(self.dest_inst.dir)
+        # mkdir, not mkdir -p: fails rather than adopt a dir we did not make
+        self.transport.execute('mkdir', self.dest_inst.dir)
 
     def remove_dest_dir(self) -> None:
+        if self.shared and not os.path.isdir(self.inst.resize_dir):
+            return      # <uuid> is still the source itself: not ours
         self.transport.remove_tree(self.dest_inst.dir)
 
     def move_to_resize(self) -> None:
         os.rename(self.inst.dir, self.inst.resize_dir)
 
     def move_back(self) -> None:
-        os.rename(self.inst.resize_dir, self.inst.dir)
+        if os.path.isdir(self.inst.resize_dir) and \
+                not os.path.exists(self.inst.dir):
+            os.rename(self.inst.resize_dir, self.inst.dir)
 
     def copy_disks(self) -> None:
         names = [d.name for d in self.disks if d.role is not DiskRole.SWAP]

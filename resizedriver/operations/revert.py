@@ -1,7 +1,8 @@
 """finish_revert_migration: on the source, go back to the kept copy.
 
 Plan (each step is idempotent: Nova calls this again for instances stuck
-in RESIZE_MIGRATING, sometimes after part of it ran):
+in RESIZE_MIGRATING, sometimes after part of it ran, and after a crash
+recovery completes it by running again what the journal lacks as done):
   stop resized guest       on a shared libvirtd it runs from the dest copy
   drop destination copy    when the dest dir is not our own instance dir
   move _resize back        the bytes the guest had when the resize began
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 from resizedriver import domain_xml
+from resizedriver import fileutil
+from resizedriver import transport
 from resizedriver import vif
 from resizedriver.env import HostEnv
 from resizedriver.layout import RECORD_NAME, InstanceLayout
@@ -39,9 +43,7 @@ def restore_source_dir(source: InstanceLayout) -> bool:
 
 
 def remove_record(source: InstanceLayout) -> None:
-    path = source.path(RECORD_NAME)
-    if os.path.exists(path):
-        os.unlink(path)
+    fileutil.remove_durably(source.path(RECORD_NAME))
 
 
 class FinishRevertMigration:
@@ -53,6 +55,20 @@ class FinishRevertMigration:
         self.transport = dest_transport
         self.power_on = power_on
         self.guest = None
+
+    def journal_context(self) -> dict[str, Any]:
+        return {'record': self.record.to_dict(), 'power_on': self.power_on}
+
+    @classmethod
+    def from_journal(cls, env: HostEnv,
+                     context: dict[str, Any]) -> 'FinishRevertMigration':
+        record = ResizeRecord.from_dict(context['record'])
+        return cls(env, record,
+                   transport.for_host(record.destination.host, env.conf),
+                   bool(context['power_on']))
+
+    def recovery_plan(self) -> Plan:
+        return self.plan()
 
     def plan(self) -> Plan:
         steps = []
@@ -66,7 +82,8 @@ class FinishRevertMigration:
         if self.power_on:
             steps.append(Step('start guest', self.start))
         steps.append(Step('remove resize record', self.remove_record))
-        return Plan('finish_revert_migration', self.record.uuid, steps)
+        return Plan('finish_revert_migration', self.record.uuid, steps,
+                    forward=True)
 
     def stop_resized(self) -> None:
         guest = self.env.host.lookup(self.record.uuid)

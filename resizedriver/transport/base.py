@@ -15,7 +15,7 @@ from typing import Optional
 from oslo_concurrency import processutils
 
 from resizedriver import exception
-from resizedriver.sparse import ProgressFn
+from resizedriver.sparse import PARTIAL_SUFFIX, ProgressFn
 
 
 class Transport(abc.ABC):
@@ -71,6 +71,10 @@ class Transport(abc.ABC):
 
     def remove_file(self, path: str) -> None:
         self.execute('rm', '-f', path)
+
+    def remove_partial(self, dst: str) -> None:
+        """Remove what a killed ``copy_file(..., dst)`` may have left."""
+        self.remove_file(dst + PARTIAL_SUFFIX)
 
     def rename(self, src: str, dst: str) -> None:
         self.execute('mv', '-T', src, dst)

@@ -42,6 +42,11 @@ class RsyncTransport(ssh.SshTransport):
         if progress:
             progress(size, size)
 
+    def remove_partial(self, dst: str) -> None:
+        """rsync writes ``.<name>.XXXXXX`` next to ``dst``."""
+        self.execute('sh', '-c', 'rm -f -- "$1"/."$2".??????', 'sh',
+                     os.path.dirname(dst), os.path.basename(dst))
+
 
 def iter_lines(stream):
     """rsync ends progress updates with CR, not LF: split on both."""

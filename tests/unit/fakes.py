@@ -29,6 +29,10 @@ class FakeGuest:
         self.calls.append(('start',))
         self.running = True
 
+    def ensure_running(self, timeout: float) -> None:
+        if not self.running:
+            self.start()
+
     def destroy(self) -> None:
         self.calls.append(('destroy',))
         self.running = False

@@ -1,0 +1,35 @@
+"""Crash-safe small files: what the record and the journal are made of."""
+
+from __future__ import annotations
+
+import os
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or unlink in ``path`` survive a power cut."""
+    fd = os.open(path, os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Replace ``path`` with ``text``: readers see the old or the new
+    content, never a torn one (temp file, fsync, rename, fsync the dir)."""
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path) or '.')
+
+
+def remove_durably(path: str) -> None:
+    """Unlink ``path`` (if there) and make that survive a power cut."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_dir(os.path.dirname(path) or '.')

@@ -1,0 +1,92 @@
+"""Recovering operations a crash interrupted, from their journals.
+
+Each operation says which way it recovers: migrate and finish are rolled
+back (the instance returns to the source copy, which they never modify);
+confirm and revert are completed (they only go one way once begun).  The
+operation is rebuilt from what its journal saved, not from guesses about
+the files found.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+from oslo_log import log as logging
+
+from resizedriver.env import HostEnv
+from resizedriver.journal import Journal
+from resizedriver.operations.confirm import ConfirmMigration
+from resizedriver.operations.finish import FinishMigration
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.operations.revert import FinishRevertMigration
+from resizedriver.plan import Plan
+
+LOG = logging.getLogger(__name__)
+
+#: by plan name; the order recovery takes them in for one instance: the
+#: destination half before the source half it depends on.
+OPERATIONS = {
+    'finish_migration': FinishMigration,
+    'migrate_disk_and_power_off': MigrateDiskAndPowerOff,
+    'finish_revert_migration': FinishRevertMigration,
+    'confirm_migration': ConfirmMigration,
+}
+
+
+@dataclasses.dataclass
+class Recovered:
+    """What recovery did with one journal (for the operator and the log)."""
+
+    uuid: str
+    operation: str
+    interrupted_at: Optional[str]
+    action: str = ''
+    steps: int = 0
+    error: Optional[str] = None
+
+    def __str__(self) -> str:
+        where = (f'interrupted at {self.interrupted_at!r}'
+                 if self.interrupted_at else 'interrupted between steps')
+        if self.error:
+            return (f'{self.uuid}: {self.operation} {where}: NOT recovered: '
+                    f'{self.error}')
+        return (f'{self.uuid}: {self.operation} {where}: {self.action} '
+                f'({self.steps} step(s))')
+
+
+def sort_key(journal: Journal) -> int:
+    names = list(OPERATIONS)
+    return names.index(journal.operation) if journal.operation in names \
+        else len(names)
+
+
+def recover(env: HostEnv, journal: Journal) -> Recovered:
+    """Roll back or complete the engine operation of ``journal``."""
+    cls = OPERATIONS.get(journal.operation)
+    if cls is None:
+        return Recovered(journal.uuid, journal.operation,
+                         journal.interrupted_at,
+                         error=f'unknown operation in {journal.path}; check '
+                               f'the instance by hand, then remove it')
+    return run(journal, lambda: cls.from_journal(
+        env, journal.context).recovery_plan())
+
+
+def run(journal: Journal, build_plan: Callable[[], Plan]) -> Recovered:
+    """Rebuild the plan of ``journal`` and recover it its own way."""
+    result = Recovered(journal.uuid, journal.operation,
+                       journal.interrupted_at)
+    try:
+        plan = build_plan()
+        if plan.forward:
+            result.action = 'completed'
+            result.steps = plan.roll_forward(journal)
+        else:
+            result.action = 'rolled back'
+            result.steps = plan.roll_back(journal)
+    except Exception as e:     # one instance must not stop the others
+        LOG.exception('Recovery of %s failed', journal.operation,
+                      instance_uuid=journal.uuid)
+        result.error = str(e)
+    return result

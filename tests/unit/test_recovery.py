@@ -1,0 +1,155 @@
+"""A migrate killed at every step, then recovered: real files, fake libvirt.
+
+The crash is a BaseException no plan catches, raised right after the
+journal says the step started (the step never ran) or right after it ran
+(the journal does not know it finished): the two ends of each step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+from resizedriver import exception
+from resizedriver.engine import ResizeEngine
+from resizedriver.model import Destination, Flavor, MiB
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.transport import LocalTransport
+from tests.unit.fakes import FakeGuest, FakeHost
+
+GROW = Flavor(vcpus=2, memory_mib=512, root_bytes=16 * MiB,
+              ephemeral_bytes=4 * MiB, swap_bytes=0)
+SAME_PATH_STEPS = ['write resize record', 'power off',
+                   'move instance dir to _resize', 'create instance dir',
+                   'copy disks']
+OTHER_PATH_STEPS = ['copy backing files', 'write resize record', 'power off',
+                    'create destination dir', 'move instance dir to _resize',
+                    'copy disks']
+
+
+class Crash(BaseException):
+    pass
+
+
+def crashing(plan, at: str, after: bool):
+    def die(step):
+        def do():
+            if after:
+                step.do()
+            raise Crash(step.name)
+        return do
+    plan.steps = [dataclasses.replace(s, do=die(s)) if s.name == at else s
+                  for s in plan.steps]
+    return plan
+
+
+def run_until_crash(conf, guest, instance, dest, at, after):
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    op = MigrateDiskAndPowerOff(engine.env, instance.uuid, GROW, dest,
+                                LocalTransport())
+    plan = crashing(op.plan(), at, after)
+    with pytest.raises(Crash):
+        engine.run(plan, op.journal_context())
+    return engine
+
+
+def check_recovered(engine, guest, instance, before, dest_dir):
+    [result] = engine.recover()
+    assert result.error is None, result
+    assert result.action == 'rolled back'
+    assert instance.hashes() == before             # same bytes, same files
+    assert not os.path.exists(instance.resize_dir)
+    if dest_dir:
+        assert not os.path.exists(dest_dir)
+    assert guest.running
+    assert engine.journals.find() == []
+    assert engine.recover() == []                  # nothing left to do
+
+
+@pytest.mark.parametrize('after', [False, True], ids=['start', 'end'])
+@pytest.mark.parametrize('at', SAME_PATH_STEPS)
+def test_same_path_crash_at_each_step(conf, instance, instances, at, after):
+    before = instance.hashes()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = run_until_crash(conf, guest, instance,
+                             Destination(None, instances, True), at, after)
+    assert engine.journals.find()[0].interrupted_at == at
+    check_recovered(engine, guest, instance, before, None)
+    # and the same resize then goes through
+    retry = run_and_finish_migrate(engine, instance,
+                                   Destination(None, instances, True))
+    assert retry.copies_verified
+
+
+@pytest.mark.parametrize('after', [False, True], ids=['start', 'end'])
+@pytest.mark.parametrize('at', OTHER_PATH_STEPS)
+def test_other_path_crash_at_each_step(conf, instance, tmp_path, at, after):
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    before = instance.hashes()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = run_until_crash(conf, guest, instance,
+                             Destination(None, str(dest), False), at, after)
+    check_recovered(engine, guest, instance, before,
+                    str(dest / instance.uuid))
+    base = dest / '_base'                          # copied backing gone
+    assert not base.exists() or os.listdir(base) == []
+    retry = run_and_finish_migrate(engine, instance,
+                                   Destination(None, str(dest), False))
+    assert retry.copies_verified
+
+
+def run_and_finish_migrate(engine, instance, dest):
+    return engine.migrate_disk_and_power_off(instance.uuid, GROW, dest)
+
+
+def test_a_crash_mid_copy_leaves_no_partial_file(conf, instance, tmp_path,
+                                                 monkeypatch):
+    """Killed inside the copy of the second disk: recovery removes the
+    dest dir with the partial file; the source is as it was."""
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    before = instance.hashes()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    copies = []
+    real_copy = LocalTransport.copy_file
+
+    def copy_then_die(self, src, dst, progress=None):
+        copies.append(dst)
+        if len(copies) == 3:
+            with open(dst + '.part', 'wb') as f:
+                f.write(b'half')
+            raise Crash(dst)
+        real_copy(self, src, dst, progress)
+
+    monkeypatch.setattr(LocalTransport, 'copy_file', copy_then_die)
+    with pytest.raises(Crash):
+        engine.migrate_disk_and_power_off(
+            instance.uuid, GROW, Destination(None, str(dest), False))
+    monkeypatch.undo()
+    check_recovered(engine, guest, instance, before, str(dest / instance.uuid))
+
+
+def test_new_operations_wait_for_recovery(conf, instance, instances):
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = run_until_crash(conf, guest, instance,
+                             Destination(None, instances, True),
+                             'copy disks', False)
+    with pytest.raises(exception.RecoveryNeeded):
+        engine.finish_revert_migration(instance.uuid)
+    assert engine.recover(instance.uuid)[0].error is None
+
+
+def test_recovery_of_a_guest_that_was_off_leaves_it_off(conf, instance,
+                                                        instances):
+    before = instance.hashes()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml, running=False)
+    engine = run_until_crash(conf, guest, instance,
+                             Destination(None, instances, True),
+                             'copy disks', True)
+    engine.recover()
+    assert not guest.running
+    assert instance.hashes() == before
