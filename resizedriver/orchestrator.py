@@ -17,6 +17,7 @@ from typing import Optional
 
 from oslo_log import log as logging
 
+from resizedriver import exception
 from resizedriver import recovery
 from resizedriver import transport
 from resizedriver.engine import ResizeEngine
@@ -109,8 +110,17 @@ class Orchestrator:
         self.engine.confirm_migration(uuid)
 
     def revert(self, uuid: str, power_on: bool = True) -> None:
+        """Unlike Nova's (which must be idempotent), an operator's revert
+        with nothing to revert is an error: it may be the wrong host or
+        instances path."""
         pending = {r.uuid: r for r in self.engine.pending()}
         record = pending.get(uuid)
+        interrupted = [j for j in self.engine.journals.find(uuid)
+                       if j.operation == 'finish_revert_migration']
+        if record is None and not interrupted:
+            raise exception.NotFound(
+                f'no resize of {uuid} is pending under '
+                f'{self.conf.instances_path}; nothing to revert')
         if (record is not None and record.destination.host is not None
                 and not record.destination.same_hypervisor):
             self._remote(record.destination.host, 'drop-guest', uuid)

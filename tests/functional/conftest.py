@@ -132,6 +132,17 @@ lock_path = {root}/locks
         pass
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The step x fault -> outcome table of test_faults, when it ran."""
+    from tests.functional import faultbench
+    if not faultbench.TABLE:
+        return
+    terminalreporter.write_sep('=', 'fault injection: step x fault -> '
+                                    'outcome')
+    for line in faultbench.format_table(faultbench.TABLE):
+        terminalreporter.write_line(line)
+
+
 def sha256(path: str) -> str:
     out = subprocess.run(['sha256sum', path], check=True, capture_output=True,
                          text=True).stdout

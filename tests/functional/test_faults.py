@@ -1,0 +1,239 @@
+"""Fault injection on real resizes: every step of every operation killed,
+and the network, the destination disk, qemu-img and libvirt broken.
+
+Each cell adds a row to the step x fault -> outcome table printed at the
+end of the run (see ``faultbench`` for what is checked and how).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from lxml import etree
+
+from tests.functional import faultbench
+from tests.functional.conftest import Scenario
+from tests.functional.faultbench import KILLED, Bench, Flavor
+
+MIGRATE = 'migrate_disk_and_power_off'
+FINISH = 'finish_migration'
+REVERT = 'finish_revert_migration'
+CONFIRM = 'confirm_migration'
+RESIZE = 'resize'          # the command's whole resize, both halves
+
+#: (operation, step, same instances path?) - a crashed migrate or finish
+#: is rolled back; revert and confirm cells take the resize the previous
+#: cell's retry left pending, and recovery completes them.  'copy backing
+#: files' comes first: later, both paths have the backing file.
+CRASHES = [
+    (MIGRATE, 'copy backing files', False),
+    (REVERT, 'stop resized guest', False),
+    (MIGRATE, 'write resize record', False),
+    (REVERT, 'drop destination copy', False),
+    (MIGRATE, 'power off', False),
+    (REVERT, 'move _resize back', False),
+    (MIGRATE, 'create destination dir', False),
+    (REVERT, 'define source domain', False),
+    (MIGRATE, 'move instance dir to _resize', False),
+    (REVERT, 'plug VIFs', False),
+    (MIGRATE, 'copy disks', False),
+    (REVERT, 'start guest', False),
+    (MIGRATE, 'create instance dir', True),
+    (REVERT, 'remove resize record', True),
+    (MIGRATE, 'copy disks', True),
+    (CONFIRM, 'check copies were verified', True),
+    (FINISH, 'check copied disks', False),
+    (CONFIRM, 'delete _resize', False),
+    (FINISH, 'rebase overlays', False),
+    (FINISH, 'extend disks', False),
+    (FINISH, 'plug VIFs', False),
+    (FINISH, 'define domain', False),
+    (FINISH, 'start guest', False),
+    (RESIZE, MIGRATE, False),
+    (RESIZE, FINISH, False),
+]
+
+
+def test_process_killed_after_each_step(scenario: Scenario):
+    b = Bench(scenario)
+    for operation, step, same_path in CRASHES:
+        crash = f'{operation}:{step}'
+        fault = f'killed after {step!r}'
+        if operation in (REVERT, CONFIRM):
+            row, before = b.begin(operation, fault, pending=True)
+            command = 'revert' if operation == REVERT else 'confirm'
+            assert b.cli(command, b.uuid, crash_at=crash, expect_rc=None,
+                         side=b.source_side).returncode == KILLED
+            b.recover(row, 'completed', side=b.source_side)
+            if operation == REVERT:
+                before = b.reverted()
+                b.expect_on_source(before, row)
+            else:
+                b.pending = False
+                b.expect_guest(b.flavor)             # runs on as resized
+                assert b.fingerprint() == before
+                row.source = 'deleted at confirm; dest unchanged'
+                b.expect_settled()
+            row.retry = 'n/a (completed by recover)'
+            continue
+        row, before = b.begin(operation, fault)
+        proc = b.cli(*b.resize_args(same_path=same_path), crash_at=crash,
+                     expect_rc=None)
+        assert proc.returncode == KILLED, proc.stderr
+        b.recover(row, 'rolled back')
+        b.expect_on_source(before, row)
+        b.retry(row, same_path=same_path)
+
+
+def test_network_disk_and_libvirt_faults(scenario: Scenario, tmp_path):
+    b = Bench(scenario)
+
+    row, before = b.begin(MIGRATE, 'ssh to the destination refused')
+    b.set_fault('ssh-refuse')
+    err = b.cli(*b.resize_args(ssh=True), expect_rc=1).stderr
+    assert 'cannot reach 127.0.0.1' in err, err
+    row.outcome = 'refused before anything was touched'
+    b.expect_on_source(before, row)
+    b.retry(row, ssh=True)
+
+    row, before = b.begin(MIGRATE, 'ssh refused from the first disk copy')
+    b.set_fault('ssh-refuse-from-copy')
+    err = b.cli(*b.resize_args(ssh=True), expect_rc=1).stderr
+    assert 'UNDO INCOMPLETE' in err, err
+    b.clear_faults()                                # the network is back
+    err = b.cli(*b.resize_args(ssh=True), expect_rc=1).stderr
+    assert 'resizedriver recover' in err, err       # refused until then
+    b.recover(row, 'rolled back')
+    row.outcome = ('undo incomplete (dest unreachable); resize refused '
+                   'until recover rolled back')
+    b.expect_on_source(before, row)
+    b.retry(row, ssh=True)
+
+    for transport in ('ssh', 'rsync'):
+        row, before = b.begin(MIGRATE, f'{transport} copy SIGKILLed '
+                                       f'after 32 KiB of disk')
+        b.set_fault('kill-copy', '32768 disk')
+        err = b.cli(*b.resize_args(ssh=True), expect_rc=1,
+                    transport=transport).stderr
+        assert "at step 'copy disks'" in err and 'was undone' in err, err
+        assert 'copy killed after 32768 bytes' in _events(b)
+        row.outcome = 'failed at copy disks; rolled back at once'
+        b.expect_on_source(before, row)
+        b.retry(row, ssh=True, transport=transport)
+
+    small = str(tmp_path / 'small')
+    faultbench.mount_tmpfs(small, 200)
+    try:
+        _enospc_cells(b, small)
+    finally:
+        faultbench.umount(small)
+
+    row, before = b.begin(FINISH, 'qemu-img resize fails')
+    b.set_fault('qemu-img-fail-resize')
+    err = b.cli(*b.resize_args(), expect_rc=1).stderr
+    assert "'extend disks'" in err and 'injected failure' in err, err
+    row.outcome = 'failed at extend disks; resize reverted at once'
+    b.expect_on_source(before, row)
+    b.retry(row)
+
+    for fault, flavor, message, step in (
+            ('define fails: 300 vCPUs', Flavor(300, 256, b.flavor.root_mib),
+             'Maximum CPUs', 'define domain'),
+            ('start fails: 4 TiB of memory',
+             Flavor(1, 4 * 1024 * 1024, b.flavor.root_mib),
+             'Cannot allocate memory', 'start guest')):
+        row, before = b.begin(FINISH, fault)
+        err = b.cli(*b.resize_args(flavor=flavor), expect_rc=1).stderr
+        assert message in err and f"'{step}'" in err, err
+        row.outcome = f'failed at {step}; resize reverted at once'
+        b.expect_on_source(before, row)
+        b.retry(row)
+        row.retry = 'ok (with a flavor the host can run)'
+
+
+def _enospc_cells(b: Bench, small: str) -> None:
+    """The destination instances path is a 200 MiB tmpfs."""
+    os.makedirs(os.path.join(small, '_base'))
+    for backing in os.listdir(os.path.join(b.here, '_base')):
+        # as if another guest had brought it: the first copy is a disk
+        with open(os.path.join(b.here, '_base', backing), 'rb') as src, \
+                open(os.path.join(small, '_base', backing), 'wb') as dst:
+            dst.write(src.read())
+    args = ['resize', b.uuid, *b.flavor.next().args(),
+            '--dest-instances-path', small, '--dest-host', '127.0.0.1']
+
+    row, before = b.begin(MIGRATE, 'destination full before the resize')
+    filler = os.path.join(small, 'other-tenant.img')
+    with open(filler, 'wb') as f:
+        f.truncate(0)
+        f.write(b'\1' * (199 * 1024 * 1024))
+    err = b.cli(*args, expect_rc=1).stderr
+    assert 'bytes free' in err, err
+    os.unlink(filler)
+    row.outcome = 'refused before anything was touched'
+    b.expect_on_source(before, row)
+    _retry_and_revert(b, row, args)
+
+    row, before = b.begin(MIGRATE, 'ENOSPC at the destination mid-copy')
+    b.set_fault('fill-dest', small)
+    err = b.cli(*args, expect_rc=1).stderr
+    assert 'No space left' in err and "'copy disks'" in err, err
+    assert [e for e in _events(b) if 'dest filled' in e]
+    os.unlink(filler)                 # the other tenant goes away
+    assert os.listdir(small) == ['_base'], os.listdir(small)
+    row.outcome = 'failed at copy disks; rolled back at once'
+    b.expect_on_source(before, row)
+    _retry_and_revert(b, row, args)
+
+
+def _retry_and_revert(b: Bench, row, args: list[str]) -> None:
+    """Retry onto the small path, then revert to where the guest was."""
+    b.mark_before_resize()
+    b.cli(*args)
+    assert b.guest_running()
+    b.cli('revert', b.uuid)          # the record is on this side
+    before = b.reverted()
+    b.expect_guest(b.flavor)
+    assert b.fingerprint() == before
+    row.retry = 'ok (then reverted)'
+
+
+def _events(b: Bench) -> list[str]:
+    path = os.path.join(b.faults, 'events')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def test_power_off_that_never_finishes(scenario: Scenario):
+    """The guest OS ignores the ACPI power button: after the shutdown
+    timeout the guest is powered off hard, and the resize goes on."""
+    b = Bench(scenario)
+    guest = scenario.host.lookup(b.uuid)
+    root = etree.fromstring(guest.xml().encode())
+    cmdline = root.find('./os/cmdline')
+    cmdline.text += ' rdignore-acpi'
+    guest.destroy()
+    scenario.host.define(etree.tostring(root, encoding='unicode'))
+    scenario.host.lookup(b.uuid).start()
+    b.expect_guest(b.flavor)
+
+    row, before = b.begin(MIGRATE, 'guest ignores the ACPI shutdown')
+    b.mark_before_resize()
+    started = time.monotonic()
+    b.cli(*b.resize_args(), shutdown_timeout=5)
+    took = time.monotonic() - started
+    log = open(os.path.join(b.here, b.uuid + '_resize', 'console.log'),
+               errors='replace').read()
+    assert 'RDGUEST shutdown-ignored' in log
+    b.side, b.flavor = 'B', b.flavor.next()
+    b.expect_guest(b.flavor)
+    assert b.fingerprint(os.path.join(b.paths['A'], b.uuid + '_resize')) \
+        == before
+    row.outcome = (f'powered off hard after the 5 s timeout; resize done '
+                   f'in {took:.0f} s')
+    b.cli('revert', b.uuid, side='A')
+    b.expect_on_source(b.reverted(), row)
+    row.retry = 'n/a (did not fail); reverted fine'
