@@ -97,8 +97,13 @@ class Plan:
                 LOG.error('%s: step %r failed: %s', self.name, step.name, e,
                           instance_uuid=self.uuid)
                 clean = self._end_failed(done, journal)
-                state = ('everything done so far was undone' if clean else
-                         'UNDO INCOMPLETE, see the log')
+                if self.forward:
+                    state = ('it can only be completed: repeat it, or run '
+                             '"resizedriver recover"')
+                elif clean:
+                    state = 'everything done so far was undone'
+                else:
+                    state = 'UNDO INCOMPLETE, see the log'
                 raise exception.ResizeFailed(
                     f'{self.name} failed at step {step.name!r}: {e} '
                     f'({state})', step=step.name, rolled_back=clean) from e

@@ -54,7 +54,6 @@ class FinishRevertMigration:
         self.source = record.source
         self.transport = dest_transport
         self.power_on = power_on
-        self.guest = None
 
     def journal_context(self) -> dict[str, Any]:
         return {'record': self.record.to_dict(), 'power_on': self.power_on}
@@ -97,13 +96,15 @@ class FinishRevertMigration:
         restore_source_dir(self.source)
 
     def define(self) -> None:
-        self.guest = self.env.host.define(self.record.source_xml)
+        self.env.host.define(self.record.source_xml)
 
     def plug_vifs(self) -> None:
         vif.plug(domain_xml.vifs(self.record.source_xml), self.record.uuid)
 
     def start(self) -> None:
-        self.guest.ensure_running(self.env.conf.resizedriver.start_timeout)
+        # Looked up, not kept from define: recovery may run this alone.
+        guest = self.env.host.lookup(self.record.uuid)
+        guest.ensure_running(self.env.conf.resizedriver.start_timeout)
 
     def remove_record(self) -> None:
         remove_record(self.source)

@@ -59,7 +59,8 @@ def test_process_killed_after_each_step(scenario: Scenario):
     b = Bench(scenario)
     for operation, step, same_path in CRASHES:
         crash = f'{operation}:{step}'
-        fault = f'killed after {step!r}'
+        fault = f'killed after {step!r}' + (' (same path)' if same_path
+                                             else '')
         if operation in (REVERT, CONFIRM):
             row, before = b.begin(operation, fault, pending=True)
             command = 'revert' if operation == REVERT else 'confirm'

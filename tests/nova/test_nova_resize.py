@@ -17,6 +17,7 @@ from nova import objects
 from nova.virt import driver as nova_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
+from resizedriver import journal
 from tests.nova import novaenv
 
 GiB = 1024 ** 3
@@ -148,3 +149,54 @@ def test_shrink_is_refused_before_power_off(make_server):
     assert server.wait_boot(1).cpu_count == 2
     assert_no_resize_left(server)
     assert server.ping()
+
+
+class Crash(BaseException):
+    """nova-compute dying: nothing in the driver may catch it."""
+
+
+def test_a_resize_killed_mid_way_is_recovered_at_start(make_server,
+                                                      monkeypatch):
+    server = make_server(flavor(SMALL))
+    before = server.wait_boot(1)
+    drv, inst = server.driver, server.instance
+    mig = migration_for(server, flavor(BIG))
+    inst.old_flavor, inst.new_flavor = inst.flavor, flavor(BIG)
+    inst.save()
+
+    real_done = journal.Journal.done
+
+    def die_after(self, step):
+        if step == 'move instance dir to _resize':
+            raise Crash(step)
+        real_done(self, step)
+    monkeypatch.setattr(journal.Journal, 'done', die_after)
+    with pytest.raises(Crash):
+        drv.migrate_disk_and_power_off(server.ctx, inst, mig.dest_host,
+                                       flavor(BIG), server.nw, None, 60, 2)
+    monkeypatch.undo()
+    assert os.path.isdir(server.dir + '_resize')
+    assert not os.path.exists(server.dir)
+    assert drv.get_info(inst).state != 1            # powered off
+
+    # nova-compute starts again: the manager calls init_host (Nova's own
+    # part already ran for this process), then, for an instance left
+    # RESIZE_MIGRATING, plug_vifs and finish_revert_migration.
+    monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
+                        lambda self, host: None)
+    drv.init_host(host=novaenv.CONF.host)
+    monkeypatch.undo()
+    back = server.wait_boot(2)
+    assert (back.cpu_count, back.disks) == (before.cpu_count, before.disks)
+    assert_no_resize_left(server)
+    assert drv.engine.journals.find() == []
+    inst.flavor = inst.old_flavor
+    inst.save()
+    drv.plug_vifs(inst, server.nw)
+    drv.finish_revert_migration(server.ctx, inst, server.nw, mig, None, True)
+    assert server.wait_boot(2).cpu_count == 1       # not restarted again
+    assert server.ping()
+
+    # and the same resize then goes through
+    resize(server, flavor(BIG))
+    assert server.wait_boot(3).cpu_count == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from lxml import etree
+
 
 class FakeGuest:
     def __init__(self, uuid: str, name: str, xml: str,
@@ -51,6 +53,19 @@ class FakeHost:
             if uuid_or_name in (g.uuid, g.name):
                 return g
         return None
+
+    def define(self, xml: str) -> FakeGuest:
+        root = etree.fromstring(xml.encode())
+        uuid, name = root.findtext('uuid'), root.findtext('name')
+        guest = self.lookup(uuid)
+        if guest is None:
+            guest = FakeGuest(uuid, name, xml, running=False)
+            self.guests.append(guest)
+        guest._xml = xml
+        return guest
+
+    def remove(self, uuid: str) -> None:
+        self.guests = [g for g in self.guests if g.uuid != uuid]
 
     @staticmethod
     def virt_type(requested: str) -> str:

@@ -4,6 +4,7 @@ import argparse
 import io
 import logging
 import os
+import socket
 
 import pytest
 
@@ -11,6 +12,7 @@ from resizedriver import conf as rd_conf
 from resizedriver import exception
 from resizedriver.cmd import cli
 from resizedriver.host import Host
+from resizedriver.journal import JournalStore
 from resizedriver.layout import RECORD_NAME
 from tests.unit.test_record import UUID, make_record
 
@@ -139,10 +141,40 @@ def test_debug_reraises(cli_env, monkeypatch):
         cli.main(['--config-file', ini, '--debug', 'confirm', 'x'])
 
 
-
 def test_missing_config_file_is_one_error_line(cli_env, capsys, tmp_path):
     rc = cli.main(['--config-file', str(tmp_path / 'nope.conf'), 'status'])
     assert rc == 1
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith('resizedriver: error: ')
     assert 'nope.conf' in lines[0]
+
+
+def test_recover_with_nothing_interrupted(cli_env):
+    instances, ini, out = cli_env
+    assert cli.main(['--config-file', ini, 'recover']) == 0
+    assert out.getvalue() == 'nothing to recover\n'
+
+
+def _interrupted(instances, operation: str, context: dict) -> None:
+    store = JournalStore(str(instances), socket.gethostname())
+    journal = store.open(operation, UUID, context)
+    journal.started('some step', True)
+
+
+def test_status_shows_interrupted_operations(cli_env):
+    instances, ini, out = cli_env
+    _interrupted(instances, 'migrate_disk_and_power_off', {})
+    assert cli.main(['--config-file', ini, 'status']) == 0
+    assert out.getvalue() == (
+        f"{UUID}: migrate_disk_and_power_off was interrupted at "
+        f"'some step'; run \"resizedriver recover\"\n")
+
+
+def test_recover_that_fails_says_so_and_exits_1(cli_env, capsys):
+    instances, ini, out = cli_env
+    _interrupted(instances, 'no_such_operation', {})
+    assert cli.main(['--config-file', ini, 'recover', UUID]) == 1
+    assert 'NOT recovered: unknown operation' in out.getvalue()
+    lines = _error_lines(capsys.readouterr().err)
+    assert lines[-1] == ('resizedriver: error: 1 operation(s) could not be '
+                         'recovered')

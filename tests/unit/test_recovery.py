@@ -13,6 +13,7 @@ import os
 import pytest
 
 from resizedriver import exception
+from resizedriver import journal
 from resizedriver.engine import ResizeEngine
 from resizedriver.model import Destination, Flavor, MiB
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
@@ -153,3 +154,41 @@ def test_recovery_of_a_guest_that_was_off_leaves_it_off(conf, instance,
     engine.recover()
     assert not guest.running
     assert instance.hashes() == before
+
+
+REVERT_STEPS = ['stop resized guest', 'move _resize back',
+                'define source domain', 'plug VIFs', 'start guest',
+                'remove resize record']
+
+
+@pytest.mark.parametrize('at', REVERT_STEPS)
+def test_revert_killed_after_each_step_is_completed(conf, instance,
+                                                    instances, at,
+                                                    monkeypatch):
+    """Revert is completed, not undone: recovery runs again every step
+    the journal lacks as done, each on its own (no state from the ones
+    before it)."""
+    monkeypatch.setattr('resizedriver.vif.plug', lambda vifs, uuid: None)
+    before = instance.hashes()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    engine.migrate_disk_and_power_off(instance.uuid, GROW,
+                                      Destination(None, instances, True))
+    real_done = journal.Journal.done
+
+    def die_after(self, step):
+        if step == at:
+            raise Crash(step)
+        real_done(self, step)
+    monkeypatch.setattr(journal.Journal, 'done', die_after)
+    with pytest.raises(Crash):
+        engine.finish_revert_migration(instance.uuid)
+    monkeypatch.setattr(journal.Journal, 'done', real_done)
+
+    [result] = engine.recover()
+    assert result.error is None, result
+    assert result.action == 'completed'
+    assert instance.hashes() == before
+    assert not os.path.exists(instance.resize_dir)
+    assert engine.env.host.lookup(instance.uuid).running
+    assert engine.journals.find() == []
