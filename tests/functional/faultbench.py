@@ -129,7 +129,7 @@ class Bench:
             argv = [sys.executable, '-m', 'resizedriver.cmd.cli']
         proc = subprocess.run(
             argv + ['--config-file', self.conf(**conf_kw), *args],
-            capture_output=True, text=True, timeout=600, env=env,
+            capture_output=True, text=True, timeout=300, env=env,
             cwd=os.path.dirname(os.path.dirname(HERE)))
         if expect_rc is not None:
             assert proc.returncode == expect_rc, (

@@ -8,6 +8,7 @@ end of the run (see ``faultbench`` for what is checked and how).
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 from lxml import etree
@@ -87,7 +88,7 @@ def test_process_killed_after_each_step(scenario: Scenario):
         b.retry(row, same_path=same_path)
 
 
-def test_network_disk_and_libvirt_faults(scenario: Scenario, tmp_path):
+def test_network_disk_and_libvirt_faults(scenario: Scenario):
     b = Bench(scenario)
 
     row, before = b.begin(MIGRATE, 'ssh to the destination refused')
@@ -123,7 +124,7 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario, tmp_path):
         b.expect_on_source(before, row)
         b.retry(row, ssh=True, transport=transport)
 
-    small = str(tmp_path / 'small')
+    small = os.path.join(scenario.root, 'small')   # where QEMU may read
     faultbench.mount_tmpfs(small, 200)
     try:
         _enospc_cells(b, small)
@@ -138,12 +139,12 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario, tmp_path):
     b.expect_on_source(before, row)
     b.retry(row)
 
-    for fault, flavor, message, step in (
-            ('define fails: 300 vCPUs', Flavor(300, 256, b.flavor.root_mib),
-             'Maximum CPUs', 'define domain'),
-            ('start fails: 4 TiB of memory',
-             Flavor(1, 4 * 1024 * 1024, b.flavor.root_mib),
+    for fault, vcpus, memory_mib, message, step in (
+            ('define fails: 300 vCPUs', 300, 256, 'Maximum CPUs',
+             'define domain'),
+            ('start fails: 4 TiB of memory', 1, 4 * 1024 * 1024,
              'Cannot allocate memory', 'start guest')):
+        flavor = Flavor(vcpus, memory_mib, b.flavor.next().root_mib)
         row, before = b.begin(FINISH, fault)
         err = b.cli(*b.resize_args(flavor=flavor), expect_rc=1).stderr
         assert message in err and f"'{step}'" in err, err
@@ -158,17 +159,17 @@ def _enospc_cells(b: Bench, small: str) -> None:
     os.makedirs(os.path.join(small, '_base'))
     for backing in os.listdir(os.path.join(b.here, '_base')):
         # as if another guest had brought it: the first copy is a disk
-        with open(os.path.join(b.here, '_base', backing), 'rb') as src, \
-                open(os.path.join(small, '_base', backing), 'wb') as dst:
-            dst.write(src.read())
+        subprocess.run(['cp', '--sparse=always',
+                        os.path.join(b.here, '_base', backing),
+                        os.path.join(small, '_base', backing)], check=True)
     args = ['resize', b.uuid, *b.flavor.next().args(),
             '--dest-instances-path', small, '--dest-host', '127.0.0.1']
 
     row, before = b.begin(MIGRATE, 'destination full before the resize')
     filler = os.path.join(small, 'other-tenant.img')
-    with open(filler, 'wb') as f:
-        f.truncate(0)
-        f.write(b'\1' * (199 * 1024 * 1024))
+    st = os.statvfs(small)
+    with open(filler, 'wb') as f:                   # leave 1 MiB free
+        f.write(b'\1' * (st.f_bavail * st.f_frsize - (1 << 20)))
     err = b.cli(*args, expect_rc=1).stderr
     assert 'bytes free' in err, err
     os.unlink(filler)
