@@ -93,6 +93,13 @@ class NovaMigrate(MigrateDiskAndPowerOff):
             Step('disconnect volumes', self.nova.disconnect_volumes,
                  self.nova.connect_volumes, undo_after_crash=False))
 
+    def journal_context(self) -> dict[str, Any]:
+        """After a crash, recovery puts the disks back but leaves the
+        guest off: the VIFs and volumes it needs are Nova's to restore, at
+        its start-up, before it starts the guest itself (an instance left
+        RESIZE_MIGRATING gets plug_vifs, then finish_revert_migration)."""
+        return dict(super().journal_context(), power_on_in_recovery=False)
+
     def power_off(self) -> None:
         # Nova's own: it knows the image's os_shutdown_timeout etc.
         self.nova.driver.power_off(self.nova.instance, self.timeout,
@@ -209,9 +216,7 @@ class NovaRevert:
     def move_back(self) -> None:
         self.restored = rd_revert.restore_source_dir(self.source)
 
-    def define(self) -> None:
-        """Nova's XML for the new flavor, defined (not started) through
-        Nova; the engine's own step starts it and its undos apply."""
+    def define_and_start(self) -> None:
         driver, n = self.nova.driver, self.nova
         current = self.env.host.lookup(self.source.uuid)
         if not self.restored and current is not None and \

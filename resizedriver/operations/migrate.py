@@ -74,7 +74,10 @@ class MigrateDiskAndPowerOff:
                  Flavor.from_dict(context['new_flavor']), dest,
                  transport.for_host(dest.host, env.conf))
         op.shared = bool(context['shared'])
-        op.was_running = bool(context['was_running'])
+        # Under Nova, Nova's own start-up starts the guest (after plugging
+        # its VIFs and rebuilding its XML in finish_revert_migration).
+        op.was_running = (bool(context['was_running']) and
+                          bool(context.get('power_on_in_recovery', True)))
         op.backing_to_copy = [str(p) for p in context['backing_to_copy']]
         return op
 
