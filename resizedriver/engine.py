@@ -1,8 +1,9 @@
 """The resize engine: Nova's four resize operations, without Nova.
 
 Each method takes the per-instance lock, builds the operation's plan and
-runs it.  Callers (the Nova adapter, the operator CLI) translate their own
-objects into ``Flavor`` / ``Destination`` and back.
+runs it under a journal, so that ``recover`` can roll back or complete it
+after a crash.  Callers (the Nova adapter, the operator CLI) translate
+their own objects into ``Flavor`` / ``Destination`` and back.
 """
 
 from __future__ import annotations

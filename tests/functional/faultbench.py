@@ -27,6 +27,7 @@ import dataclasses
 import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAULTBIN = os.path.join(HERE, 'faultbin')
 CRASHCLI = os.path.join(HERE, 'crashcli.py')
 KILLED = -9
+
+#: a line of ``resizedriver recover``: operation, action, steps
+_RECOVERED = re.compile(
+    r'^\S+: (\S+) interrupted .*: (rolled back|completed) \((\d+) step',
+    re.MULTILINE)
 
 #: rows of the step x fault -> outcome table printed after the run
 TABLE: list['Row'] = []
@@ -283,9 +289,13 @@ class Bench:
         return row, self.fingerprint()
 
     def recover(self, row: Row, expect: str, **conf_kw) -> None:
+        """``resizedriver recover``; the first operation it names must
+        have been handled the ``expect`` way ('rolled back', 'completed')."""
         out = self.cli('recover', **conf_kw).stdout.strip()
-        assert expect in out, out
-        row.outcome = f'killed; recover: {expect}'
+        done = [m.groups() for m in _RECOVERED.finditer(out)]
+        assert done and done[0][1] == expect, out
+        row.outcome = 'killed; recover: ' + ', '.join(
+            f'{op} {action} ({n} steps)' for op, action, n in done)
 
 
 def _sha256(path: str) -> str:
