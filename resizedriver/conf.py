@@ -49,9 +49,14 @@ RESIZEDRIVER_OPTS = [
                 help='Port of sshd on the destination host.'),
     cfg.StrOpt('ssh_identity_file', default='',
                help='Private key for ssh to the destination host.'),
-    cfg.ListOpt('ssh_options', default=['BatchMode=yes'],
+    cfg.ListOpt('ssh_options',
+                default=['BatchMode=yes', 'ConnectTimeout=30',
+                         'ServerAliveInterval=15', 'ServerAliveCountMax=4'],
                 help='Extra "-o" options for ssh (e.g. '
-                     'StrictHostKeyChecking=accept-new).'),
+                     'StrictHostKeyChecking=accept-new).  The defaults '
+                     'never prompt, and end a copy whose network went '
+                     'silent after about a minute (it is then rolled back) '
+                     'instead of hanging the resize.'),
     cfg.StrOpt('remote_command', default='resizedriver',
                help='How the destination host runs this package\'s '
                     'command; the operator CLI uses it to run the '

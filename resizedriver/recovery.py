@@ -51,8 +51,9 @@ class Recovered:
         if self.error:
             return (f'{self.uuid}: {self.operation} {where}: NOT recovered: '
                     f'{self.error}')
+        what = 'undone' if self.action == 'rolled back' else 'run again'
         return (f'{self.uuid}: {self.operation} {where}: {self.action} '
-                f'({self.steps} step(s))')
+                f'({self.steps} step(s) {what})')
 
 
 def sort_key(journal: Journal) -> int:

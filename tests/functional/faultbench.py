@@ -105,20 +105,25 @@ class Bench:
         return self.paths['B' if self.side == 'A' else 'A']
 
     def conf(self, transport: str = 'ssh', shutdown_timeout: int = 60,
-             side: Optional[str] = None) -> str:
+             side: Optional[str] = None, ssh_extra: tuple = ()) -> str:
         """The scenario's config with a side (by default where the guest
-        is) as instances path."""
+        is) as instances path, and more ssh options if asked."""
         side = side or self.side
         with open(self.s.conf_file) as f:
             text = f.read()
+        if ssh_extra:
+            text = re.sub(r'^(ssh_options = .*)$',
+                          lambda m: m.group(1) + ',' + ','.join(ssh_extra),
+                          text, flags=re.MULTILINE)
         text = text.replace(f'instances_path = {self.s.instances}\n',
                             f'instances_path = {self.paths[side]}\n')
         text = text.replace('remote_filesystem_transport = ssh',
                             f'remote_filesystem_transport = {transport}')
         text = text.replace('shutdown_timeout = 60',
                             f'shutdown_timeout = {shutdown_timeout}')
-        path = os.path.join(self.s.root, f'bench-{side}-{transport}-'
-                                         f'{shutdown_timeout}.conf')
+        name = '-'.join([side, transport, str(shutdown_timeout),
+                         *ssh_extra]).replace('=', '')
+        path = os.path.join(self.s.root, f'bench-{name}.conf')
         with open(path, 'w') as f:
             f.write(text)
         return path
@@ -295,7 +300,9 @@ class Bench:
         done = [m.groups() for m in _RECOVERED.finditer(out)]
         assert done and done[0][1] == expect, out
         row.outcome = 'killed; recover: ' + ', '.join(
-            f'{op} {action} ({n} steps)' for op, action, n in done)
+            f'{op} {action} ({n} ' +
+            ('undone)' if action == 'rolled back' else 'run again)')
+            for op, action, n in done)
 
 
 def _sha256(path: str) -> str:

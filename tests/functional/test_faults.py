@@ -8,6 +8,7 @@ end of the run (see ``faultbench`` for what is checked and how).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 
@@ -88,7 +89,7 @@ def test_process_killed_after_each_step(scenario: Scenario):
         b.retry(row, same_path=same_path)
 
 
-def test_network_disk_and_libvirt_faults(scenario: Scenario):
+def test_network_disk_and_libvirt_faults(scenario: Scenario, sshd):
     b = Bench(scenario)
 
     row, before = b.begin(MIGRATE, 'ssh to the destination refused')
@@ -109,6 +110,27 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario):
     b.recover(row, 'rolled back')
     row.outcome = ('undo incomplete (dest unreachable); resize refused '
                    'until recover rolled back')
+    b.expect_on_source(before, row)
+    b.retry(row, ssh=True)
+
+    row, before = b.begin(MIGRATE, 'network silent mid-copy (sshd stopped)')
+    silent = ('ConnectTimeout=5', 'ServerAliveInterval=1',
+              'ServerAliveCountMax=3')
+    b.set_fault('stall-copy', f'32768 disk {sshd.pid()}')
+    try:
+        err = b.cli(*b.resize_args(ssh=True), expect_rc=1,
+                    ssh_extra=silent).stderr
+    finally:
+        for pid in _stalled_pids(b):
+            os.kill(pid, signal.SIGCONT)             # the network is back
+    # ssh's keepalive gave up (exit 255; the test's LogLevel=ERROR hides
+    # its "Timeout, server not responding").
+    assert 'sshd stopped after 32768 bytes' in _events(b)
+    assert "'copy disks'" in err and 'exit 255' in err, err
+    assert 'UNDO INCOMPLETE' in err, err
+    b.recover(row, 'rolled back')
+    row.outcome = ('copy ended by ssh keepalive; undo incomplete; recover '
+                   'rolled back')
     b.expect_on_source(before, row)
     b.retry(row, ssh=True)
 
@@ -199,6 +221,14 @@ def _retry_and_revert(b: Bench, row, args: list[str]) -> None:
     b.expect_guest(b.flavor)
     assert b.fingerprint() == before
     row.retry = 'ok (then reverted)'
+
+
+def _stalled_pids(b: Bench) -> list[int]:
+    path = os.path.join(b.faults, 'stalled-pids')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [int(p) for p in f.read().split()]
 
 
 def _events(b: Bench) -> list[str]:

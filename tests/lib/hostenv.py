@@ -105,11 +105,14 @@ StrictModes no
             args += ['-o', opt]
         return args
 
+    def pid(self) -> int:
+        """The listener's PID."""
+        with open(self.pidfile) as f:
+            return int(f.read().strip())
+
     def stop(self) -> None:
         if os.path.exists(self.pidfile):
-            with open(self.pidfile) as f:
-                pid = int(f.read().strip())
             try:
-                os.kill(pid, 15)
+                os.kill(self.pid(), 15)
             except ProcessLookupError:
                 pass
