@@ -3,7 +3,9 @@
 An operation (migrate, finish, confirm, revert) is not one long function: it
 builds a ``Plan`` from the instance and the flavors, and the plan runs its
 steps in order.  When a step fails, the steps already done are undone in
-reverse order, so every failure puts the instance back as it was.  A fast
+reverse order, so every failure puts the instance back as it was.  Run
+with a journal (``resizedriver.journal``), the plan also survives its
+process: ``roll_back`` and ``roll_forward`` finish it after a crash.  A fast
 path (same-host without copy, pre-copy, hot-plug) is another plan, not a
 branch inside a step.
 """
