@@ -18,10 +18,12 @@ from typing import Optional
 from oslo_log import log as logging
 
 from resizedriver import exception
+from resizedriver import record as rd_record
 from resizedriver import recovery
 from resizedriver import transport
 from resizedriver.engine import ResizeEngine
 from resizedriver.journal import OUTER_OPERATIONS, Journal
+from resizedriver.layout import InstanceLayout
 from resizedriver.model import Destination, Flavor
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
@@ -71,10 +73,17 @@ class Orchestrator:
                  lambda: self._revert_if_pending(uuid)),
             Step('finish_migration', finish)]), records
 
+    def _pending(self, uuid: str) -> Optional[ResizeRecord]:
+        try:
+            return rd_record.load_pending(
+                InstanceLayout(self.conf.instances_path, uuid))
+        except exception.NotFound:
+            return None
+
     def _revert_if_pending(self, uuid: str) -> None:
         """Undo of a migrate that completed (an interrupted one has been
         rolled back by its own journal)."""
-        record = {r.uuid: r for r in self.engine.pending()}.get(uuid)
+        record = self._pending(uuid)
         if record is not None:
             self.revert(uuid, power_on=record.was_running)
 
@@ -113,8 +122,7 @@ class Orchestrator:
         """Unlike Nova's (which must be idempotent), an operator's revert
         with nothing to revert is an error: it may be the wrong host or
         instances path."""
-        pending = {r.uuid: r for r in self.engine.pending()}
-        record = pending.get(uuid)
+        record = self._pending(uuid)
         interrupted = [j for j in self.engine.journals.find(uuid)
                        if j.operation == 'finish_revert_migration']
         if record is None and not interrupted:

@@ -91,9 +91,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
 
     def init_host(self, host):
         super().init_host(host)
-        for result in self.engine.recover():
-            (LOG.error if result.error else LOG.warning)(
-                'Recovery at start: %s', result)
+        self.engine.recover()         # logs what it did with each journal
 
     def _call(self, context, instance, network_info,
               block_device_info=None) -> nova_ops.NovaCall:

@@ -203,7 +203,8 @@ class NovaRevert:
         Nova; None when there is no kept copy (nothing to journal)."""
         if self.record is None:
             return None
-        return {'record': self.record.to_dict(), 'power_on': self.power_on}
+        return rd_revert.FinishRevertMigration.context_for(self.record,
+                                                           self.power_on)
 
     def plan(self) -> Plan:
         return Plan('finish_revert_migration', self.source.uuid, [

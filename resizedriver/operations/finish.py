@@ -188,5 +188,5 @@ class FinishMigration:
 
     def stop(self) -> None:
         guest = self.env.host.lookup(self.record.uuid)
-        if guest is not None and guest.is_running():
+        if guest is not None:
             guest.destroy()

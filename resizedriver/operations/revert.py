@@ -56,7 +56,12 @@ class FinishRevertMigration:
         self.power_on = power_on
 
     def journal_context(self) -> dict[str, Any]:
-        return {'record': self.record.to_dict(), 'power_on': self.power_on}
+        return self.context_for(self.record, self.power_on)
+
+    @staticmethod
+    def context_for(record: ResizeRecord, power_on: bool) -> dict[str, Any]:
+        """What ``from_journal`` reads back (also for Nova's revert)."""
+        return {'record': record.to_dict(), 'power_on': power_on}
 
     @classmethod
     def from_journal(cls, env: HostEnv,

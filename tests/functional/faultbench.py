@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import Optional
 
-from tests.functional.conftest import MiB, Scenario
+from tests.functional.conftest import MiB, Scenario, sha256
 from tests.lib import guestlog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -160,6 +160,14 @@ class Bench:
         with open(os.path.join(self.faults, name), 'w') as f:
             f.write(value)
 
+    def fault_output(self, name: str) -> str:
+        """What the stand-ins wrote to ``name`` ('' when nothing)."""
+        path = os.path.join(self.faults, name)
+        if not os.path.exists(path):
+            return ''
+        with open(path) as f:
+            return f.read()
+
     def clear_faults(self) -> None:
         for name in os.listdir(self.faults):
             if name != 'events':
@@ -179,9 +187,9 @@ class Bench:
                 continue
             if name != 'resize.json':
                 digests[name] = (_content_digest(path) if name == 'disk'
-                                 else _sha256(path))
+                                 else sha256(path))
         for path in sorted(glob.glob(os.path.join(self.here, '_base', '*'))):
-            digests['_base/' + os.path.basename(path)] = _sha256(path)
+            digests['_base/' + os.path.basename(path)] = sha256(path)
         return digests
 
     def leftovers(self) -> list[str]:
@@ -303,14 +311,6 @@ class Bench:
             f'{op} {action} ({n} ' +
             ('undone)' if action == 'rolled back' else 'run again)')
             for op, action, n in done)
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _content_digest(qcow2: str) -> str:
