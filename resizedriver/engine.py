@@ -82,9 +82,20 @@ class ResizeEngine:
 
     def recover(self, uuid: Optional[str] = None) -> list[Recovered]:
         """Roll back or complete every interrupted operation on this host
-        (of one instance, or all), the destination half first."""
-        results = []
-        for one in sorted({j.uuid for j in self.journals.find(uuid)}):
+        (of one instance, or all), the destination half first.
+
+        An instance with an unreadable journal is left alone and reported
+        (its journal stays, so it stays refused): one damaged file must not
+        keep nova-compute from starting or the other instances from being
+        recovered.
+        """
+        journals, unreadable = self.journals.scan(uuid)
+        results = [Recovered(u.uuid, u.operation, None, error=str(u.error))
+                   for u in unreadable]
+        for result in results:
+            LOG.error('Recovery: %s', result, instance_uuid=result.uuid)
+        damaged = {u.uuid for u in unreadable}
+        for one in sorted({j.uuid for j in journals} - damaged):
             with self.locked(one):
                 journals = [j for j in self.journals.find(one)
                             if j.operation not in OUTER_OPERATIONS]

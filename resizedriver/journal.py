@@ -37,8 +37,13 @@ from resizedriver import layout
 JOURNAL_DIR = 'resize-journal'
 STARTED = 'started'
 DONE = 'done'
-#: The orchestrator's whole-resize journal, around the engine's ones.
-OUTER_OPERATIONS = ('resize',)
+#: The orchestrator's whole-resize journal, around the engine's ones, and
+#: the engine operations it runs itself (its steps and its undo): nothing
+#: else may start while it is there, since the resize may be half done.
+OUTER_OPERATIONS = {
+    'resize': ('migrate_disk_and_power_off', 'finish_migration',
+               'finish_revert_migration'),
+}
 
 
 @dataclasses.dataclass
@@ -131,12 +136,12 @@ class JournalStore:
 
         Refused while an interrupted operation on the instance awaits
         recovery: running another on top would build on unknown state.
-        An outer journal (the whole resize) lets the engine's own ones run
-        inside it, but not another outer one.
+        An outer journal (the whole resize) lets only the engine
+        operations it runs itself start inside it: a confirm between its
+        halves would delete the source the domain still runs from.
         """
-        outer = operation in OUTER_OPERATIONS
         for other in self.find(uuid):
-            if outer or other.operation not in OUTER_OPERATIONS:
+            if operation not in OUTER_OPERATIONS.get(other.operation, ()):
                 raise exception.RecoveryNeeded(
                     f'an interrupted {other.operation} of {uuid} is in '
                     f'{other.path}: run "resizedriver recover {uuid}" '
@@ -148,7 +153,41 @@ class JournalStore:
         return journal
 
     def find(self, uuid: Optional[str] = None) -> list[Journal]:
-        """This host's journals (of one instance, or all)."""
+        """This host's journals (of one instance, or all); an unreadable
+        one raises: nothing may proceed on guesses about it."""
+        journals, unreadable = self.scan(uuid)
+        if unreadable:
+            raise unreadable[0].error
+        return journals
+
+    def scan(self, uuid: Optional[str] = None) \
+            -> tuple[list[Journal], list['Unreadable']]:
+        """This host's journals, and apart those that cannot be read
+        (whose host is unknown, so they are everyone's concern)."""
         pattern = os.path.join(self.dir, f'{uuid or "*"}.*.json')
-        journals = [Journal.read(p) for p in sorted(glob.glob(pattern))]
-        return [j for j in journals if j.host == self.hostname]
+        journals, unreadable = [], []
+        for path in sorted(glob.glob(pattern)):
+            try:
+                journal = Journal.read(path)
+            except exception.ResizeDriverError as e:
+                unreadable.append(Unreadable(path, e))
+                continue
+            if journal.host == self.hostname:
+                journals.append(journal)
+        return journals, unreadable
+
+
+@dataclasses.dataclass(frozen=True)
+class Unreadable:
+    """A journal file that cannot be parsed, named ``<uuid>.<op>.json``."""
+
+    path: str
+    error: exception.ResizeDriverError
+
+    @property
+    def uuid(self) -> str:
+        return os.path.basename(self.path).split('.', 1)[0]
+
+    @property
+    def operation(self) -> str:
+        return os.path.basename(self.path).split('.')[1]

@@ -12,14 +12,15 @@ half-resized.
 
 from __future__ import annotations
 
-import shlex
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 from oslo_log import log as logging
 
 from resizedriver import exception
 from resizedriver import record as rd_record
 from resizedriver import recovery
+from resizedriver import remote
 from resizedriver import transport
 from resizedriver.engine import ResizeEngine
 from resizedriver.journal import OUTER_OPERATIONS, Journal
@@ -47,11 +48,6 @@ class Orchestrator:
         same = remote.machine_id() == self.engine.env.local.machine_id()
         return Destination(host, path, same_hypervisor=same)
 
-    def _remote(self, host: str, *args: str, stdin: str | None = None) -> \
-            None:
-        cmd = shlex.split(self.conf.resizedriver.remote_command) + list(args)
-        transport.for_host(host, self.conf).execute(*cmd, stdin=stdin)
-
     def _resize_plan(self, uuid: str, flavor: Flavor, dest: Destination,
                      power_on: bool) -> tuple[Plan, list[ResizeRecord]]:
         records: list[ResizeRecord] = []
@@ -64,9 +60,9 @@ class Orchestrator:
             if dest.host is None:
                 self.engine.finish_migration(records[0], power_on)
             else:
-                self._remote(dest.host, 'finish',
-                             *([] if power_on else ['--no-start']),
-                             stdin=records[0].to_json())
+                remote.run(self.conf, dest.host, 'finish',
+                           *([] if power_on else ['--no-start']),
+                           stdin=records[0].to_json())
 
         return Plan('resize', uuid, [
             Step('migrate_disk_and_power_off', migrate,
@@ -85,7 +81,7 @@ class Orchestrator:
         rolled back by its own journal)."""
         record = self._pending(uuid)
         if record is not None:
-            self.revert(uuid, power_on=record.was_running)
+            self.engine.finish_revert_migration(uuid, record.was_running)
 
     def resize(self, uuid: str, flavor: Flavor, dest: Destination,
                power_on: bool = True) -> ResizeRecord:
@@ -115,21 +111,33 @@ class Orchestrator:
             Destination.from_dict(journal.context['dest']),
             bool(journal.context['power_on']))[0])
 
+    @contextlib.contextmanager
+    def _no_resize_running(self, uuid: str) -> Iterator[None]:
+        """Wait for a resize of ``uuid`` this command runs to end; refuse
+        if one was interrupted (its halves may be half done: only
+        ``recover`` knows which way to take it)."""
+        with self.engine.locked(uuid, scope='-resize'):
+            for journal in self.engine.journals.find(uuid):
+                if journal.operation in OUTER_OPERATIONS:
+                    raise exception.RecoveryNeeded(
+                        f'a resize of {uuid} was interrupted ({journal.path})'
+                        f': run "resizedriver recover {uuid}" first')
+            yield
+
     def confirm(self, uuid: str) -> None:
-        self.engine.confirm_migration(uuid)
+        with self._no_resize_running(uuid):
+            self.engine.confirm_migration(uuid)
 
     def revert(self, uuid: str, power_on: bool = True) -> None:
         """Unlike Nova's (which must be idempotent), an operator's revert
         with nothing to revert is an error: it may be the wrong host or
-        instances path."""
-        record = self._pending(uuid)
-        interrupted = [j for j in self.engine.journals.find(uuid)
-                       if j.operation == 'finish_revert_migration']
-        if record is None and not interrupted:
-            raise exception.NotFound(
-                f'no resize of {uuid} is pending under '
-                f'{self.conf.instances_path}; nothing to revert')
-        if (record is not None and record.destination.host is not None
-                and not record.destination.same_hypervisor):
-            self._remote(record.destination.host, 'drop-guest', uuid)
-        self.engine.finish_revert_migration(uuid, power_on)
+        instances path.  Dropping the guest on another hypervisor is a
+        step of the revert plan, after its journal and lock checks."""
+        with self._no_resize_running(uuid):
+            interrupted = [j for j in self.engine.journals.find(uuid)
+                           if j.operation == 'finish_revert_migration']
+            if self._pending(uuid) is None and not interrupted:
+                raise exception.NotFound(
+                    f'no resize of {uuid} is pending under '
+                    f'{self.conf.instances_path}; nothing to revert')
+            self.engine.finish_revert_migration(uuid, power_on)

@@ -71,7 +71,8 @@ class Plan:
         return self
 
     def run(self, journal: Optional[Journal] = None) -> None:
-        """Run every step; on failure undo the done ones, newest first.
+        """Run every step; on failure undo the failed step and the done
+        ones, newest first.
 
         With a ``journal``, each step is on disk as started before it runs
         and as done after, so a crash anywhere can be recovered.
@@ -88,7 +89,7 @@ class Plan:
                 step.do()
             except KeyboardInterrupt:
                 # An operator's Ctrl-C: undo, then let it end the program.
-                self._end_failed(done, journal)
+                self._end_failed(done + [step], journal)
                 raise
             except Exception as e:
                 if not done and isinstance(e, (exception.ResizeRefused,
@@ -98,7 +99,10 @@ class Plan:
                     raise          # nothing was touched: a plain refusal
                 LOG.error('%s: step %r failed: %s', self.name, step.name, e,
                           instance_uuid=self.uuid)
-                clean = self._end_failed(done, journal)
+                # The failed step may have done part of its work (a power
+                # off that stopped the guest, then raised): undo it too,
+                # first.  Every undo checks what is really there.
+                clean = self._end_failed(done + [step], journal)
                 if self.forward:
                     state = ('it can only be completed: repeat it, or run '
                              '"resizedriver recover"')

@@ -3,6 +3,7 @@
 Plan (each step is idempotent: Nova calls this again for instances stuck
 in RESIZE_MIGRATING, sometimes after part of it ran, and after a crash
 recovery completes it by running again what the journal lacks as done):
+  drop destination guest   another hypervisor: its own command undefines it
   stop resized guest       on a shared libvirtd it runs from the dest copy
   drop destination copy    when the dest dir is not our own instance dir
   move _resize back        the bytes the guest had when the resize began
@@ -23,6 +24,7 @@ from typing import Any
 
 from resizedriver import domain_xml
 from resizedriver import fileutil
+from resizedriver import remote
 from resizedriver import transport
 from resizedriver import vif
 from resizedriver.env import HostEnv
@@ -76,6 +78,9 @@ class FinishRevertMigration:
 
     def plan(self) -> Plan:
         steps = []
+        if self.record.destination.host is not None and \
+                not self.record.destination.same_hypervisor:
+            steps.append(Step('drop destination guest', self.drop_dest_guest))
         if self.record.destination.same_hypervisor:
             steps.append(Step('stop resized guest', self.stop_resized))
         if not self.record.shared_path:
@@ -93,6 +98,12 @@ class FinishRevertMigration:
         guest = self.env.host.lookup(self.record.uuid)
         if guest is not None:
             guest.destroy()
+
+    def drop_dest_guest(self) -> None:
+        """Another hypervisor runs the resized guest: its own command
+        stops and undefines it there (Nova does this with ``destroy``)."""
+        remote.run(self.env.conf, self.record.destination.host,
+                   'drop-guest', self.record.uuid)
 
     def drop_dest_copy(self) -> None:
         self.transport.remove_tree(self.record.dest.dir)

@@ -46,19 +46,21 @@ def test_failure_undoes_done_steps_in_reverse():
                              step('c'), step('d', fail=True), step('e')])
     with pytest.raises(exception.ResizeFailed) as ei:
         plan.run()
-    # d's own undo is not called, e never runs, b has no undo
-    assert log == ['do a', 'do b', 'do c', 'do d', 'undo c', 'undo a']
+    # d failed part way, so its own undo runs first (undos check what is
+    # there); e never runs, b has no undo
+    assert log == ['do a', 'do b', 'do c', 'do d', 'undo d', 'undo c',
+                   'undo a']
     assert ei.value.step == 'd'
     assert ei.value.rolled_back is True
     assert isinstance(ei.value.__cause__, Boom)
     assert "'d'" in str(ei.value) and 'd broke' in str(ei.value)
 
 
-def test_failing_first_step_needs_no_undo():
+def test_failing_first_step_is_undone_itself():
     log, step = recorder()
     with pytest.raises(exception.ResizeFailed) as ei:
         Plan('op', UUID, [step('a', fail=True), step('b')]).run()
-    assert log == ['do a']
+    assert log == ['do a', 'undo a']
     assert (ei.value.step, ei.value.rolled_back) == ('a', True)
 
 
@@ -69,7 +71,7 @@ def test_failing_undo_marks_incomplete_but_others_still_run():
     with pytest.raises(exception.ResizeFailed) as ei:
         plan.run()
     assert log == ['do a', 'do b', 'do c', 'do d',
-                   'undo c', 'undo b', 'undo a']
+                   'undo d', 'undo c', 'undo b', 'undo a']
     assert ei.value.step == 'd'
     assert ei.value.rolled_back is False
     assert 'UNDO INCOMPLETE' in str(ei.value)
@@ -91,5 +93,37 @@ def test_refusal_by_later_step_is_a_failure():
     assert not isinstance(ei.value, exception.ResizeRefused)
     assert isinstance(ei.value.__cause__, exception.DiskShrinkRefused)
     assert ei.value.step == 'b'
-    assert log == ['do a', 'do b', 'undo a']
+    assert log == ['do a', 'do b', 'undo b', 'undo a']
 
+
+
+def test_a_step_that_changed_something_then_failed_is_undone_too():
+    """Review #8.4: a power off that stopped the guest and then raised was
+    reported rolled back but left the guest off."""
+    state = {'running': True}
+
+    def power_off():
+        state['running'] = False
+        raise Boom('libvirt lost the connection after the shutdown')
+
+    def power_on_again():
+        state['running'] = True     # as the real undo: only if needed
+
+    with pytest.raises(exception.ResizeFailed) as ei:
+        Plan('op', UUID, [Step('power off', power_off, power_on_again)]).run()
+    assert ei.value.rolled_back is True
+    assert state['running'] is True
+
+
+def test_ctrl_c_in_a_step_undoes_that_step_too():
+    log, step = recorder()
+
+    def interrupted():
+        log.append('do b')
+        raise KeyboardInterrupt
+    plan = Plan('op', UUID, [step('a'),
+                             Step('b', interrupted, lambda: log.append(
+                                 'undo b'))])
+    with pytest.raises(KeyboardInterrupt):
+        plan.run()
+    assert log == ['do a', 'do b', 'undo b', 'undo a']
