@@ -33,6 +33,9 @@ class DomainVif:
     mac: str
     bridge: Optional[str]
     type: str
+    #: ``<virtualport type>``: openvswitch, 802.1Qbh, ... (their bridges
+    #: are not Linux bridges and are someone else's to make)
+    virtualport: Optional[str] = None
 
 
 def _parse(xml: str) -> etree._Element:
@@ -78,17 +81,21 @@ def vifs(xml: str) -> list[DomainVif]:
     for iface in root.iterfind('./devices/interface'):
         mac = iface.find('mac')
         source = iface.find('source')
+        port = iface.find('virtualport')
         result.append(DomainVif(
             mac=mac.get('address') if mac is not None else '',
             bridge=source.get('bridge') if source is not None else None,
-            type=iface.get('type')))
+            type=iface.get('type'),
+            virtualport=port.get('type') if port is not None else None))
     return result
 
 
 def vcpus_and_memory(xml: str) -> tuple[int, int]:
-    """(vCPUs, memory in MiB) of the definition."""
+    """(vCPUs, memory in MiB) of the definition.  The vCPUs are the
+    online ones (``current``), not the most the guest may grow to."""
     root = _parse(xml)
-    vcpus = int(root.findtext('vcpu'))
+    vcpu = root.find('vcpu')
+    vcpus = int(vcpu.get('current', vcpu.text))
     mem = root.find('memory')
     return vcpus, int(mem.text) * _unit_bytes(mem.get('unit', 'KiB')) \
         // KiB ** 2
@@ -119,12 +126,22 @@ def _set_memory(root: etree._Element, memory_mib: int) -> None:
 
 
 def _set_vcpus(root: etree._Element, vcpus: int) -> None:
+    """``vcpus`` online.  A definition with a ``current`` count keeps its
+    maximum (the headroom it was given) unless ``vcpus`` is above it; an
+    unchanged count leaves the element exactly as it was."""
     el = root.find('vcpu')
     if el is None:
         el = etree.SubElement(root, 'vcpu')
-    el.attrib.pop('current', None)
-    el.text = str(vcpus)
-    _fit_topology(root.find('./cpu/topology'), vcpus)
+    elif int(el.get('current', el.text)) == vcpus:
+        return
+    most = vcpus
+    if 'current' in el.attrib:
+        most = max(vcpus, int(el.text))
+        el.set('current', str(vcpus))
+    if most == vcpus:
+        el.attrib.pop('current', None)
+    el.text = str(most)
+    _fit_topology(root.find('./cpu/topology'), most)
 
 
 def _fit_topology(topo: Optional[etree._Element], vcpus: int) -> None:

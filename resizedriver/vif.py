@@ -20,10 +20,16 @@ LOG = logging.getLogger(__name__)
 
 
 def plug(vifs: list[DomainVif], uuid: str) -> None:
+    """Create the Linux bridges the guest's VIFs name that do not exist.
+
+    A VIF with a ``<virtualport>`` (Open vSwitch, 802.1Qbh) plugs into a
+    switch that is not a Linux bridge and is not ours to make; a network
+    device of that name that exists, of whatever kind, is left as it is.
+    """
     for vif in vifs:
-        if vif.type != 'bridge' or not vif.bridge:
+        if vif.type != 'bridge' or not vif.bridge or vif.virtualport:
             continue
-        if os.path.exists(f'/sys/class/net/{vif.bridge}/bridge'):
+        if os.path.exists(f'/sys/class/net/{vif.bridge}'):
             continue
         LOG.info('Creating bridge %s for VIF %s', vif.bridge, vif.mac,
                  instance_uuid=uuid)

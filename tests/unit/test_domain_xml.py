@@ -315,6 +315,12 @@ def test_vifs():
     assert domain_xml.vifs(SOURCE) == [
         domain_xml.DomainVif('fa:16:3e:11:22:33', 'br100', 'bridge'),
         domain_xml.DomainVif('fa:16:3e:44:55:66', None, 'network')]
+    ovs = ("<domain><devices><interface type='bridge'>"
+           "<mac address='fa:16:3e:00:00:09'/><source bridge='br-int'/>"
+           "<virtualport type='openvswitch'/></interface></devices>"
+           "</domain>")
+    assert domain_xml.vifs(ovs) == [domain_xml.DomainVif(
+        'fa:16:3e:00:00:09', 'br-int', 'bridge', 'openvswitch')]
     assert domain_xml.vifs('<domain><devices/></domain>') == []
 
 
@@ -324,9 +330,34 @@ def test_vifs():
     ('b', 1024 ** 3), ('bytes', 1024 ** 3)])
 def test_vcpus_and_memory_units(unit, amount):
     attr = f" unit='{unit}'" if unit else ''
-    xml = (f"<domain><vcpu current='1'>3</vcpu>"
+    xml = (f"<domain><vcpu>3</vcpu>"
            f"<memory{attr}>{amount}</memory></domain>")
     assert domain_xml.vcpus_and_memory(xml) == (3, 1024)
+
+
+def test_vcpus_are_the_online_ones():
+    """``current`` is how many the guest has; the element's text is the
+    most it may grow to."""
+    xml = "<domain><vcpu current='1'>3</vcpu><memory>1024</memory></domain>"
+    assert domain_xml.vcpus_and_memory(xml) == (1, 1)
+
+
+def test_memory_only_resize_keeps_online_vcpus():
+    """Review #8.10: a memory-only resize dropped ``current``."""
+    xml = domain_xml.for_flavor(
+        SOURCE, flavor=Flavor(vcpus=1, memory_mib=1024, root_bytes=0),
+        virt_type='kvm', old_dir=OLD, new_dir=OLD, disks=[])
+    vcpu = etree.fromstring(xml.encode()).find('vcpu')
+    assert (vcpu.get('current'), vcpu.text) == ('1', '2')
+
+
+def test_vcpus_grow_within_the_maximum_keeps_the_maximum():
+    xml = domain_xml.for_flavor(
+        SOURCE, flavor=Flavor(vcpus=2, memory_mib=256, root_bytes=0),
+        virt_type='kvm', old_dir=OLD, new_dir=OLD, disks=[])
+    vcpu = etree.fromstring(xml.encode()).find('vcpu')
+    assert (vcpu.get('current'), vcpu.text) == (None, '2')
+    assert domain_xml.vcpus_and_memory(xml)[0] == 2
 
 
 @pytest.mark.parametrize('unit,amount,mib', [('TiB', 1, 1024 * 1024),
