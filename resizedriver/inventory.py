@@ -183,3 +183,29 @@ def check_no_shrink(disks: list[DiskFile], new: Flavor) -> None:
             raise exception.DiskShrinkRefused(
                 f'cannot shrink {d.name} from {d.virtual_size} to {want} '
                 f'bytes: resizing a disk down is not supported')
+
+
+#: mkswap refuses a swap area of fewer than 10 pages.
+MKSWAP_MIN_PAGES = 10
+SECTOR = 512
+
+
+def check_new_sizes(new: Flavor, max_virtual_size: int) -> None:
+    """Refuse disk sizes the destination would fail on after power off, or
+    that would make an instance every later operation rejects."""
+    min_swap = MKSWAP_MIN_PAGES * os.sysconf('SC_PAGESIZE')
+    for what, size in (('root disk', new.root_bytes),
+                       ('ephemeral disk', new.ephemeral_bytes),
+                       ('swap', new.swap_bytes)):
+        if size % SECTOR:
+            raise exception.ResizeRefused(
+                f'new {what} size {size} bytes is not a multiple of '
+                f'{SECTOR}')
+        if size > max_virtual_size:
+            raise exception.ResizeRefused(
+                f'new {what} size {size} bytes is larger than '
+                f'max_virtual_size_gb allows ({max_virtual_size} bytes)')
+    if 0 < new.swap_bytes < min_swap:
+        raise exception.ResizeRefused(
+            f'new swap size {new.swap_bytes} bytes is below the '
+            f'{min_swap} bytes mkswap needs (0 removes swap)')

@@ -13,6 +13,7 @@ half-resized.
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator, Optional
 
 from oslo_log import log as logging
@@ -40,8 +41,19 @@ class Orchestrator:
 
     def destination(self, host: str | None,
                     instances_path: str | None) -> Destination:
-        """Describe the destination, asking it whether it is us."""
+        """Describe the destination, asking it whether it is us.
+
+        The path is normalised (an alias of ours is ours), so that the
+        backing chains and the shared-path decision see one spelling.
+        """
         path = instances_path or self.conf.instances_path
+        if not os.path.isabs(path):
+            raise exception.ResizeRefused(
+                f'destination instances path {path!r} must be absolute')
+        path = os.path.normpath(path)
+        if host is None and os.path.realpath(path) == \
+                os.path.realpath(self.conf.instances_path):
+            path = self.conf.instances_path
         if host is None:
             return Destination(None, path, same_hypervisor=True)
         remote = transport.for_host(host, self.conf)

@@ -3,7 +3,8 @@
 Plan (steps with an undo in brackets):
   check copied disks                every file is there and is what the
                                     source said it was
-  rebase overlays                   only when _base moved (other path)
+  rebase overlays                   only when _base moved (other path),
+                                    before a conversion reads the chain
   convert disk formats              only when the dest wants another format
   extend disks                      only when the flavor grows them
   create swap                       only when the new flavor has swap
@@ -25,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Optional
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -94,8 +95,8 @@ class FinishMigration:
     def plan(self) -> Plan:
         steps = [Step('check copied disks', self.check_disks)]
         pairs = list(zip(self.copied, self.final))
-        if any(c.backing_file and f.backing_file and
-               c.backing_file != f.backing_file for c, f in pairs):
+        if any(self._dest_backing(c) not in (None, c.backing_file)
+               for c in self.copied):
             steps.append(Step('rebase overlays', self.rebase))
         if any(c.format != f.format for c, f in pairs):
             steps.append(Step('convert disk formats', self.convert))
@@ -117,6 +118,16 @@ class FinishMigration:
         """Refuse a record or copies that would make this host open files
         that are not the instance's own: the record comes from the other
         host and the copies' contents from the guest."""
+        self.check_source_definition()
+        for disk in self.copied:
+            if not os.path.lexists(disk.path):
+                raise exception.ResizeDriverError(
+                    f'{disk.path} was not copied to this host')
+            inventory.check_copy(disk, self.dest, self.qemu_img)
+
+    def check_source_definition(self) -> None:
+        """The source definition becomes this host's: it may name no
+        file outside the instance directory."""
         foreign = domain_xml.foreign_files(self.record.source_xml,
                                            self.record.source.dir)
         if foreign:
@@ -124,18 +135,21 @@ class FinishMigration:
                 f'the source definition refers to files outside the '
                 f'instance directory {self.record.source.dir}: '
                 f'{", ".join(foreign)}')
-        for disk in self.copied:
-            if not os.path.lexists(disk.path):
-                raise exception.ResizeDriverError(
-                    f'{disk.path} was not copied to this host')
-            inventory.check_copy(disk, self.dest, self.qemu_img)
+
+    def _dest_backing(self, disk: DiskFile) -> Optional[str]:
+        """Where this host keeps the backing file of a copied overlay."""
+        if not disk.backing_file:
+            return None
+        return self.dest.base_path(os.path.basename(disk.backing_file))
 
     def rebase(self) -> None:
-        for copied, final in zip(self.copied, self.final):
-            if final.backing_file and copied.backing_file != \
-                    final.backing_file:
-                self.qemu_img.rebase_unsafe(final.path, final.backing_file,
-                                            'raw')
+        """Point copied overlays at this host's ``_base``, before any
+        conversion: the header names the source host's path, which here
+        may be missing or another file (``check_disks`` verified ours)."""
+        for copied in self.copied:
+            backing = self._dest_backing(copied)
+            if backing not in (None, copied.backing_file):
+                self.qemu_img.rebase_unsafe(copied.path, backing, 'raw')
 
     def convert(self) -> None:
         for copied, final in zip(self.copied, self.final):

@@ -1,0 +1,125 @@
+"""What migrate refuses before the guest is powered off, and what it must
+accept (review #8 items 5-8): new sizes, destination paths, the host
+files a definition keeps, and conversion onto another ``_base``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from resizedriver import exception
+from resizedriver.engine import ResizeEngine
+from resizedriver.model import GiB, Destination, Flavor, MiB
+from resizedriver.operations.finish import FinishMigration
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.orchestrator import Orchestrator
+from resizedriver.transport import LocalTransport
+from tests.unit.fakes import FakeGuest, FakeHost
+from tests.unit.test_untrusted import _without_cdrom as without_cdrom
+
+GROW = Flavor(vcpus=2, memory_mib=512, root_bytes=16 * MiB,
+              ephemeral_bytes=4 * MiB, swap_bytes=0)
+
+
+def _migrate_op(make_env, instance, flavor, dest):
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, flavor,
+                                dest, LocalTransport())
+    return op, guest
+
+
+def _refused(make_env, instance, flavor, dest, match):
+    before = instance.hashes()
+    op, guest = _migrate_op(make_env, instance, flavor, dest)
+    with pytest.raises(exception.ResizeRefused, match=match):
+        op.plan()
+    assert guest.calls == [] and guest.running
+    assert instance.hashes() == before
+    assert not os.path.exists(instance.resize_dir)
+
+
+# -- 6. new sizes --------------------------------------------------------
+
+@pytest.mark.parametrize('change,match', [
+    ({'root_bytes': 16 * MiB + 100}, 'multiple of 512'),
+    ({'ephemeral_bytes': 8 * MiB + 1}, 'multiple of 512'),
+    ({'swap_bytes': 4096}, 'swap'),
+    ({'swap_bytes': 1 * MiB + 3}, 'multiple of 512'),
+    ({'root_bytes': 3 * GiB}, 'larger than'),
+])
+def test_new_sizes_are_checked_before_power_off(make_env, conf, instance,
+                                                instances, change, match):
+    conf.set_override('max_virtual_size_gb', 2, group='resizedriver')
+    flavor = Flavor(**dict(GROW.to_dict(), **change))
+    _refused(make_env, instance, flavor, Destination(None, instances, True),
+             match)
+
+
+# -- 7. destination paths ------------------------------------------------
+
+@pytest.mark.parametrize('path', ['dest-instances', './x', '/srv/../x',
+                                  '/srv/x/'])
+def test_destination_path_must_be_absolute_and_normal(make_env, instance,
+                                                      path):
+    _refused(make_env, instance, GROW, Destination(None, path, True),
+             'absolute')
+
+
+def test_cli_destination_path_is_normalised(conf, instances):
+    orch = Orchestrator(ResizeEngine(conf, host=FakeHost([])))
+    assert orch.destination(None, instances + '/').instances_path == \
+        instances
+    with pytest.raises(exception.ResizeRefused, match='absolute'):
+        orch.destination(None, 'relative/path')
+
+
+def test_cli_alias_of_our_own_path_is_our_path(conf, instances, tmp_path):
+    alias = tmp_path / 'alias'
+    alias.symlink_to(instances)
+    orch = Orchestrator(ResizeEngine(conf, host=FakeHost([])))
+    assert orch.destination(None, str(alias)).instances_path == instances
+
+
+def test_trailing_slash_alias_resizes_in_place(conf, instance, instances):
+    """It used to be refused as "a leftover" (the instance's own dir)."""
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    dest = Orchestrator(engine).destination(None, instances + '/')
+    rec = engine.migrate_disk_and_power_off(instance.uuid, GROW, dest)
+    assert rec.shared_path is True
+
+
+# -- 8. conversion onto another host's _base -----------------------------
+
+def test_raw_conversion_at_another_path_reads_the_destination_base(
+        make_env, conf, instance, instances, tmp_path, monkeypatch):
+    """``use_cow_images=False`` at another path: the copied overlay names
+    the *source's* ``_base``, which the destination host does not have;
+    it must be rebased onto the destination's copy before converting."""
+    conf.set_override('use_cow_images', False)
+    monkeypatch.setattr('resizedriver.vif.plug', lambda vifs, uuid: None)
+    expected = tmp_path / 'expected.raw'
+    subprocess.run(['qemu-img', 'convert', '-f', 'qcow2', '-O', 'raw',
+                    instance.path('disk'), str(expected)], check=True)
+    dest_path = tmp_path / 'dest-instances'
+    dest_path.mkdir()
+    env = make_env(FakeGuest(instance.uuid, 'g', without_cdrom(instance.xml)))
+    op = MigrateDiskAndPowerOff(env, instance.uuid, GROW,
+                                Destination(None, str(dest_path), True),
+                                LocalTransport())
+    op.plan().run()
+    source_base = os.path.join(instances, '_base')
+    os.rename(source_base, source_base + '.elsewhere')   # "another host"
+    try:
+        finish = FinishMigration(env, op.record, power_on=False)
+        assert 'rebase overlays' in finish.plan().step_names
+        finish.plan().run()
+    finally:
+        os.rename(source_base + '.elsewhere', source_base)
+    disk = dest_path / instance.uuid / 'disk'
+    with open(disk, 'rb') as got, open(expected, 'rb') as want:
+        data = want.read()
+        assert got.read(len(data)) == data
+    assert os.path.getsize(disk) == GROW.root_bytes
