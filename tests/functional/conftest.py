@@ -83,22 +83,11 @@ class Scenario:
             self.host.lookup(self.guest.uuid).xml())]
 
 
-_COUNTER = iter(range(10, 200))
-
-
-@pytest.fixture
-def scenario(request, host, sshd) -> Scenario:
-    n = next(_COUNTER)
-    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
-    root = os.path.join(TEST_ROOT, name)
-    stale = host.lookup(name)
-    if stale is not None:
-        testguest.remove(host, testguest.TestGuest('', stale.uuid, name,
-                                                   '', ''))
-    shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(os.path.join(root, 'instances'))
-    os.makedirs(os.path.join(root, 'dest-instances'))
-    transport = getattr(request, 'param', 'ssh')
+def write_config(root: str, sshd: hostenv.LoopbackSshd,
+                 transport: str = 'ssh') -> str:
+    """The config file of a scenario rooted at ``root``: instances path
+    ``<root>/instances``, the loopback sshd as the "second host", the
+    destination half run by this same interpreter.  Returns its path."""
     conf_file = os.path.join(root, 'resizedriver.conf')
     remote = (f'{sys.executable} -m resizedriver.cmd.cli '
               f'--config-file {conf_file}')
@@ -119,6 +108,26 @@ ssh_options = {','.join(sshd.client_options())}
 remote_command = {remote}
 lock_path = {root}/locks
 """)
+    return conf_file
+
+
+_COUNTER = iter(range(10, 200))
+
+
+@pytest.fixture
+def scenario(request, host, sshd) -> Scenario:
+    n = next(_COUNTER)
+    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
+    root = os.path.join(TEST_ROOT, name)
+    stale = host.lookup(name)
+    if stale is not None:
+        testguest.remove(host, testguest.TestGuest('', stale.uuid, name,
+                                                   '', ''))
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(os.path.join(root, 'instances'))
+    os.makedirs(os.path.join(root, 'dest-instances'))
+    conf_file = write_config(root, sshd,
+                             getattr(request, 'param', 'ssh'))
     guest = testguest.create(
         host, os.path.join(root, 'instances'), name=name,
         mac=f'52:54:00:77:00:{n:02x}', ip=f'169.254.77.{n}/24',

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Iterable, Optional
 
 from tests.functional.conftest import MiB, Scenario, sha256
 from tests.lib import guestlog
@@ -194,18 +194,7 @@ class Bench:
 
     def leftovers(self) -> list[str]:
         """Anything a later resize could trip over, on either side."""
-        found = []
-        for root in self.paths.values():
-            for dirpath, dirnames, filenames in os.walk(root):
-                for name in filenames:
-                    if (name.endswith(('.part', '.tmp')) or
-                            (name.startswith('.') and len(name) > 8 and
-                             name[-7] == '.')):       # rsync's .name.XXXXXX
-                        found.append(os.path.join(dirpath, name))
-                for name in dirnames:
-                    if name.endswith('_resize'):
-                        found.append(os.path.join(dirpath, name))
-            found += glob.glob(os.path.join(root, 'resize-journal', '*'))
+        found = leftovers(self.paths.values())
         other = os.path.join(self.there, self.uuid)
         if os.path.exists(other):
             found.append(other)
@@ -311,6 +300,23 @@ class Bench:
             f'{op} {action} ({n} ' +
             ('undone)' if action == 'rolled back' else 'run again)')
             for op, action, n in done)
+
+
+def leftovers(instances_paths: Iterable[str]) -> list[str]:
+    """Partial copies, ``_resize`` dirs and journals under the paths."""
+    found = []
+    for root in instances_paths:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in filenames:
+                if (name.endswith(('.part', '.tmp')) or
+                        (name.startswith('.') and len(name) > 8 and
+                         name[-7] == '.')):       # rsync's .name.XXXXXX
+                    found.append(os.path.join(dirpath, name))
+            for name in dirnames:
+                if name.endswith('_resize'):
+                    found.append(os.path.join(dirpath, name))
+        found += glob.glob(os.path.join(root, 'resize-journal', '*'))
+    return found
 
 
 def _content_digest(qcow2: str) -> str:
