@@ -235,6 +235,33 @@ def for_flavor(source_xml: str, *, flavor: Flavor, virt_type: str,
     return _to_string(root)
 
 
+def keepable_host_files(xml: str) -> dict[str, str]:
+    """Host files of devices that stay as they are across a resize, by
+    kind: read-only CD-ROM images ('cdrom'), unix chardev sockets QEMU
+    binds ('socket'), read-only firmware and variable-store templates
+    ('firmware'), the domain's UEFI variable store ('nvram')."""
+    root = _parse(xml)
+    found = {}
+    for disk in root.iterfind('./devices/disk[@type="file"][@device="cdrom"]'):
+        source = disk.find('source')
+        if disk.find('readonly') is not None and source is not None and \
+                source.get('file'):
+            found[source.get('file')] = 'cdrom'
+    for tag in _CHARDEVS:
+        for source in root.iterfind(f'./devices/{tag}[@type="unix"]/source'):
+            if source.get('mode') == 'bind' and source.get('path'):
+                found[source.get('path')] = 'socket'
+    for loader in root.iterfind('./os/loader'):
+        if loader.get('readonly') == 'yes' and loader.text:
+            found[loader.text] = 'firmware'
+    for nvram in root.iterfind('./os/nvram'):
+        if nvram.get('template'):
+            found[nvram.get('template')] = 'firmware'
+        if nvram.text:
+            found[nvram.text] = 'nvram'
+    return found
+
+
 #: Character devices whose ``<source path>`` is a host file QEMU opens
 #: (type file, dev, pipe, unix); a pty's path is only libvirt's report.
 _CHARDEVS = ('serial', 'console', 'parallel', 'channel')

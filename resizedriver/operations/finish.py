@@ -33,6 +33,7 @@ from oslo_log import log as logging
 
 from resizedriver import domain_xml
 from resizedriver import exception
+from resizedriver import hostfiles
 from resizedriver import inventory
 from resizedriver import vif
 from resizedriver.env import HostEnv
@@ -126,15 +127,14 @@ class FinishMigration:
             inventory.check_copy(disk, self.dest, self.qemu_img)
 
     def check_source_definition(self) -> None:
-        """The source definition becomes this host's: it may name no
-        file outside the instance directory."""
-        foreign = domain_xml.foreign_files(self.record.source_xml,
-                                           self.record.source.dir)
-        if foreign:
-            raise exception.UnsafePath(
-                f'the source definition refers to files outside the '
-                f'instance directory {self.record.source.dir}: '
-                f'{", ".join(foreign)}')
+        """The source definition becomes this host's: outside the
+        instance directory it may keep only the host files ``hostfiles``
+        allows.  The source checked them before power off; a definition
+        from another host is checked again here, where they are opened."""
+        files = hostfiles.kept(self.record.source_xml,
+                               self.record.source.dir)
+        if not self.record.destination.same_hypervisor:
+            hostfiles.check_here(files)
 
     def _dest_backing(self, disk: DiskFile) -> Optional[str]:
         """Where this host keeps the backing file of a copied overlay."""

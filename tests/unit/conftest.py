@@ -145,10 +145,14 @@ def make_instance(instances: str, *, root_mib: int = 8, eph_mib: int = 4,
     if disk_info:
         with open(os.path.join(inst_dir, 'disk.info'), 'w') as f:
             f.write('{"%s/disk": "qcow2"}' % inst_dir)
+    iso = os.path.join(os.path.dirname(instances), 'isos', 'install.iso')
+    os.makedirs(os.path.dirname(iso), exist_ok=True)
+    with open(iso, 'wb') as f:           # "CD001" marks an ISO 9660 image
+        f.truncate(64 * 1024)
+        os.pwrite(f.fileno(), b'CD001', 32769)
     xml = DOMAIN_XML.format(
         name='guest-' + uuid[:8], uuid=uuid, memory_kib=memory_mib * 1024,
-        vcpus=vcpus, dir=inst_dir, root_type='qcow2', swap=swap,
-        iso=os.path.join(os.path.dirname(instances), 'isos', 'install.iso'))
+        vcpus=vcpus, dir=inst_dir, root_type='qcow2', swap=swap, iso=iso)
     return Instance(instances, uuid, xml)
 
 

@@ -123,3 +123,102 @@ def test_raw_conversion_at_another_path_reads_the_destination_base(
         data = want.read()
         assert got.read(len(data)) == data
     assert os.path.getsize(disk) == GROW.root_bytes
+
+
+# -- undoing a failed step must not remove what it did not make ----------
+
+class RacingMkdir(LocalTransport):
+    """Another process creates the destination dir between validation
+    and our mkdir, which then fails."""
+
+    def execute(self, *argv, **kwargs):
+        if argv[0] == 'mkdir':
+            os.mkdir(argv[-1])
+            with open(os.path.join(argv[-1], 'theirs'), 'w') as f:
+                f.write('not ours')
+        return super().execute(*argv, **kwargs)
+
+
+def test_a_failed_mkdir_does_not_remove_the_dir_it_found(make_env, instance,
+                                                         tmp_path):
+    dest_path = tmp_path / 'dest-instances'
+    dest_path.mkdir()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    before = instance.hashes()
+    op = MigrateDiskAndPowerOff(make_env(guest), instance.uuid, GROW,
+                                Destination(None, str(dest_path), True),
+                                RacingMkdir())
+    with pytest.raises(exception.ResizeFailed, match='create destination'):
+        op.plan().run()
+    assert (dest_path / instance.uuid / 'theirs').read_text() == 'not ours'
+    assert instance.hashes() == before and guest.running
+
+
+# -- 5. host files a definition keeps --------------------------------------
+
+def _with_host_files(xml: str, uefi: bool = True) -> str:
+    """The fixture's read-only ISO, a guest-agent socket, UEFI."""
+    firmware = ("<loader readonly='yes' type='pflash'>"
+                "/usr/share/OVMF/OVMF_CODE.fd</loader>"
+                "<nvram template='/usr/share/OVMF/OVMF_VARS.fd'>"
+                "/var/lib/libvirt/qemu/nvram/g_VARS.fd</nvram>") if uefi \
+        else ''
+    xml = xml.replace('<os>', f'<os>{firmware}', 1)
+    return xml.replace('<devices>', """<devices>
+    <channel type='unix'>
+      <source mode='bind'
+        path='/var/lib/libvirt/qemu/org.qemu.guest_agent.0.g.sock'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>""", 1)
+
+
+def test_same_host_keeps_cdrom_guest_agent_and_firmware(
+        make_env, instance, instances, tmp_path, monkeypatch):
+    """#8.5: they were refused in finish, after power off and the copy."""
+    monkeypatch.setattr('resizedriver.vif.plug', lambda vifs, uuid: None)
+    xml = _with_host_files(instance.xml)
+    guest = FakeGuest(instance.uuid, 'g', xml)
+    env = make_env(guest)
+    op = MigrateDiskAndPowerOff(env, instance.uuid, GROW,
+                                Destination(None, instances, True),
+                                LocalTransport())
+    op.plan().run()
+    FinishMigration(env, op.record, power_on=False).plan().run()
+    defined = env.host.lookup(instance.uuid).xml()
+    for kept in ('org.qemu.guest_agent.0.g.sock', 'OVMF_CODE.fd',
+                 'nvram/g_VARS.fd', 'isos/install.iso'):
+        assert kept in defined
+
+
+def test_a_writable_host_file_is_refused_before_power_off(make_env, instance,
+                                                          instances):
+    instance.xml = instance.xml.replace(
+        '<devices>', "<devices><serial type='file'>"
+        "<source path='/var/log/guest.log'/></serial>", 1)
+    _refused(make_env, instance, GROW, Destination(None, instances, True),
+             'outside the instance directory .*/var/log/guest.log')
+
+
+@pytest.mark.parametrize('uefi,match', [
+    (True, 'UEFI variable store'),
+    (False, 'does not exist on the destination')])
+def test_another_host_must_have_the_kept_files(make_env, instance, tmp_path,
+                                               uefi, match):
+    dest_path = tmp_path / 'dest-instances'
+    dest_path.mkdir()
+    instance.xml = _with_host_files(instance.xml, uefi=uefi)
+    if not uefi:             # not there on "the other host"
+        os.unlink(tmp_path / 'isos' / 'install.iso')
+    _refused(make_env, instance, GROW,
+             Destination(None, str(dest_path), same_hypervisor=False), match)
+
+
+def test_finish_refuses_a_foreign_read_only_cdrom_that_is_no_iso(
+        make_env, instance, tmp_path):
+    from resizedriver import hostfiles
+    xml = instance.xml.replace(
+        os.path.join(os.path.dirname(instance.instances), 'isos',
+                     'install.iso'), '/etc/shadow')
+    files = hostfiles.kept(xml, instance.dir)
+    with pytest.raises(exception.UnsafePath, match='ISO 9660'):
+        hostfiles.check_here(files)
