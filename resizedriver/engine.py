@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from oslo_concurrency import lockutils
 from oslo_config import cfg
@@ -24,7 +24,7 @@ from resizedriver import recovery
 from resizedriver import transport
 from resizedriver.env import CopyProgress, HostEnv
 from resizedriver.host import Host
-from resizedriver.journal import OUTER_OPERATIONS, JournalStore
+from resizedriver.journal import OUTER_OPERATIONS, Journal, JournalStore
 from resizedriver.model import Destination, Flavor
 from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import FinishMigration
@@ -67,12 +67,17 @@ class ResizeEngine:
         """Run ``plan`` under a journal holding ``context`` for recovery."""
         plan.run(self.journals.open(plan.name, plan.uuid, context))
 
-    def resume(self, uuid: str, operation: str) -> bool:
+    def resume(self, uuid: str, operation: str,
+               plan_for: Optional[Callable[[Journal], Plan]] = None) -> bool:
         """Complete an interrupted confirm or revert instead of starting
-        it over: a repeat is how Nova and operators retry them."""
+        it over: a repeat is how Nova and operators retry them.
+        ``plan_for`` rebuilds the caller's own plan (the Nova adapter's,
+        with the objects of the repeated call) instead of the recovery
+        plan of the journal."""
         for journal in self.journals.find(uuid):
             if journal.operation == operation:
-                result = recovery.recover(self.env, journal)
+                result = (recovery.run(journal, lambda: plan_for(journal))
+                          if plan_for else recovery.recover(self.env, journal))
                 if result.error:
                     raise exception.ResizeFailed(
                         str(result), step='recover', rolled_back=False)

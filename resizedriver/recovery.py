@@ -5,11 +5,20 @@ back (the instance returns to the source copy, which they never modify);
 confirm and revert are completed (they only go one way once begun).  The
 operation is rebuilt from what its journal saved, not from guesses about
 the files found.
+
+The journal also says which implementation ran (``impl`` in its context,
+absent for the engine's own): the Nova adapter replaces steps with Nova's,
+and after a crash its plan, not the engine's, says what to undo or
+complete (with no Nova objects at start-up it does only the disk work and
+leaves define, VIFs and start to Nova: see ``resizedriver.nova``).  The
+implementations are a fixed table, never a module named by the journal,
+so a journal cannot make recovery import code.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Callable, Optional
 
 from oslo_log import log as logging
@@ -32,6 +41,12 @@ OPERATIONS = {
     'finish_revert_migration': FinishRevertMigration,
     'confirm_migration': ConfirmMigration,
 }
+#: the journal context key naming the implementation whose plan ran
+IMPL = 'impl'
+ENGINE = 'engine'
+#: implementation -> the module whose ``OPERATIONS`` rebuild its plans
+#: (imported when a journal needs it: the CLI on a Nova host, say)
+IMPLEMENTATIONS = {ENGINE: __name__, 'nova': 'resizedriver.nova.operations'}
 
 
 @dataclasses.dataclass
@@ -62,14 +77,33 @@ def sort_key(journal: Journal) -> int:
         else len(names)
 
 
+def _operations(journal: Journal) -> dict:
+    """The ``OPERATIONS`` of the implementation that wrote ``journal``."""
+    impl = journal.context.get(IMPL, ENGINE)
+    module = IMPLEMENTATIONS.get(impl)
+    if module is None:
+        raise LookupError(f'unknown implementation {impl!r}')
+    try:
+        return importlib.import_module(module).OPERATIONS
+    except ImportError as e:
+        raise LookupError(f'it was written by the {impl} implementation, '
+                          f'which cannot be loaded here ({e}); recover it '
+                          f'where that runs') from e
+
+
 def recover(env: HostEnv, journal: Journal) -> Recovered:
-    """Roll back or complete the engine operation of ``journal``."""
-    cls = OPERATIONS.get(journal.operation)
-    if cls is None:
+    """Roll back or complete the operation of ``journal`` with the plan of
+    the implementation that ran it (for an integration: what it can do
+    without its caller's objects, as its ``recovery_plan`` declares)."""
+    try:
+        cls = _operations(journal).get(journal.operation)
+        if cls is None:
+            raise LookupError('unknown operation')
+    except LookupError as e:
         return Recovered(journal.uuid, journal.operation,
                          journal.interrupted_at,
-                         error=f'unknown operation in {journal.path}; check '
-                               f'the instance by hand, then remove it')
+                         error=f'{e} in {journal.path}; check the instance '
+                               f'by hand, then remove it')
     return run(journal, lambda: cls.from_journal(
         env, journal.context).recovery_plan())
 

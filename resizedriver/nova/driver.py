@@ -12,15 +12,20 @@ keep Nova's exact signatures and exception contract:
   runs again on the source), else as ``ResizeError`` (the instance goes to
   ERROR for an operator to look at);
 * ``finish_revert_migration`` is idempotent, and a repeated confirm or
-  revert completes one a crash interrupted;
+  revert completes one a crash interrupted, with Nova's steps (the call
+  has Nova's objects);
 * ``init_host`` recovers every operation a crash interrupted, before Nova
   looks at the instances (rolls back migrate and finish, completes
-  confirm and revert: see :mod:`resizedriver.recovery`);
-* ``instance.progress`` follows the disk copy.
+  confirm and revert: see :mod:`resizedriver.recovery`), with the
+  adapter's plans and only the disk work (:mod:`resizedriver.nova.
+  operations` says why);
+* ``instance.progress`` follows the disk copy, one progress per call:
+  two instances resize at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import nova.conf
@@ -46,22 +51,23 @@ PROGRESS_STEP = 5          # percent between two instance.save() calls
 
 
 class InstanceProgress:
-    """Turns per-file copy progress into ``instance.progress`` (0-100)."""
+    """Turns per-file copy progress into ``instance.progress`` (0-100).
 
-    def __init__(self) -> None:
-        self.instance = None
-        self.total = 0
+    One per migrate call, handed to that call's operation only: the
+    driver serves several instances at once.
+    """
+
+    def __init__(self, instance: Any) -> None:
+        self.instance = instance
+        self.total = 1
         self._finished: dict[str, int] = {}
         self._saved = -PROGRESS_STEP
 
-    def start(self, instance: Any, total: int) -> None:
-        self.instance, self.total = instance, max(total, 1)
-        self._finished.clear()
-        self._saved = -PROGRESS_STEP
+    def expect(self, total: int) -> None:
+        """The bytes to copy, known once the disks were looked at."""
+        self.total = max(total, 1)
 
     def __call__(self, name: str, done: int, total: int) -> None:
-        if self.instance is None:
-            return
         if done >= total:
             self._finished[name] = total
         copied = sum(self._finished.values()) + (
@@ -77,7 +83,6 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
     def __init__(self, virtapi: Any, read_only: bool = False) -> None:
         super().__init__(virtapi, read_only)
         rd_conf.register_opts(CONF)
-        self._progress = InstanceProgress()
         self._engine: Optional[ResizeEngine] = None
 
     @property
@@ -85,8 +90,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         """Built on first use: Nova's connection is open by then."""
         if self._engine is None:
             self._engine = ResizeEngine(
-                CONF, host=Host(conn=self._host.get_connection()),
-                progress=self._progress)
+                CONF, host=Host(conn=self._host.get_connection()))
         return self._engine
 
     def init_host(self, host):
@@ -105,18 +109,19 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         engine = self.engine
         new_flavor = translate.flavor(flavor, block_device_info)
         destination = translate.destination(dest, CONF)
+        progress = InstanceProgress(instance)
         try:
             with engine.locked(instance.uuid):
                 op = nova_ops.NovaMigrate(
-                    engine.env, instance.uuid, new_flavor, destination,
+                    dataclasses.replace(engine.env, progress=progress),
+                    instance.uuid, new_flavor, destination,
                     transport.for_host(destination.host, CONF),
                     self._call(context, instance, network_info,
                                block_device_info),
                     timeout, retry_interval)
                 plan = op.plan()
-                self._progress.start(instance, sum(
-                    d.actual_size for d in op.disks
-                    if d.role is not DiskRole.SWAP))
+                progress.expect(sum(d.actual_size for d in op.disks
+                                    if d.role is not DiskRole.SWAP))
                 engine.run(plan, op.journal_context())
         except exception.ResizeRefused as e:
             raise nova_exception.InstanceFaultRollback(
@@ -150,8 +155,12 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
 
     def confirm_migration(self, context, migration, instance, network_info):
         engine = self.engine
+        call = self._call(context, instance, network_info)
         with engine.locked(instance.uuid):
-            if engine.resume(instance.uuid, 'confirm_migration'):
+            if engine.resume(
+                    instance.uuid, 'confirm_migration',
+                    lambda journal: nova_ops.NovaConfirm.from_journal(
+                        engine.env, journal.context, call).plan()):
                 return
             try:
                 rec = rd_record.load_pending(
@@ -159,23 +168,24 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             except exception.NotFound:
                 LOG.info('Nothing left to confirm', instance=instance)
                 return
-            op = nova_ops.NovaConfirm(
-                engine.env, rec, self._call(context, instance, network_info))
+            op = nova_ops.NovaConfirm(engine.env, rec, call)
             engine.run(op.plan(), op.journal_context())
 
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
         engine = self.engine
+        call = self._call(context, instance, network_info, block_device_info)
         try:
             with engine.locked(instance.uuid):
-                if engine.resume(instance.uuid, 'finish_revert_migration'):
+                if engine.resume(
+                        instance.uuid, 'finish_revert_migration',
+                        lambda journal: nova_ops.NovaRevert.from_journal(
+                            engine.env, journal.context, call, power_on,
+                            share_info).plan()):
                     return
-                op = nova_ops.NovaRevert(
-                    engine.env,
-                    self._call(context, instance, network_info,
-                               block_device_info),
-                    power_on, share_info)
+                op = nova_ops.NovaRevert.for_call(engine.env, call, power_on,
+                                                  share_info)
                 context = op.journal_context()
                 if context is None:
                     op.plan().run()     # no kept copy: only define, start

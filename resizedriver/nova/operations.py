@@ -6,20 +6,40 @@ the driver, VIF plugging through os-vif, volume (dis)connection, missing
 images (swap, config drive, backing files) through the image backend, and
 the guest XML through ``_get_guest_xml`` so NUMA, PCI, vTPM, mdevs and
 friends come out right for the new flavor.
+
+Every journal these write says ``impl: nova``, so that recovery rebuilds
+these plans, not the engine's (``OPERATIONS`` below).  Two cases:
+
+* a repeated confirm or revert (Nova calls the driver again): the call
+  has Nova's objects, so the adapter completes it with these full plans;
+* ``init_host`` after a crash: there are no Nova objects yet.  Recovery
+  then does only the disk work the engine owns (the kept ``_resize``
+  copy, the record, a domain it had Nova define) and leaves define, VIFs,
+  volumes and start to Nova's own start-up path: it plugs every
+  instance's VIFs, calls ``finish_revert_migration`` for an instance left
+  RESIZE_MIGRATING, and rebuilds the XML on the next hard reboot or
+  start.  Never the CLI's bridge creation, never the saved source XML:
+  under Nova, Nova's XML (from its objects) is the authority.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Optional
 
 import nova.conf
 from nova.virt.libvirt import blockinfo
+from nova.virt import hardware
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import guest as libvirt_guest
+from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
 from resizedriver import exception
 from resizedriver import record as rd_record
+from resizedriver import recovery
+from resizedriver.env import HostEnv
 from resizedriver.guest import Guest
 from resizedriver.layout import InstanceLayout
 from resizedriver.nova import translate
@@ -31,6 +51,22 @@ from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
+#: in every journal context of these plans (see ``resizedriver.recovery``)
+IMPL = {recovery.IMPL: 'nova'}
+
+
+def undefine(env: HostEnv, uuid: str, keep_state: bool) -> None:
+    """Stop and undefine a domain the way Nova's ``_undefine_domain``
+    does, which needs no Nova objects: libvirt refuses to undefine a UEFI
+    domain unless told what to do with its NVRAM.  ``keep_state`` keeps
+    the NVRAM and vTPM state (another definition of the same instance on
+    this host uses them), else they go with the domain, as Nova's."""
+    guest = env.host.lookup(uuid)
+    if guest is None:
+        return
+    guest.destroy()
+    libvirt_guest.Guest(guest._domain).delete_configuration(
+        keep_vtpm=keep_state, keep_nvram=keep_state)
 
 
 class NovaCall:
@@ -97,8 +133,33 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         """After a crash, recovery puts the disks back but leaves the
         guest off: the VIFs and volumes it needs are Nova's to restore, at
         its start-up, before it starts the guest itself (an instance left
-        RESIZE_MIGRATING gets plug_vifs, then finish_revert_migration)."""
-        return dict(super().journal_context(), power_on_in_recovery=False)
+        RESIZE_MIGRATING gets plug_vifs, then finish_revert_migration).
+        That is the engine's own rollback with this one policy declared
+        (the VIF and volume steps are journaled as needing no undo)."""
+        return dict(super().journal_context(), power_on_in_recovery=False,
+                    **IMPL)
+
+    def validate(self) -> None:
+        self.refuse_vtpm_to_another_host()
+        super().validate()
+
+    def refuse_vtpm_to_another_host(self) -> None:
+        """Nova moves the swtpm state (``save_and_migrate_vtpm_dir``) to
+        another host; the engine copies only disks and ``disk.info``, so
+        such a move would lose the TPM state.  Refused, before anything
+        is touched, until the state moves too.  On this host the state
+        stays where libvirt keeps it (``/var/lib/libvirt/swtpm/<uuid>``)
+        and the resized guest uses it as is."""
+        if self.dest.same_hypervisor:
+            return
+        inst = self.nova.instance
+        if hardware.get_vtpm_constraint(inst.flavor, inst.image_meta) or \
+                os.path.exists(os.path.join(libvirt_utils.VTPM_DIR,
+                                            inst.uuid)):
+            raise exception.ResizeRefused(
+                f'instance {inst.uuid} has a vTPM: resizing or migrating '
+                f'it to another host would lose its TPM state, which '
+                f'resizedriver does not move yet')
 
     def power_off(self) -> None:
         # Nova's own: it knows the image's os_shutdown_timeout etc.
@@ -107,15 +168,41 @@ class NovaMigrate(MigrateDiskAndPowerOff):
 
 
 class NovaFinish(FinishMigration):
-    def __init__(self, env, record, power_on: bool, nova: NovaCall,
-                 migration: Any, image_meta: Any, allocations: Any,
-                 share_info: Any) -> None:
+    def __init__(self, env, record, power_on: bool,
+                 nova: Optional[NovaCall], migration: Any = None,
+                 image_meta: Any = None, allocations: Any = None,
+                 share_info: Any = None) -> None:
         super().__init__(env, record, power_on)
         self.nova = nova
         self.migration = migration
         self.image_meta = image_meta
         self.allocations = allocations
         self.share_info = share_info
+
+    def journal_context(self) -> dict[str, Any]:
+        return dict(super().journal_context(), **IMPL)
+
+    @classmethod
+    def from_journal(cls, env, context: dict[str, Any]) -> 'NovaFinish':
+        """For a rollback at start-up: only undos run, and they need no
+        Nova objects."""
+        return cls(env, ResizeRecord.from_dict(context['record']),
+                   bool(context['power_on']), None)
+
+    def check_source_definition(self) -> None:
+        """Nothing to check: the source definition is never defined here.
+        Nova generates the new XML itself (``_get_guest_xml``), so its CD-
+        ROM images, guest-agent socket, UEFI loader and NVRAM are Nova's
+        own (libvirt keeps the NVRAM of a redefined domain, and makes one
+        from the template on another host, as with Nova's resize)."""
+
+    def undefine(self) -> None:
+        """Undo of define, in process and after a crash: remove what we
+        had Nova define, keeping NVRAM and vTPM state (on this host the
+        source's definition shares them).  Not the saved source XML: the
+        old definition is Nova's to rebuild from its objects (revert, hard
+        reboot), with the VIFs and volumes it manages."""
+        undefine(self.env, self.record.uuid, keep_state=True)
 
     def plan(self) -> Plan:
         plan = super().plan()
@@ -158,14 +245,34 @@ class NovaFinish(FinishMigration):
 
 
 class NovaConfirm(ConfirmMigration):
-    def __init__(self, env, record, nova: NovaCall) -> None:
+    def __init__(self, env, record, nova: Optional[NovaCall]) -> None:
         super().__init__(env, record)
         self.nova = nova
+
+    def journal_context(self) -> dict[str, Any]:
+        return dict(super().journal_context(), **IMPL)
+
+    @classmethod
+    def from_journal(cls, env, context: dict[str, Any],
+                     nova: Optional[NovaCall] = None) -> 'NovaConfirm':
+        return cls(env, ResizeRecord.from_dict(context['record']), nova)
 
     def plan(self) -> Plan:
         return super().plan().replace(
             'undefine source domain',
             Step('undefine source domain', self.undefine_source))
+
+    def recovery_plan(self) -> Plan:
+        """At start-up, without Nova's objects: the old domain goes as
+        Nova's ``_undefine_domain`` drops it (NVRAM and vTPM state too: the
+        instance lives on the other host now).  The vTPM secret of a
+        flavor that dropped its vTPM and the old host's VIF devices need
+        the instance's flavors and network info, so they are left (Nova
+        does not look at an instance of another host at start-up)."""
+        return super().plan().replace(
+            'undefine source domain',
+            Step('undefine source domain', functools.partial(
+                undefine, self.env, self.record.uuid, keep_state=False)))
 
     def undefine_source(self) -> None:
         n = self.nova
@@ -184,27 +291,48 @@ class NovaRevert:
     record needed, every step idempotent.
     """
 
-    def __init__(self, env, nova: NovaCall, power_on: bool,
-                 share_info: Any) -> None:
+    def __init__(self, env, uuid: str, record: Optional[ResizeRecord],
+                 nova: Optional[NovaCall], power_on: bool,
+                 share_info: Any = None) -> None:
         self.env = env
         self.nova = nova
         self.power_on = power_on
         self.share_info = share_info
-        self.source = InstanceLayout(env.instances_path, nova.instance.uuid)
-        self.restored = False
+        self.source = InstanceLayout(env.instances_path, uuid)
+        self.record = record
+        #: whether define_and_start must (re)define: the kept copy came
+        #: back, or an interrupted revert is being completed
+        self.must_define = False
+
+    @classmethod
+    def for_call(cls, env, nova: NovaCall, power_on: bool,
+                 share_info: Any) -> 'NovaRevert':
+        """A new revert: the record of the pending resize, if any."""
+        source = InstanceLayout(env.instances_path, nova.instance.uuid)
         try:
-            self.record: Optional[ResizeRecord] = \
-                rd_record.load_pending(self.source)
+            record: Optional[ResizeRecord] = rd_record.load_pending(source)
         except exception.NotFound:
-            self.record = None
+            record = None
+        return cls(env, source.uuid, record, nova, power_on, share_info)
+
+    @classmethod
+    def from_journal(cls, env, context: dict[str, Any],
+                     nova: Optional[NovaCall] = None, power_on: bool = False,
+                     share_info: Any = None) -> 'NovaRevert':
+        """An interrupted revert: with ``nova``, a repeated call that
+        completes it with Nova's steps; without, start-up recovery."""
+        record = ResizeRecord.from_dict(context['record'])
+        op = cls(env, record.uuid, record, nova, power_on, share_info)
+        op.must_define = True
+        return op
 
     def journal_context(self) -> Optional[dict[str, Any]]:
-        """As the engine's revert, so recovery can complete it without
-        Nova; None when there is no kept copy (nothing to journal)."""
+        """The record and power_on, for ``from_journal``; None when there
+        is no kept copy (nothing to journal)."""
         if self.record is None:
             return None
-        return rd_revert.FinishRevertMigration.context_for(self.record,
-                                                           self.power_on)
+        return dict(rd_revert.FinishRevertMigration.context_for(
+            self.record, self.power_on), **IMPL)
 
     def plan(self) -> Plan:
         return Plan('finish_revert_migration', self.source.uuid, [
@@ -214,13 +342,23 @@ class NovaRevert:
                  lambda: rd_revert.remove_record(self.source)),
         ], forward=True)
 
+    def recovery_plan(self) -> Plan:
+        """At start-up, without Nova's objects: the disk work only.  The
+        guest is Nova's to define and start (for an instance left
+        RESIZE_MIGRATING Nova calls finish_revert_migration again, which
+        then finds no record and defines and starts it; one left
+        RESIZE_REVERTING gets a new XML from Nova's next hard reboot)."""
+        plan = self.plan()
+        return plan.replace('define and start guest')
+
     def move_back(self) -> None:
-        self.restored = rd_revert.restore_source_dir(self.source)
+        if rd_revert.restore_source_dir(self.source):
+            self.must_define = True
 
     def define_and_start(self) -> None:
         driver, n = self.nova.driver, self.nova
         current = self.env.host.lookup(self.source.uuid)
-        if not self.restored and current is not None and \
+        if not self.must_define and current is not None and \
                 current.is_running() == self.power_on:
             LOG.info('Already reverted', instance=n.instance)
             return
@@ -238,3 +376,14 @@ class NovaRevert:
         guest = n.create_guest(xml, self.power_on)
         if self.power_on:
             guest.wait_running(self.env.conf.resizedriver.start_timeout)
+
+
+#: what recovery (``resizedriver.recovery``) rebuilds for a journal that
+#: says ``impl: nova``.  The migrate is the engine's rollback with the
+#: policy its journal declares (``power_on_in_recovery``).
+OPERATIONS = {
+    'finish_migration': NovaFinish,
+    'migrate_disk_and_power_off': MigrateDiskAndPowerOff,
+    'finish_revert_migration': NovaRevert,
+    'confirm_migration': NovaConfirm,
+}

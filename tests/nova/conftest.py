@@ -37,14 +37,15 @@ def driver():
 class Server:
     """One spawned instance and what a test needs to drive and watch it."""
 
-    def __init__(self, driver, flavor, n: int) -> None:
+    def __init__(self, driver, flavor, n: int, **image_properties) -> None:
         self.driver = driver
         self.ctx = novaenv.admin_context()
         self.ip = f'169.254.77.{n}/24'
         self.mac = f'52:54:00:77:01:{n:02x}'
         self.nw = novaenv.network_info(self.mac)
-        self.image_meta = novaenv.image_meta(self.ip)
-        self.instance = novaenv.instance(self.ctx, flavor, self.ip, self.nw)
+        self.image_meta = novaenv.image_meta(self.ip, **image_properties)
+        self.instance = novaenv.instance(self.ctx, flavor, self.ip, self.nw,
+                                         **image_properties)
 
     @property
     def dir(self) -> str:
@@ -67,8 +68,8 @@ _N = iter(range(100, 200))
 def make_server(driver):
     servers = []
 
-    def make(flavor) -> Server:
-        server = Server(driver, flavor, next(_N))
+    def make(flavor, **image_properties) -> Server:
+        server = Server(driver, flavor, next(_N), **image_properties)
         driver.spawn(server.ctx, server.instance, server.image_meta, [],
                      None, {}, network_info=server.nw)
         servers.append(server)

@@ -100,13 +100,16 @@ def flavor(flavorid: str, vcpus: int, memory_mb: int, root_gb: int):
         is_public=True, disabled=False, description=None)
 
 
-def image_meta(ip: str):
+def image_meta(ip: str, **properties: str):
+    """The test image; ``properties`` as Glance image properties
+    (``hw_qemu_guest_agent='yes'``, ...)."""
     return objects.ImageMeta.from_dict({
         'id': IMAGE_ID, 'name': 'resizedriver-test', 'disk_format': 'raw',
         'container_format': 'bare', 'size': 64 * 1024 * 1024,
         'min_disk': 0, 'min_ram': 0, 'status': 'active',
         'properties': {'kernel_id': KERNEL_ID, 'ramdisk_id': RAMDISK_ID,
-                       'os_command_line': f'console=ttyS0 quiet rdip={ip}'}})
+                       'os_command_line': f'console=ttyS0 quiet rdip={ip}',
+                       **properties}})
 
 
 def network_info(mac: str):
@@ -131,7 +134,7 @@ def wire_taps(nw) -> None:
                         hostenv.BRIDGE, 'up'], check=True)
 
 
-def instance(ctx, flv, ip: str, nw):
+def instance(ctx, flv, ip: str, nw, **image_properties: str):
     uuid = str(uuidlib.uuid4())
     inst = objects.Instance(
         context=ctx, uuid=uuid,
@@ -148,11 +151,12 @@ def instance(ctx, flv, ip: str, nw):
                          'image_kernel_id': KERNEL_ID,
                          'image_ramdisk_id': RAMDISK_ID,
                          'image_os_command_line':
-                             f'console=ttyS0 quiet rdip={ip}'},
+                             f'console=ttyS0 quiet rdip={ip}',
+                         **{f'image_{k}': v
+                            for k, v in image_properties.items()}},
         metadata={})
     inst.create()
     return inst
-
 
 
 def admin_context():

@@ -18,6 +18,9 @@ from nova.virt import driver as nova_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
 from resizedriver import journal
+from resizedriver import vif
+from resizedriver.host import Host
+from resizedriver.nova import operations as nova_ops
 from tests.nova import novaenv
 
 GiB = 1024 ** 3
@@ -203,3 +206,144 @@ def test_a_resize_killed_mid_way_is_recovered_at_start(make_server,
     # and the same resize then goes through
     resize(server, flavor(BIG))
     assert server.wait_boot(3).cpu_count == 2
+
+
+def test_an_instance_with_a_guest_agent_channel_resizes(make_server):
+    """Nova's XML has the agent's unix socket outside the instance dir:
+    under Nova that XML is Nova's own, not a foreign definition."""
+    server = make_server(flavor(SMALL), hw_qemu_guest_agent='yes')
+    server.wait_boot(1)
+    xml = server.driver._host.get_guest(server.instance).get_xml_desc()
+    assert 'org.qemu.guest_agent.0' in xml
+
+    mig = resize(server, flavor(BIG))
+    assert server.wait_boot(2).cpu_count == 2
+    xml = server.driver._host.get_guest(server.instance).get_xml_desc()
+    assert 'org.qemu.guest_agent.0' in xml
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_no_resize_left(server)
+    assert server.ping()
+
+
+def test_two_instances_resizing_at_once_keep_their_own_progress(
+        make_server, monkeypatch):
+    """B's whole migrate runs while A's waits to copy its disks: each
+    instance's progress is its own copy's."""
+    a, b = make_server(flavor(SMALL)), make_server(flavor(SMALL))
+    a.wait_boot(1)
+    b.wait_boot(1)
+    saved = {a.instance.uuid: [], b.instance.uuid: []}
+    for server in (a, b):
+        server.instance.old_flavor = server.instance.flavor
+        server.instance.new_flavor = flavor(BIG)
+        server.instance.save = (lambda inst: lambda **_kw: saved[
+            inst.uuid].append(inst.progress))(server.instance)
+    real_copy = nova_ops.NovaMigrate.copy_disks
+
+    def copy_disks(op):
+        if op.inst.uuid == a.instance.uuid:
+            b.driver.migrate_disk_and_power_off(
+                b.ctx, b.instance, novaenv.CONF.my_ip, flavor(BIG), b.nw,
+                None, 60, 2)
+        real_copy(op)
+    monkeypatch.setattr(nova_ops.NovaMigrate, 'copy_disks', copy_disks)
+    a.driver.migrate_disk_and_power_off(
+        a.ctx, a.instance, novaenv.CONF.my_ip, flavor(BIG), a.nw, None, 60, 2)
+
+    for server in (a, b):
+        progress = saved[server.instance.uuid]
+        assert server.instance.progress == 100
+        assert progress == sorted(progress) and progress[-1] == 100, progress
+        server.driver.destroy(server.ctx, server.instance, server.nw, None,
+                              destroy_disks=False)
+        server.driver.finish_revert_migration(
+            server.ctx, server.instance, server.nw, None, None, True)
+        assert server.wait_boot(2).cpu_count == 1
+
+
+def test_a_vtpm_instance_is_refused_a_move_to_another_host(make_server):
+    """Its TPM state would stay behind: refused before power off."""
+    server = make_server(flavor(SMALL))
+    server.wait_boot(1)
+    server.instance.flavor.extra_specs = {'hw:tpm_version': '2.0',
+                                          'hw:tpm_model': 'tpm-crb'}
+    try:
+        with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
+            server.driver.migrate_disk_and_power_off(
+                server.ctx, server.instance, '192.0.2.1', flavor(BIG),
+                server.nw, None, 60, 2)
+    finally:
+        server.instance.flavor.extra_specs = {}   # for Nova's destroy
+    message = str(caught.value.inner_exception)
+    assert 'vTPM' in message and 'TPM state' in message, message
+    assert server.driver.get_info(server.instance).state == 1
+    assert server.wait_boot(1).cpu_count == 1
+    assert_no_resize_left(server)
+
+
+def forbid_engine_guest_steps(monkeypatch):
+    """Under Nova neither the CLI's bridge creation nor a define of the
+    saved source XML (the engine's Host.define) may run."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError('an engine guest step ran under Nova')
+    monkeypatch.setattr(vif, 'plug', forbidden)
+    monkeypatch.setattr(Host, 'define', forbidden)
+
+
+def revert_killed_after_moving_back(server, monkeypatch):
+    """A resized server, its revert killed once the kept copy is back."""
+    mig = resize(server, flavor(BIG))
+    assert server.wait_boot(2).cpu_count == 2
+    real_done = journal.Journal.done
+
+    def die_after(self, step):
+        if step == 'move _resize back':
+            raise Crash(step)
+        real_done(self, step)
+    monkeypatch.setattr(journal.Journal, 'done', die_after)
+    with pytest.raises(Crash):
+        revert(server, mig)
+    monkeypatch.setattr(journal.Journal, 'done', real_done)
+    [pending] = server.driver.engine.journals.find(server.instance.uuid)
+    assert pending.context['impl'] == 'nova'
+    return mig
+
+
+def test_a_revert_killed_mid_way_is_finished_by_nova_at_start(
+        make_server, monkeypatch):
+    server = make_server(flavor(SMALL))
+    before = server.wait_boot(1)
+    drv, inst = server.driver, server.instance
+    mig = revert_killed_after_moving_back(server, monkeypatch)
+
+    forbid_engine_guest_steps(monkeypatch)
+    monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
+                        lambda self, host: None)
+    drv.init_host(host=novaenv.CONF.host)
+    # The disk work is done; the guest is Nova's to define and start.
+    assert drv.engine.journals.find() == []
+    assert_no_resize_left(server)
+    assert not drv.instance_exists(inst) or drv.get_info(inst).state != 1
+
+    drv.plug_vifs(inst, server.nw)
+    drv.finish_revert_migration(server.ctx, inst, server.nw, mig, None, True)
+    back = server.wait_boot(2)
+    assert (back.cpu_count, back.disks) == (before.cpu_count, before.disks)
+    assert server.ping()
+
+
+def test_a_repeated_revert_completes_with_novas_steps(make_server,
+                                                      monkeypatch):
+    server = make_server(flavor(SMALL))
+    before = server.wait_boot(1)
+    drv, inst = server.driver, server.instance
+    mig = revert_killed_after_moving_back(server, monkeypatch)
+
+    forbid_engine_guest_steps(monkeypatch)
+    drv.finish_revert_migration(server.ctx, inst, server.nw, mig, None, True)
+    assert drv.engine.journals.find() == []
+    assert_no_resize_left(server)
+    back = server.wait_boot(2)
+    assert (back.cpu_count, back.disks) == (before.cpu_count, before.disks)
+    assert server.ping()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import types
 
 import pytest
 
 from resizedriver import exception
 from resizedriver import journal
+from resizedriver import recovery
 from resizedriver.engine import ResizeEngine
 from resizedriver.model import Destination, Flavor, MiB
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
@@ -192,3 +195,71 @@ def test_revert_killed_after_each_step_is_completed(conf, instance,
     assert not os.path.exists(instance.resize_dir)
     assert engine.env.host.lookup(instance.uuid).running
     assert engine.journals.find() == []
+
+
+def crash_with_impl(conf, guest, instance, instances, impl):
+    """A same-path migrate killed at 'copy disks', journaled as ``impl``
+    had run it."""
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    op = MigrateDiskAndPowerOff(engine.env, instance.uuid, GROW,
+                                Destination(None, instances, True),
+                                LocalTransport())
+    plan = crashing(op.plan(), 'copy disks', False)
+    with pytest.raises(Crash):
+        engine.run(plan, dict(op.journal_context(), impl=impl))
+    return engine
+
+
+class OtherImplMigrate(MigrateDiskAndPowerOff):
+    """Another implementation's migrate: its recovery leaves the guest
+    off (as Nova's does, whose start-up starts it)."""
+    rebuilt: list = []
+
+    @classmethod
+    def from_journal(cls, env, context):
+        op = super().from_journal(env, context)
+        op.was_running = False
+        cls.rebuilt.append(context['impl'])
+        return op
+
+
+def test_recovery_uses_the_implementation_the_journal_names(
+        conf, instance, instances, monkeypatch):
+    impl = types.ModuleType('rdtest_other_impl')
+    impl.OPERATIONS = {'migrate_disk_and_power_off': OtherImplMigrate}
+    monkeypatch.setitem(sys.modules, impl.__name__, impl)
+    monkeypatch.setitem(recovery.IMPLEMENTATIONS, 'other', impl.__name__)
+    before = instance.hashes()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = crash_with_impl(conf, guest, instance, instances, 'other')
+
+    [result] = engine.recover()
+    assert result.error is None, result
+    assert OtherImplMigrate.rebuilt == ['other']
+    assert not guest.running                  # its policy, not the engine's
+    assert instance.hashes() == before
+    assert engine.journals.find() == []
+
+
+def test_a_journal_of_an_unknown_implementation_is_kept(conf, instance,
+                                                        instances):
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = crash_with_impl(conf, guest, instance, instances, 'nosuch')
+
+    [result] = engine.recover()
+    assert "unknown implementation 'nosuch'" in result.error
+    assert os.path.isdir(instance.resize_dir)   # nothing done by guess
+    assert not guest.running
+    assert len(engine.journals.find()) == 1
+
+
+def test_an_implementation_that_cannot_be_loaded_is_named(
+        conf, instance, instances, monkeypatch):
+    monkeypatch.setitem(recovery.IMPLEMENTATIONS, 'absent',
+                        'rdtest_no_such_module')
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = crash_with_impl(conf, guest, instance, instances, 'absent')
+
+    [result] = engine.recover()
+    assert 'written by the absent implementation' in result.error
+    assert len(engine.journals.find()) == 1
