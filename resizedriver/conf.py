@@ -49,14 +49,24 @@ RESIZEDRIVER_OPTS = [
                 help='Port of sshd on the destination host.'),
     cfg.StrOpt('ssh_identity_file', default='',
                help='Private key for ssh to the destination host.'),
-    cfg.ListOpt('ssh_options',
-                default=['BatchMode=yes', 'ConnectTimeout=30',
-                         'ServerAliveInterval=15', 'ServerAliveCountMax=4'],
+    cfg.ListOpt('ssh_options', default=[],
                 help='Extra "-o" options for ssh (e.g. '
-                     'StrictHostKeyChecking=accept-new).  The defaults '
-                     'never prompt, and end a copy whose network went '
-                     'silent after about a minute (it is then rolled back) '
-                     'instead of hanging the resize.'),
+                     'StrictHostKeyChecking=accept-new), added to the '
+                     'defaults BatchMode=yes, ConnectTimeout=30, '
+                     'ServerAliveInterval=15 and ServerAliveCountMax=4; an '
+                     'option with the same keyword replaces that default '
+                     'only.  The defaults never prompt, and end a copy '
+                     'whose network went silent after about a minute (it '
+                     'is then rolled back) instead of hanging the resize.'),
+    cfg.IntOpt('command_timeout', default=600, min=1,
+               help='Seconds any one command (ssh, qemu-img, ...) may run '
+                    'before it is killed and the step fails.'),
+    cfg.FloatOpt('min_transfer_rate_mib', default=5.0, min=0.01,
+                 help='Slowest rate, in MiB/s, at which a command that '
+                      'reads or writes a whole disk (copy, checksum, '
+                      'conversion) is still waited for: it may run '
+                      'command_timeout plus the disk\'s size at this rate '
+                      'before it is killed.'),
     cfg.StrOpt('remote_command', default='resizedriver',
                help='How the destination host runs this package\'s '
                     'command; the operator CLI uses it to run the '

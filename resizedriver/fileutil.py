@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 
@@ -12,6 +13,24 @@ def fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def rename_durably(src: str, dst: str) -> None:
+    """Rename and make the rename survive a power cut: a rename lives in
+    the directories of both names, so those are fsynced before anyone
+    relies on the new name (a resize record, a deleted source)."""
+    os.rename(src, dst)
+    for directory in {os.path.dirname(src), os.path.dirname(dst)}:
+        fsync_dir(directory or '.')
+
+
+def sha256(path: str) -> str:
+    """Hex SHA-256 of a local file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomic(path: str, text: str) -> None:

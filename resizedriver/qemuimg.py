@@ -4,6 +4,9 @@
 guest) under ``prlimit`` (a crafted image must not eat the host), the way
 Nova's images.qemu_img_info does, and refuses what we never handle: formats
 other than raw/qcow2, qcow2 external data files, absurd virtual sizes.
+Every other qemu-img command runs under the same memory limit, with CPU
+and wall-clock limits that grow with the image only for ``convert`` (the
+one that reads it all).
 
 Disk contents are guest-controlled, so qemu-img must never guess a format
 (CVE-2024-32498): callers pass the format the definition or record claims,
@@ -95,8 +98,14 @@ class QemuImg:
         self.transport = transport
         self.max_virtual_size = max_virtual_size
 
-    def _run(self, *args: str) -> str:
-        return self.transport.execute('qemu-img', *args)
+    def _run(self, *args: str, size: int = 0) -> str:
+        """qemu-img under prlimit, bounded by the transport's deadline for
+        a file of ``size`` bytes (0: a metadata-only command)."""
+        timeout = self.transport.deadlines.for_size(size)
+        cpu = INFO_CPU_SECONDS if not size else int(timeout)
+        return self.transport.execute(
+            'prlimit', f'--cpu={cpu}', f'--as={INFO_ADDRESS_SPACE}',
+            'qemu-img', *args, timeout=timeout)
 
     def info(self, path: str, fmt: Optional[str] = None) -> ImageInfo:
         """Inspect ``path`` as ``fmt`` (give it for anything untrusted).
@@ -136,10 +145,8 @@ class QemuImg:
     def _info_json(self, path: str, fmt: Optional[str]) -> Any:
         """Run ``qemu-img info`` under limits; a failure is a refusal."""
         try:
-            out = self.transport.execute(
-                'prlimit', f'--cpu={INFO_CPU_SECONDS}',
-                f'--as={INFO_ADDRESS_SPACE}', 'qemu-img', 'info',
-                '--force-share', '--output=json',
+            out = self._run(
+                'info', '--force-share', '--output=json',
                 *(('-f', fmt) if fmt else ()), path)
         except exception.CommandFailed as e:
             code = getattr(e.__cause__, 'exit_code', None)
@@ -165,7 +172,8 @@ class QemuImg:
 
     def convert(self, src: str, dst: str, src_fmt: str, dst_fmt: str) -> None:
         """Convert into ``dst`` (which must not be the final path yet)."""
-        self._run('convert', '-f', src_fmt, '-O', dst_fmt, src, dst)
+        self._run('convert', '-f', src_fmt, '-O', dst_fmt, src, dst,
+                  size=self.transport.file_size(src))
 
     def rebase_unsafe(self, path: str, backing: str,
                       backing_fmt: str) -> None:

@@ -9,9 +9,12 @@ and stays sparse.
 The ssh stream is a sequence of frames ``>QQ`` (offset, length) followed by
 ``length`` bytes; a frame with length 0 ends the stream and carries the
 file's total size in ``offset``.  ``RECEIVER`` is the matching program run
-by ``python3 -c`` on the destination: it writes to ``<dst>.part`` and
-renames only after a complete, fsynced stream, so a killed copy never
-leaves a file with the final name.
+by ``python3 -c`` on the destination.
+
+Both writers here write the path they are given -- always a partial name,
+see :func:`partial_path` -- fsync it, and remove it if the copy fails.
+Giving the file its final name is the transport's job, and only after the
+copy was read back and compared (``Transport.copy_file``).
 """
 
 from __future__ import annotations
@@ -27,8 +30,20 @@ FRAME = struct.Struct('>QQ')
 ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total)
 
 
-#: where a copy is written until it is complete (here and in RECEIVER)
+#: how every file written under a temporary name ends
 PARTIAL_SUFFIX = '.part'
+
+
+def partial_path(dst: str, owner: str) -> str:
+    """Where ``owner`` (an instance UUID) writes ``dst`` until verified.
+
+    Tagged with the owner so that two copies of the same file (two
+    instances from one image, each copying ``_base/<name>``) never write,
+    truncate or remove each other's partial file.
+    """
+    if not owner or '/' in owner or owner.startswith('.'):
+        raise ValueError(f'bad owner tag {owner!r}')
+    return f'{dst}.{owner}{PARTIAL_SUFFIX}'
 
 
 def _data_ranges(fd: int, size: int) -> Iterator[tuple[int, int]]:
@@ -64,11 +79,11 @@ def iter_extents(src: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
             offset += len(data)
 
 
-def copy_local(src_path: str, dst_path: str,
+def copy_local(src_path: str, part: str,
                progress: ProgressFn | None = None) -> None:
-    """Copy keeping holes; ``dst_path`` appears only once complete."""
-    part = dst_path + PARTIAL_SUFFIX
+    """Copy keeping holes into ``part`` (fsynced); removed on failure."""
     size = os.path.getsize(src_path)
+    complete = False
     try:
         with open(src_path, 'rb') as src, open(part, 'wb') as dst:
             for offset, data in iter_extents(src, size):
@@ -76,10 +91,10 @@ def copy_local(src_path: str, dst_path: str,
                 if progress:
                     progress(offset + len(data), size)
             dst.truncate(size)
-            os.fsync(dst.fileno())
-        os.rename(part, dst_path)
+            os.fsync(dst.fileno())    # the data is on disk before we hash
+        complete = True
     finally:
-        if os.path.exists(part):
+        if not complete and os.path.exists(part):
             os.unlink(part)
     if progress:
         progress(size, size)
@@ -101,11 +116,13 @@ def write_stream(src_path: str, out: BinaryIO,
         progress(size, size)
 
 
-# Runs on the destination as: python3 -c RECEIVER <dst>.  Kept free of
-# anything but the standard library: the destination need not have us.
+# Runs on the destination as: python3 -c RECEIVER <partial path>.  Kept
+# free of anything but the standard library: the destination need not have
+# us.  The fsync is there so that the verification that follows can read
+# the bytes back from the device, and so that they survive a power cut.
 RECEIVER = r'''
 import os, struct, sys
-dst = sys.argv[1]; part = dst + ".part"; frame = struct.Struct(">QQ")
+part = sys.argv[1]; frame = struct.Struct(">QQ")
 inp = sys.stdin.buffer
 def read(n):
     buf = b""
@@ -130,5 +147,4 @@ finally:
     os.close(fd)
     if not complete:
         os.unlink(part)
-os.rename(part, dst)
 '''

@@ -11,7 +11,9 @@ step the journal shows begun, so each undo checks what is really there):
   move to _resize     [move back]
   create instance dir [remove]      shared path: same dir name again
   copy disks                        swap is not copied but recreated;
-                                    each copy is read back and compared
+                                    each copy is read back from the
+                                    device and compared before it gets
+                                    its name
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from oslo_log import log as logging
 
 from resizedriver import exception
 from resizedriver import fileutil
+from resizedriver import hostfiles
 from resizedriver import inventory
 from resizedriver import transport
 from resizedriver.env import HostEnv
@@ -51,6 +54,8 @@ class MigrateDiskAndPowerOff:
         self.backing_to_copy: list[str] = []
         self.record: Optional[ResizeRecord] = None
         self.was_running = False
+        #: our mkdir of the destination dir failed: something else made it
+        self.dest_dir_not_ours = False
 
     # -- planning ---------------------------------------------------------
 
@@ -106,6 +111,11 @@ class MigrateDiskAndPowerOff:
         return Plan('migrate_disk_and_power_off', self.inst.uuid, steps)
 
     def validate(self) -> None:
+        path = self.dest.instances_path
+        if not os.path.isabs(path) or os.path.normpath(path) != path:
+            raise exception.ResizeRefused(
+                f'destination instances path {path!r} must be an absolute, '
+                f'normalised path')
         if self.guest is None:
             raise exception.ResizeRefused(
                 f'no libvirt domain with UUID {self.inst.uuid}')
@@ -126,7 +136,10 @@ class MigrateDiskAndPowerOff:
         self.old_flavor = inventory.current_flavor(self.source_xml,
                                                    self.disks)
         inventory.check_no_shrink(self.disks, self.new_flavor)
+        inventory.check_new_sizes(self.new_flavor,
+                                  self.env.qemu_img().max_virtual_size)
         self.transport.execute('true')       # dest reachable at all
+        self.check_host_files()
         self.shared = self._path_is_shared()
         if not self.shared and self.transport.exists(self.dest_inst.dir):
             # Ours to delete on rollback only if we made it.
@@ -135,6 +148,14 @@ class MigrateDiskAndPowerOff:
                 f'move it away if it is a leftover')
         self.backing_to_copy = self._backing_to_copy()
         self._check_space()
+
+    def check_host_files(self) -> None:
+        """Refuse host files outside the instance directory that the new
+        definition cannot keep, or that another hypervisor lacks (see
+        :mod:`resizedriver.hostfiles`): before power off, not in finish."""
+        files = hostfiles.kept(self.source_xml, self.inst.dir)
+        if not self.dest.same_hypervisor:
+            hostfiles.check_on(self.transport, files)
 
     def _path_is_shared(self) -> bool:
         """Whether the dest sees our instances path as its own."""
@@ -186,26 +207,39 @@ class MigrateDiskAndPowerOff:
     # -- steps ------------------------------------------------------------
 
     def _copy(self, src: str, dst: str) -> None:
+        """Copy verified and durable (see ``Transport.copy_file``), under
+        this instance's partial names."""
         progress = self.env.progress
         name = os.path.basename(dst)
         self.transport.copy_file(
             src, dst,
             (lambda done, total: progress(name, done, total))
-            if progress else None)
+            if progress else None, owner=self.inst.uuid)
 
     def copy_backing(self) -> None:
         self.transport.makedirs(self.dest_inst.base_dir)
         for backing in self.backing_to_copy:
             dst = self.dest_inst.base_path(os.path.basename(backing))
             self._copy(backing, dst)
+        # the <instances>/_base entry, if mkdir -p just made it
+        self.transport.sync_dir(self.dest.instances_path)
 
     def remove_copied_backing(self) -> None:
-        """Only files the dest lacked at validation, and their partial
-        copies: a backing file already there may serve other guests."""
+        """Only this instance's partial copies; never ``_base/<name>``.
+
+        Another instance from the same image may have found the file
+        missing too, and be booting from the copy by now: ``_base`` is a
+        cache every instance on the destination shares, and no lock or
+        reference count spans their resizes, boots and Nova's image cache.
+        Leaving it is safe: only a complete copy verified against ours
+        ever gets that name, backing files are immutable and named by
+        content, the next resize's validation reuses it after comparing
+        size and sha256, and Nova's image cache manager ages it out once
+        no instance uses it.
+        """
         for backing in self.backing_to_copy:
             dst = self.dest_inst.base_path(os.path.basename(backing))
-            self.transport.remove_file(dst)
-            self.transport.remove_partial(dst)
+            self.transport.remove_partial(dst, self.inst.uuid)
 
     def write_record(self) -> None:
         self.record = ResizeRecord(
@@ -233,36 +267,39 @@ class MigrateDiskAndPowerOff:
 
     def create_dest_dir(self) -> None:
         # mkdir, not mkdir -p: fails rather than adopt a dir we did not make
-        self.transport.execute('mkdir', self.dest_inst.dir)
+        try:
+            self.transport.execute('mkdir', self.dest_inst.dir)
+        except exception.ResizeDriverError:
+            self.dest_dir_not_ours = True     # whatever is there, keep it
+            raise
 
     def remove_dest_dir(self) -> None:
+        if self.dest_dir_not_ours:
+            return
         if self.shared and not os.path.isdir(self.inst.resize_dir):
             return      # <uuid> is still the source itself: not ours
         self.transport.remove_tree(self.dest_inst.dir)
 
     def move_to_resize(self) -> None:
-        os.rename(self.inst.dir, self.inst.resize_dir)
+        # durable: the record says the kept source is in <uuid>_resize
+        fileutil.rename_durably(self.inst.dir, self.inst.resize_dir)
 
     def move_back(self) -> None:
         if os.path.isdir(self.inst.resize_dir) and \
                 not os.path.exists(self.inst.dir):
-            os.rename(self.inst.resize_dir, self.inst.dir)
+            fileutil.rename_durably(self.inst.resize_dir, self.inst.dir)
 
     def copy_disks(self) -> None:
+        """Copy each disk (verified, fsynced, renamed, directory fsynced
+        by ``copy_file``), then make the new instance directory's own
+        entry durable, and only then put ``copies_verified`` on record:
+        confirm deletes the source on the strength of it."""
         names = [d.name for d in self.disks if d.role is not DiskRole.SWAP]
         if os.path.exists(self.inst.in_resize_dir(DISK_INFO)):
             names.append(DISK_INFO)
         for name in names:
-            src = self.inst.in_resize_dir(name)
-            dst = self.dest_inst.path(name)
-            self._copy(src, dst)
-            self._verify(src, dst)
-        # Confirm deletes the source only after this is on record.
+            self._copy(self.inst.in_resize_dir(name),
+                       self.dest_inst.path(name))
+        self.transport.sync_dir(self.dest.instances_path)
         self.record.copies_verified = True
         self.record.write(self.inst.in_resize_dir(RECORD_NAME))
-
-    def _verify(self, src: str, dst: str) -> None:
-        """Read the copy back on the destination: same bytes or fail."""
-        if self.env.local.sha256(src) != self.transport.sha256(dst):
-            raise exception.ResizeDriverError(
-                f'the copy of {src} at {dst} differs from the source')

@@ -40,7 +40,9 @@ def restore_source_dir(source: InstanceLayout) -> bool:
         return False                    # a repeated revert: already back
     if os.path.isdir(source.dir):
         shutil.rmtree(source.dir)       # the dest copy (shared path)
-    os.rename(source.resize_dir, source.dir)
+    # durable before the record goes: a power cut must not bring back
+    # <uuid>_resize with no record saying what it is
+    fileutil.rename_durably(source.resize_dir, source.dir)
     return True
 
 

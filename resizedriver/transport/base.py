@@ -9,13 +9,19 @@ only in the transport they are handed.
 from __future__ import annotations
 
 import abc
+import os
 import shlex
 from typing import Optional
 
 from oslo_concurrency import processutils
+from oslo_log import log as logging
 
 from resizedriver import exception
-from resizedriver.sparse import PARTIAL_SUFFIX, ProgressFn
+from resizedriver import fileutil
+from resizedriver.sparse import ProgressFn, partial_path
+from resizedriver.transport.proc import Deadlines, run
+
+LOG = logging.getLogger(__name__)
 
 
 class Transport(abc.ABC):
@@ -23,25 +29,62 @@ class Transport(abc.ABC):
 
     #: None for this host, else the address commands are sent to.
     host: Optional[str] = None
+    deadlines: Deadlines = Deadlines()
 
     @abc.abstractmethod
     def _command(self, argv: list[str]) -> list[str]:
         """The local argv that runs ``argv`` on the target host."""
 
     @abc.abstractmethod
+    def _send(self, src: str, part: str,
+              progress: Optional[ProgressFn]) -> None:
+        """Write local ``src`` to ``part`` on the target, data fsynced;
+        within ``deadlines``, the child reaped whatever happens."""
+
     def copy_file(self, src: str, dst: str,
-                  progress: Optional[ProgressFn] = None) -> None:
+                  progress: Optional[ProgressFn] = None, *,
+                  owner: str) -> None:
         """Copy local file ``src`` to ``dst`` on the target host.
 
-        ``dst`` must not appear until the copy is complete, so that a
-        killed copy never leaves a truncated file under the final name.
+        Written to ``owner``'s partial name, read back from the device
+        and compared with ``src``, and only then renamed to ``dst`` (the
+        directory fsynced): ``dst`` is never a truncated, unverified or
+        non-durable file, so a ``_base`` file other instances may use can
+        be published this way while they look at it.  Two owners copying
+        the same file each write their own partial file; the second rename
+        replaces an identical verified file.  On failure our partial file
+        is removed (and left for the undo if even that fails).
         """
-
-    def execute(self, *argv: str, stdin: Optional[str] = None) -> str:
-        """Run ``argv`` on the target host and return its stdout."""
+        part = partial_path(dst, owner)
         try:
-            out, _err = processutils.execute(*self._command(list(argv)),
-                                             process_input=stdin)
+            self._send(src, part, progress)
+            if self.sha256_from_disk(part) != fileutil.sha256(src):
+                raise exception.CommandFailed(
+                    f'the copy of {src} at {part}{self._where} differs from '
+                    f'the source')
+        except BaseException:
+            try:
+                self.remove_partial(dst, owner)
+            except exception.ResizeDriverError as e:
+                # e.g. the host is gone: the undo (or recovery) retries
+                LOG.warning('Cannot remove partial copy %s%s yet: %s', part,
+                            self._where, e, instance_uuid=owner)
+            raise
+        self.rename(part, dst)
+        # a rename is durable only once its directory is
+        self.sync_dir(os.path.dirname(dst))
+
+    @property
+    def _where(self) -> str:
+        return f' on {self.host}' if self.host else ''
+
+    def execute(self, *argv: str, stdin: Optional[str] = None,
+                timeout: Optional[float] = None) -> str:
+        """Run ``argv`` on the target host and return its stdout; killed
+        after ``timeout`` seconds (default: the command deadline)."""
+        try:
+            out = run(self._command(list(argv)), stdin,
+                      timeout or self.deadlines.command)
         except processutils.ProcessExecutionError as e:
             raise self._error(e, argv) from e
         except OSError as e:
@@ -52,10 +95,9 @@ class Transport(abc.ABC):
     def _error(self, e: processutils.ProcessExecutionError,
                argv: tuple[str, ...]) -> Exception:
         cmd = ' '.join(shlex.quote(a) for a in argv)
-        where = f' on {self.host}' if self.host else ''
         err = (e.stderr or '').strip()
         return exception.CommandFailed(
-            f'{cmd!r} failed{where} (exit {e.exit_code}): {err}')
+            f'{cmd!r} failed{self._where} (exit {e.exit_code}): {err}')
 
     # Small operations every transport gets from execute().
 
@@ -70,14 +112,19 @@ class Transport(abc.ABC):
         self.execute('rm', '-rf', '--one-file-system', path)
 
     def remove_file(self, path: str) -> None:
-        self.execute('rm', '-f', path)
+        self.execute('rm', '-f', '--', path)
 
-    def remove_partial(self, dst: str) -> None:
-        """Remove what a killed ``copy_file(..., dst)`` may have left."""
-        self.remove_file(dst + PARTIAL_SUFFIX)
+    def remove_partial(self, dst: str, owner: str) -> None:
+        """Remove what ``owner``'s killed ``copy_file(..., dst)`` may have
+        left -- never another owner's partial file, nor ``dst``."""
+        self.remove_file(partial_path(dst, owner))
 
     def rename(self, src: str, dst: str) -> None:
-        self.execute('mv', '-T', src, dst)
+        self.execute('mv', '-T', '--', src, dst)
+
+    def sync_dir(self, path: str) -> None:
+        """fsync directory ``path`` (coreutils ``sync FILE`` is fsync)."""
+        self.execute('sync', '--', path)
 
     def free_bytes(self, path: str) -> int:
         out = self.execute('df', '--output=avail', '-B1', path)
@@ -87,7 +134,17 @@ class Transport(abc.ABC):
         return int(self.execute('stat', '-c', '%s', path).strip())
 
     def sha256(self, path: str) -> str:
-        return self.execute('sha256sum', path).split()[0]
+        return self.execute(
+            'sha256sum', '--', path,
+            timeout=self.deadlines.for_size(self.file_size(path))).split()[0]
+
+    def sha256_from_disk(self, path: str) -> str:
+        """The digest of ``path`` as the device holds it: the (clean,
+        fsynced) cached pages are dropped first, so the digest proves what
+        a power cut would leave, not what the page cache remembers."""
+        self.execute('dd', f'if={path}', 'iflag=nocache', 'count=0',
+                     'status=none')
+        return self.sha256(path)
 
     def machine_id(self) -> str:
         return self.execute('cat', '/etc/machine-id').strip()

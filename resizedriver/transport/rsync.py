@@ -8,48 +8,55 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-from typing import Optional
+import shlex
+from typing import BinaryIO, Iterator, Optional
 
-from resizedriver import exception
-from resizedriver.sparse import ProgressFn
+from resizedriver.sparse import ProgressFn, partial_path
 from resizedriver.transport import ssh
+from resizedriver.transport.proc import spawn
 
 _PROGRESS = re.compile(rb'^\s*([\d,]+)\s+\d+%')
+_RECORD_END = re.compile(rb'\d+:\d\d:\d\d\s*$')
 
 
 class RsyncTransport(ssh.SshTransport):
-    def copy_file(self, src: str, dst: str,
-                  progress: Optional[ProgressFn] = None) -> None:
+    def _send(self, src: str, part: str,
+              progress: Optional[ProgressFn]) -> None:
+        """rsync to ``part`` (its own ``.<part name>.XXXXXX`` temp file
+        thus carries the owner too).  ``--fsync``: the data is on disk
+        before we hash it and before the record relies on it."""
         size = os.path.getsize(src)
-        rsh = ' '.join(self.options.argv())
-        cmd = ['rsync', '--sparse', '--times', '--info=progress2',
-               '--no-inc-recursive', '-e', rsh, src,
-               f'{self.options.target(self.host)}:{dst}']
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        for line in iter_lines(proc.stdout):
-            m = _PROGRESS.match(line)
-            if m and progress:
-                progress(int(m.group(1).replace(b',', b'')), size)
-        err = proc.stderr.read().decode(errors='replace').strip()
-        rc = proc.wait()
+        # -e is split by rsync itself (quotes, no backslashes): shlex.join
+        # keeps a key path with spaces one argument.  Our ssh argv ends
+        # with "--", so the host rsync appends cannot be an option.
+        cmd = ['rsync', '--sparse', '--times', '--fsync',
+               '--info=progress2', '--no-inc-recursive',
+               '-e', shlex.join(self.options.argv()), '--', src,
+               f'{self.host}:{part}']
+        with spawn(cmd, self.deadlines.for_size(size),
+                   stdout=True) as child:
+            for line in iter_lines(child.stdout):
+                m = _PROGRESS.match(line)
+                if m and progress:
+                    progress(int(m.group(1).replace(b',', b'')), size)
+            rc = child.wait()
         if rc != 0:
-            raise exception.CommandFailed(
-                f'rsync of {src} to {self.host}:{dst} failed (exit {rc}): '
-                f'{err[-2000:]}')
+            raise child.failure(f'rsync of {src} to {self.host}:{part}', rc)
         if progress:
             progress(size, size)
 
-    def remove_partial(self, dst: str) -> None:
-        """rsync writes ``.<name>.XXXXXX`` next to ``dst``."""
+    def remove_partial(self, dst: str, owner: str) -> None:
+        """Our partial file and rsync's ``.<partial name>.XXXXXX``."""
+        super().remove_partial(dst, owner)
+        part = partial_path(dst, owner)
         self.execute('sh', '-c', 'rm -f -- "$1"/."$2".??????', 'sh',
-                     os.path.dirname(dst), os.path.basename(dst))
+                     os.path.dirname(part), os.path.basename(part))
 
 
-def iter_lines(stream):
-    """rsync ends progress updates with CR, not LF: split on both."""
+def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """rsync *starts* progress updates with CR (``\\r  32,768  0% ...
+    0:00:00``): split on CR and LF, and pass on a pending record once it
+    has its elapsed time, not only when the next update arrives."""
     buf = b''
     while True:
         chunk = stream.read1(4096)
@@ -58,5 +65,8 @@ def iter_lines(stream):
         buf += chunk
         *lines, buf = re.split(rb'[\r\n]', buf)
         yield from lines
+        if _RECORD_END.search(buf):
+            yield buf
+            buf = b''
     if buf:
         yield buf

@@ -7,20 +7,60 @@ run by the destination's python3, so holes are neither sent nor filled.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
-import subprocess
 from typing import Optional
 
 from resizedriver import exception
 from resizedriver import sparse
 from resizedriver.sparse import ProgressFn
 from resizedriver.transport import base
+from resizedriver.transport.proc import Deadlines, spawn
 
 SSH_UNREACHABLE = 255
 
+#: Always given unless the operator sets the same key: never prompt, give
+#: up on a dead host, and end a copy whose network went silent after about
+#: a minute (it is then rolled back) instead of hanging the resize.
+DEFAULT_OPTIONS = ('BatchMode=yes', 'ConnectTimeout=30',
+                   'ServerAliveInterval=15', 'ServerAliveCountMax=4')
+
+#: A host name ssh could read as an option or split into more words.
+_BAD_HOST = re.compile(r'^-|[\s\x00-\x1f\x7f]')
+
+
+class BadHost(exception.ResizeRefused):
+    pass
+
+
+def check_host(host: str) -> str:
+    """``host`` if it can only be read as a host name, else refuse.
+
+    ``-oProxyCommand=...`` as a host would be an ssh option that runs a
+    command here; whitespace or control characters would become more
+    arguments or a forged log line.
+    """
+    if not host or _BAD_HOST.search(host):
+        raise BadHost(f'refusing destination host {host!r}: empty, '
+                      f'leading "-", whitespace or control characters')
+    return host
+
+
+def _key(option: str) -> str:
+    """ssh's own reading of an option's keyword: case-insensitive, ends
+    at "=" or whitespace."""
+    return re.split(r'[=\s]', option.strip(), maxsplit=1)[0].lower()
+
 
 class SshOptions:
-    """How to reach a host: user, port, key and extra ``-o`` options."""
+    """How to reach a host: user, port, key and ``-o`` options.
+
+    ``options`` are merged into :data:`DEFAULT_OPTIONS`: one with the
+    same keyword replaces that default (ssh takes the *first* value it is
+    given, so the default must go, not merely come first), the others are
+    added.
+    """
 
     def __init__(self, user: str = '', port: int = 22,
                  identity_file: str = '',
@@ -28,29 +68,33 @@ class SshOptions:
         self.user = user
         self.port = port
         self.identity_file = identity_file
-        self.options = list(options or [])
+        extra = [o.strip() for o in options or [] if o.strip()]
+        overridden = {_key(o) for o in extra}
+        self.options = [o for o in DEFAULT_OPTIONS
+                        if _key(o) not in overridden] + extra
 
     def argv(self) -> list[str]:
-        """``ssh`` and its options, without the host."""
+        """``ssh`` and its options, up to and including ``--``: the host
+        comes next, where nothing can turn it into an option."""
         argv = ['ssh', '-p', str(self.port)]
+        if self.user:
+            argv += ['-l', self.user]
         if self.identity_file:
             argv += ['-i', self.identity_file]
         for opt in self.options:
             argv += ['-o', opt]
-        return argv
-
-    def target(self, host: str) -> str:
-        return f'{self.user}@{host}' if self.user else host
+        return argv + ['--']
 
 
 class SshTransport(base.Transport):
-    def __init__(self, host: str, options: SshOptions) -> None:
-        self.host = host
+    def __init__(self, host: str, options: SshOptions,
+                 deadlines: Deadlines = Deadlines()) -> None:
+        self.host = check_host(host)
         self.options = options
+        self.deadlines = deadlines
 
     def _command(self, argv: list[str]) -> list[str]:
-        return (self.options.argv() + [self.options.target(self.host), '--',
-                ' '.join(shlex.quote(a) for a in argv)])
+        return self.options.argv() + [self.host, shlex.join(argv)]
 
     def _error(self, e, argv):
         if e.exit_code == SSH_UNREACHABLE:
@@ -59,22 +103,15 @@ class SshTransport(base.Transport):
                 f'{(e.stderr or "").strip()}')
         return super()._error(e, argv)
 
-    def copy_file(self, src: str, dst: str,
-                  progress: Optional[ProgressFn] = None) -> None:
-        cmd = self._command(['python3', '-c', sparse.RECEIVER, dst])
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        assert proc.stdin is not None
-        try:
-            sparse.write_stream(src, proc.stdin, progress)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        finally:
-            err = proc.stderr.read().decode(errors='replace').strip() \
-                if proc.stderr else ''
-            rc = proc.wait()
+    def _send(self, src: str, part: str,
+              progress: Optional[ProgressFn]) -> None:
+        cmd = self._command(['python3', '-c', sparse.RECEIVER, part])
+        timeout = self.deadlines.for_size(os.path.getsize(src))
+        with spawn(cmd, timeout, stdin=True) as child:
+            try:
+                sparse.write_stream(src, child.stdin, progress)
+            except BrokenPipeError:
+                pass    # the receiver ended: its exit code tells why
+            rc = child.wait()
         if rc != 0:
-            raise exception.CommandFailed(
-                f'copy of {src} to {self.host}:{dst} failed (exit {rc}): '
-                f'{err[-2000:]}')
+            raise child.failure(f'copy of {src} to {self.host}:{part}', rc)

@@ -36,11 +36,11 @@ class FailingCopy(LocalTransport):
         self.ok = ok
         self.calls: list[str] = []
 
-    def copy_file(self, src, dst, progress=None):
+    def copy_file(self, src, dst, progress=None, *, owner):
         self.calls.append(dst)
         if len(self.calls) > self.ok:
             raise exception.CommandFailed(f'copy to {dst} failed')
-        super().copy_file(src, dst, progress)
+        super().copy_file(src, dst, progress, owner=owner)
 
 
 def test_same_host_plan_moves_and_copies(instance, make_env, instances):
@@ -222,7 +222,12 @@ def test_copy_failure_rolls_back_other_path(instance, make_env, instances,
     assert len(transport.calls) == 3
     _assert_untouched(instance, before)
     assert not os.path.exists(dest_path / instance.uuid)
-    assert os.listdir(dest_path / '_base') == []
+    # the verified backing copy stays (other instances may use it by now),
+    # our partial files do not
+    base = [d for d in op.disks if d.role is DiskRole.ROOT][0].backing_file
+    assert os.listdir(dest_path / '_base') == [os.path.basename(base)]
+    assert sha256(str(dest_path / '_base' / os.path.basename(base))) == \
+        sha256(base)
     assert guest.call_names == ['power_off', 'start']
 
 
@@ -258,9 +263,9 @@ def test_power_off_failure_rolls_back_record(instance, make_env, instances):
 class CorruptingCopy(LocalTransport):
     """Copies, then flips one byte of the copy (a bad disk, a bad wire)."""
 
-    def copy_file(self, src, dst, progress=None):
-        super().copy_file(src, dst, progress)
-        with open(dst, 'r+b') as f:
+    def _send(self, src, part, progress):
+        super()._send(src, part, progress)
+        with open(part, 'r+b') as f:
             first = f.read(1)
             f.seek(0)
             f.write(bytes([first[0] ^ 0xff]) if first else b'x')

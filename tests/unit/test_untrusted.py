@@ -294,7 +294,8 @@ class _Says(LocalTransport):
     def __init__(self, out: str) -> None:
         self.out = out
 
-    def execute(self, *argv: str, stdin: str | None = None) -> str:
+    def execute(self, *argv: str, stdin: str | None = None,
+                timeout: float | None = None) -> str:
         return self.out
 
 
@@ -309,7 +310,7 @@ def test_info_passes_the_declared_format(tmp_path):
     calls = []
 
     class Recording(_Says):
-        def execute(self, *argv, stdin=None):
+        def execute(self, *argv, stdin=None, timeout=None):
             calls.append(argv)
             return '{"format": "qcow2", "virtual-size": 1}'
     QemuImg(Recording(''), GiB).info('/i/disk', 'qcow2')

@@ -1,0 +1,444 @@
+"""Transports for real: local copies, and ssh/rsync copies through an ssh
+stand-in that runs the remote command on this host (so the receiver, rsync
+--server, sha256sum and friends are the real programs).
+
+Every test that could hang on a broken transport runs the copy in a thread
+with a deadline: a hang is a failure, not a stuck test run.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import threading
+import time
+
+import pytest
+
+from resizedriver import exception
+from resizedriver import sparse
+from resizedriver import transport
+from resizedriver.sparse import partial_path
+from resizedriver.transport import (Deadlines, LocalTransport,
+                                    RsyncTransport, SshOptions,
+                                    SshTransport)
+from resizedriver.transport import ssh as ssh_transport
+from tests.unit.conftest import sha256
+
+MiB = 1024 * 1024
+HANG = 30       # seconds after which a copy counts as hung
+
+FAKE_SSH = r'''#!/usr/bin/env python3
+"""ssh stand-in: log argv, then run the remote command on this host."""
+import json, os, subprocess, sys, time
+args = sys.argv[1:]
+with open(os.environ['FAKE_SSH_LOG'], 'a') as f:
+    f.write(json.dumps(args) + '\n')
+i = 0
+while args[i].startswith('-') and args[i] != '--':
+    i += 2                      # every option we give takes a value
+if args[i] == '--':
+    i += 1
+host, i = args[i], i + 1
+if args[i:i + 1] == ['--']:     # as ssh, which reads options after the host
+    i += 1
+if os.environ.get('FAKE_SSH_CHATTY'):
+    sys.stderr.write('e' * 200000)     # > a pipe buffer of stderr
+    sys.stderr.flush()
+time.sleep(float(os.environ.get('FAKE_SSH_SLEEP', '0')))
+if not os.environ.get('FAKE_SSH_STALL'):
+    os.execvp('sh', ['sh', '-c', ' '.join(args[i:])])
+# pass on FAKE_SSH_STALL bytes of stdin, then go silent, still connected
+remote = subprocess.Popen(['sh', '-c', ' '.join(args[i:])],
+                          stdin=subprocess.PIPE, bufsize=0)
+left = int(os.environ['FAKE_SSH_STALL'])
+while left > 0:
+    chunk = sys.stdin.buffer.read1(min(left, 65536))
+    if not chunk:
+        remote.stdin.close()
+        sys.exit(remote.wait())
+    remote.stdin.write(chunk)
+    left -= len(chunk)
+time.sleep(3600)
+'''
+
+
+@pytest.fixture
+def fake_ssh(tmp_path, monkeypatch) -> str:
+    """Put the ssh stand-in first on PATH; returns its argv log."""
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    script = bindir / 'ssh'
+    script.write_text(FAKE_SSH)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    log = str(tmp_path / 'ssh.log')
+    monkeypatch.setenv('PATH', f'{bindir}:{os.environ["PATH"]}')
+    monkeypatch.setenv('FAKE_SSH_LOG', log)
+    return log
+
+
+def ssh_argvs(log: str) -> list[list[str]]:
+    with open(log) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def src(tmp_path) -> str:
+    """3 MiB of data (more than any pipe holds) with a hole after it."""
+    path = str(tmp_path / 'src.raw')
+    with open(path, 'wb') as f:
+        f.write(os.urandom(3 * MiB))
+        f.truncate(16 * MiB)
+    return path
+
+
+@pytest.fixture
+def dest(tmp_path) -> str:
+    path = tmp_path / 'dest'
+    path.mkdir()
+    return str(path)
+
+
+KINDS = {'local': lambda: LocalTransport(),
+         'ssh': lambda: SshTransport('desthost', SshOptions()),
+         'rsync': lambda: RsyncTransport('desthost', SshOptions())}
+REMOTE = ['ssh', 'rsync']
+
+
+def make(kind: str, fake_ssh) -> transport.Transport:
+    return KINDS[kind]()
+
+
+def leftovers(directory: str) -> list[str]:
+    """Partial files: ours, and rsync's .<name>.XXXXXX."""
+    return sorted(n for n in os.listdir(directory)
+                  if n.endswith(sparse.PARTIAL_SUFFIX) or n.startswith('.'))
+
+
+def processes_mentioning(marker: str) -> list[str]:
+    """Command lines of live (non-zombie) processes naming ``marker``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                cmdline = f.read().replace(b'\0', b' ').decode(
+                    errors='replace')
+            with open(f'/proc/{pid}/stat') as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state != 'Z' and int(pid) != os.getpid():
+            found.append(cmdline)
+    return found
+
+
+def in_thread(fn) -> tuple[threading.Thread, list]:
+    """Run ``fn`` in a thread; [result or exception] once it ends."""
+    out: list = []
+
+    def target():
+        try:
+            out.append(fn())
+        except BaseException as e:      # noqa: B902 - reported to test
+            out.append(e)
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(HANG)
+    assert not thread.is_alive(), 'the copy hung'
+    return thread, out
+
+
+def no_children_left(marker: str) -> None:
+    """Killed children may take a moment to be gone from /proc."""
+    for _ in range(50):
+        if not processes_mentioning(marker):
+            return
+        time.sleep(0.1)
+    assert processes_mentioning(marker) == []
+
+
+# -- copies -------------------------------------------------------------
+
+
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_copy_is_complete_sparse_and_leaves_nothing(kind, fake_ssh, src,
+                                                    dest):
+    dst = os.path.join(dest, 'disk')
+    seen = []
+    make(kind, fake_ssh).copy_file(
+        src, dst, lambda done, total: seen.append((done, total)), owner='u1')
+    assert sha256(dst) == sha256(src)
+    assert os.stat(dst).st_blocks * 512 < 8 * MiB
+    assert leftovers(dest) == []
+    assert seen[-1] == (16 * MiB, 16 * MiB)
+
+
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_unverified_copy_never_gets_the_final_name(kind, fake_ssh, src,
+                                                   dest, monkeypatch):
+    """A copy that reads back different fails, and the previous file
+    under the final name (another instance's backing file) stays."""
+    cls = type(make(kind, fake_ssh))
+    real_send = cls._send
+
+    def corrupting_send(self, src, part, progress):
+        real_send(self, src, part, progress)
+        with open(part, 'r+b') as f:
+            f.write(b'X')
+
+    monkeypatch.setattr(cls, '_send', corrupting_send)
+    dst = os.path.join(dest, 'base')
+    with open(dst, 'wb') as f:
+        f.write(b'in use')
+    with pytest.raises(exception.CommandFailed, match='differs'):
+        make(kind, fake_ssh).copy_file(src, dst, owner='u1')
+    with open(dst, 'rb') as f:
+        assert f.read() == b'in use'
+    assert leftovers(dest) == []
+
+
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_copy_is_read_back_from_the_device_then_published_durably(
+        kind, fake_ssh, src, dest, monkeypatch):
+    """After the data is fsynced: drop its cached pages, hash, rename,
+    fsync the directory -- in that order, all before copy_file returns."""
+    cls = type(make(kind, fake_ssh))
+    commands: list[list[str]] = []
+    real_execute = cls.execute
+
+    def recording(self, *argv, **kw):
+        commands.append(list(argv))
+        return real_execute(self, *argv, **kw)
+
+    monkeypatch.setattr(cls, 'execute', recording)
+    dst = os.path.join(dest, 'disk')
+    make(kind, fake_ssh).copy_file(src, dst, owner='u1')
+    part = partial_path(dst, 'u1')
+    names = [c[0] for c in commands if c[0] != 'stat']
+    assert names == ['dd', 'sha256sum', 'mv', 'sync']
+    assert commands[0][1:3] == [f'if={part}', 'iflag=nocache']
+    assert commands[-1] == ['sync', '--', dest]
+
+
+def test_rsync_fsyncs_what_it_writes(fake_ssh, src, dest):
+    RsyncTransport('desthost', SshOptions()).copy_file(
+        src, os.path.join(dest, 'disk'), owner='u1')
+    server = [a for a in ssh_argvs(fake_ssh) if 'rsync' in a]
+    assert '--fsync' in server[0]
+
+
+# -- partial files are per owner ------------------------------------------
+
+
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_two_owners_never_share_a_partial_file(kind, fake_ssh, src, dest):
+    """Two instances from one image copying the same _base file: each
+    writes and removes only its own partial file."""
+    dst = os.path.join(dest, 'base')
+    theirs = [partial_path(dst, 'other')]
+    if kind == 'rsync':
+        theirs.append(os.path.join(dest, '.base.other.part.Ab12Cd'))
+    for path in theirs:
+        with open(path, 'wb') as f:
+            f.write(b'half of their copy')
+    t = make(kind, fake_ssh)
+    t.copy_file(src, dst, owner='mine')
+    t.remove_partial(dst, 'mine')
+    assert sha256(dst) == sha256(src)
+    for path in theirs:
+        with open(path, 'rb') as f:
+            assert f.read() == b'half of their copy'
+
+
+def test_rsync_removes_its_own_temp_files(fake_ssh, dest):
+    dst = os.path.join(dest, 'base')
+    mine = os.path.join(dest, '.base.mine.part.Zz99Yy')
+    with open(mine, 'wb') as f:
+        f.write(b'x')
+    with open(partial_path(dst, 'mine'), 'wb') as f:
+        f.write(b'x')
+    RsyncTransport('desthost', SshOptions()).remove_partial(dst, 'mine')
+    assert leftovers(dest) == []
+
+
+def test_partial_name_needs_a_plain_owner():
+    with pytest.raises(ValueError):
+        partial_path('/d/base', '../x')
+    with pytest.raises(ValueError):
+        partial_path('/d/base', '')
+
+
+# -- every child is bounded and reaped -----------------------------------
+
+
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_progress_callback_raising_ends_the_copy(kind, fake_ssh, src, dest,
+                                                monkeypatch):
+    """Nova's progress callback (instance.save()) can raise: the copy
+    ends at once with that error, nothing keeps running or writing."""
+    def progress(done, total):
+        raise RuntimeError('instance.save() failed')
+
+    monkeypatch.setenv('FAKE_SSH_STALL', str(MiB))   # still copying
+    dst = os.path.join(dest, 'disk')
+    _, out = in_thread(lambda: make(kind, fake_ssh).copy_file(
+        src, dst, progress, owner='u1'))
+    assert isinstance(out[0], RuntimeError), out
+    no_children_left(dest)
+    assert not os.path.exists(dst)
+    assert leftovers(dest) == []
+
+
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_read_error_on_the_source_ends_the_copy(kind, fake_ssh, src, dest,
+                                                monkeypatch):
+    """EIO reading the disk half-way: the error, promptly; the previous
+    file under the final name untouched; nothing left running."""
+    real_pread = os.pread
+    reads = []
+
+    def failing_pread(fd, n, offset):
+        reads.append(offset)
+        if len(reads) > 1:
+            raise OSError(errno.EIO, 'Input/output error')
+        return real_pread(fd, n, offset)
+
+    if kind == 'rsync':
+        pytest.skip('rsync reads the source itself')
+    monkeypatch.setattr(sparse.os, 'pread', failing_pread)
+    dst = os.path.join(dest, 'disk')
+    with open(dst, 'wb') as f:
+        f.write(b'previous')
+    _, out = in_thread(lambda: make(kind, fake_ssh).copy_file(
+        src, dst, owner='u1'))
+    assert isinstance(out[0], OSError) and out[0].errno == errno.EIO, out
+    no_children_left(dest)
+    with open(dst, 'rb') as f:
+        assert f.read() == b'previous'
+    assert leftovers(dest) == []
+
+
+def test_chatty_remote_stderr_does_not_deadlock(fake_ssh, src, dest,
+                                                monkeypatch):
+    """More remote stderr than a pipe holds, before the remote reads its
+    stdin: stderr must be read while we write."""
+    monkeypatch.setenv('FAKE_SSH_CHATTY', '1')
+    dst = os.path.join(dest, 'disk')
+    _, out = in_thread(lambda: SshTransport(
+        'desthost', SshOptions()).copy_file(src, dst, owner='u1'))
+    assert out == [None]
+    assert sha256(dst) == sha256(src)
+
+
+@pytest.mark.parametrize('kind', REMOTE)
+def test_copy_past_its_deadline_is_killed(kind, fake_ssh, src, dest,
+                                          monkeypatch):
+    monkeypatch.setenv('FAKE_SSH_SLEEP', '60')
+    t = KINDS[kind]()
+    t.deadlines = Deadlines(command=1, rate=1e12)
+    started = time.monotonic()
+    _, out = in_thread(lambda: t.copy_file(
+        src, os.path.join(dest, 'disk'), owner='u1'))
+    assert isinstance(out[0], exception.CommandFailed), out
+    assert 'did not finish within 1 s' in str(out[0])
+    assert time.monotonic() - started < 15
+    no_children_left(dest)
+
+
+def test_command_past_its_deadline_is_killed_with_its_children():
+    seconds = f'60.{os.getpid():07d}'   # names our sleeps in /proc
+    t = LocalTransport(Deadlines(command=1))
+    started = time.monotonic()
+    with pytest.raises(exception.CommandFailed, match='did not finish'):
+        t.execute('sh', '-c', 'sleep "$1" & sleep "$1"', 'sh', seconds)
+    assert time.monotonic() - started < 15
+    no_children_left(seconds)
+
+
+# -- what reaches ssh ------------------------------------------------------
+
+
+@pytest.mark.parametrize('host', ['-oProxyCommand=touch /tmp/x', '-x',
+                                  'a b', 'a\tb', 'a\nb', 'h\x7f', ''])
+def test_a_host_ssh_could_misread_is_refused(conf, host):
+    conf.set_override('remote_filesystem_transport', 'ssh', group='libvirt')
+    with pytest.raises(transport.BadHost) as ei:
+        transport.for_host(host, conf)
+    assert isinstance(ei.value, exception.ResizeRefused)
+    assert '\n' not in str(ei.value)
+
+
+@pytest.mark.parametrize('kind', REMOTE)
+def test_host_comes_after_the_end_of_options(kind):
+    argv = KINDS[kind]()._command(['true'])
+    assert argv[argv.index('--') + 1] == 'desthost'
+    assert argv.index('--') < argv.index('desthost')
+
+
+def test_rsync_keeps_ssh_arguments_whole(fake_ssh, src, dest, tmp_path):
+    key = tmp_path / 'my keys' / 'id rsa'
+    opts = SshOptions(user='nova', identity_file=str(key),
+                      options=['UserKnownHostsFile=/a b/known'])
+    RsyncTransport('desthost', opts).copy_file(
+        src, os.path.join(dest, 'disk'), owner='u1')
+    argv = [a for a in ssh_argvs(fake_ssh) if 'rsync' in ' '.join(a)][0]
+    assert argv[argv.index('-i') + 1] == str(key)
+    assert 'UserKnownHostsFile=/a b/known' in argv
+    assert argv[argv.index('-l') + 1] == 'nova'
+    assert argv[argv.index('--') + 1] == 'desthost'
+
+
+def options_of(argv: list[str]) -> list[str]:
+    return [argv[i + 1] for i, a in enumerate(argv) if a == '-o']
+
+
+def test_operator_ssh_options_keep_the_safe_defaults():
+    opts = options_of(SshOptions(
+        options=['StrictHostKeyChecking=accept-new']).argv())
+    assert opts == list(ssh_transport.DEFAULT_OPTIONS) + [
+        'StrictHostKeyChecking=accept-new']
+
+
+def test_an_operator_option_replaces_only_its_own_default():
+    opts = options_of(SshOptions(
+        options=['connecttimeout=5', 'ServerAliveInterval 30']).argv())
+    assert opts == ['BatchMode=yes', 'ServerAliveCountMax=4',
+                    'connecttimeout=5', 'ServerAliveInterval 30']
+
+
+def test_configured_ssh_options_are_merged(conf):
+    conf.set_override('ssh_options', ['IdentitiesOnly=yes'],
+                      group='resizedriver')
+    t = transport.for_host('desthost', conf)
+    opts = options_of(t._command(['true']))
+    assert opts == list(ssh_transport.DEFAULT_OPTIONS) + ['IdentitiesOnly=yes']
+
+
+# -- qemu-img --------------------------------------------------------------
+
+
+def test_every_qemu_img_command_is_limited(tmp_path):
+    """Not only info: create/resize/rebase/convert run under prlimit with
+    a deadline; convert's grows with the image it reads."""
+    from resizedriver.qemuimg import QemuImg
+    calls = []
+
+    class Recording(LocalTransport):
+        def execute(self, *argv, stdin=None, timeout=None):
+            calls.append((argv, timeout))
+            return str(64 * 1024 * MiB) if argv[0] == 'stat' else ''
+
+    q = QemuImg(Recording(Deadlines(command=100, rate=MiB)), 1 << 40)
+    q.create('/i/disk', 'qcow2', MiB)
+    q.resize('/i/disk', 'qcow2', 2 * MiB)
+    q.rebase_unsafe('/i/disk', '/b/base', 'raw')
+    q.convert('/i/disk', '/i/disk.part', 'qcow2', 'raw')
+    runs = [(argv, timeout) for argv, timeout in calls if argv[0] != 'stat']
+    assert [argv[4] for argv, _ in runs] == ['create', 'resize', 'rebase',
+                                             'convert']
+    for argv, timeout in runs:
+        assert argv[0] == 'prlimit' and argv[2].startswith('--as=')
+        assert argv[3] == 'qemu-img'
+    assert [t for _, t in runs] == [100, 100, 100, 100 + 64 * 1024]
