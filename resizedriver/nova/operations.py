@@ -143,6 +143,11 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         self.refuse_vtpm_to_another_host()
         super().validate()
 
+    def check_host_files(self) -> None:
+        """Nova's XML is authoritative: ``_get_guest_xml`` regenerates
+        the definition on the destination (guest-agent socket, firmware,
+        CD-ROMs and all); the source's is never defined there."""
+
     def refuse_vtpm_to_another_host(self) -> None:
         """Nova moves the swtpm state (``save_and_migrate_vtpm_dir``) to
         another host; the engine copies only disks and ``disk.info``, so

@@ -78,9 +78,12 @@ class Scenario:
                 if d.name() == self.guest.name]
 
     def disk_paths(self) -> list[str]:
+        """The instance's own disks (not the host's read-only CD-ROM,
+        which stays where it is)."""
         from resizedriver import domain_xml
         return [d.path for d in domain_xml.file_disks(
-            self.host.lookup(self.guest.uuid).xml())]
+            self.host.lookup(self.guest.uuid).xml())
+            if d.target_dev != testguest.CDROM_DEV]
 
 
 def write_config(root: str, sshd: hostenv.LoopbackSshd,

@@ -4,7 +4,8 @@
 holds a qcow2 overlay ``disk`` over it, ``kernel`` and ``ramdisk`` (direct
 kernel boot, as Nova does for AMI-style images) and ``console.log``.  The
 guest has one VIF on a Linux bridge and its static IP on the kernel
-command line.
+command line, a read-only CD-ROM image outside the instance directory and
+a guest-agent channel socket, as Nova instances often have.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 GUEST_BUILD = os.environ.get('RESIZEDRIVER_GUEST_DIR',
                              os.path.join(REPO, 'build', 'guest'))
 IMAGE_ID = 'resizedriver-test-image'
+CDROM_DEV = 'hdc'
 
 DOMAIN_XML = """<domain type='{virt_type}'>
   <name>{name}</name>
@@ -59,6 +61,16 @@ DOMAIN_XML = """<domain type='{virt_type}'>
       <target port='0'/>
     </serial>
     <console type='pty'><target type='serial' port='0'/></console>
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file='{iso}'/>
+      <target dev='{cdrom_dev}' bus='ide'/>
+      <readonly/>
+    </disk>
+    <channel type='unix'>
+      <source mode='bind' path='/var/lib/libvirt/qemu/rdga.{uuid}.sock'/>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
     <memballoon model='virtio'/>
   </devices>
 </domain>
@@ -115,8 +127,21 @@ def create(host: Host, instances_path: str, *, name: str, mac: str, ip: str,
     host.define(DOMAIN_XML.format(
         virt_type=host.virt_type('kvm'), name=name, uuid=uuid,
         memory_mib=memory_mib, vcpus=vcpus, dir=inst_dir, ip=ip, mac=mac,
-        bridge=bridge))
+        bridge=bridge, iso=_iso(os.path.dirname(instances_path)),
+        cdrom_dev=CDROM_DEV))
     return TestGuest(instances_path, uuid, name, mac, ip)
+
+
+def _iso(directory: str) -> str:
+    """A read-only CD-ROM image outside the instance directory, as an
+    operator's ISO would be ("CD001" marks ISO 9660), so that every resize
+    proves such host files (and the guest-agent socket) are kept."""
+    path = os.path.join(directory, 'rdtest-cdrom.iso')
+    if not os.path.exists(path):
+        with open(path, 'wb') as f:
+            f.truncate(64 * 1024)
+            os.pwrite(f.fileno(), b'CD001', 32769)
+    return path
 
 
 def remove(host: Host, guest: TestGuest) -> None:
