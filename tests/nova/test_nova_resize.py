@@ -167,13 +167,7 @@ def test_a_resize_killed_mid_way_is_recovered_at_start(make_server,
     inst.old_flavor, inst.new_flavor = inst.flavor, flavor(BIG)
     inst.save()
 
-    real_done = journal.Journal.done
-
-    def die_after(self, step):
-        if step == 'move instance dir to _resize':
-            raise Crash(step)
-        real_done(self, step)
-    monkeypatch.setattr(journal.Journal, 'done', die_after)
+    kill_after(monkeypatch, 'move instance dir to _resize')
     with pytest.raises(Crash):
         drv.migrate_disk_and_power_off(server.ctx, inst, mig.dest_host,
                                        flavor(BIG), server.nw, None, 60, 2)
@@ -291,17 +285,24 @@ def forbid_engine_guest_steps(monkeypatch):
     monkeypatch.setattr(Host, 'define', forbidden)
 
 
+def kill_after(monkeypatch, step: str):
+    """The process "dies" right after ``step`` ran, before the journal
+    records it done; returns the real ``Journal.done``."""
+    real_done = journal.Journal.done
+
+    def die_after(self, name):
+        if name == step:
+            raise Crash(name)
+        real_done(self, name)
+    monkeypatch.setattr(journal.Journal, 'done', die_after)
+    return real_done
+
+
 def revert_killed_after_moving_back(server, monkeypatch):
     """A resized server, its revert killed once the kept copy is back."""
     mig = resize(server, flavor(BIG))
     assert server.wait_boot(2).cpu_count == 2
-    real_done = journal.Journal.done
-
-    def die_after(self, step):
-        if step == 'move _resize back':
-            raise Crash(step)
-        real_done(self, step)
-    monkeypatch.setattr(journal.Journal, 'done', die_after)
+    real_done = kill_after(monkeypatch, 'move _resize back')
     with pytest.raises(Crash):
         revert(server, mig)
     monkeypatch.setattr(journal.Journal, 'done', real_done)
