@@ -291,7 +291,8 @@ def test_progress_callback_raising_ends_the_copy(kind, fake_ssh, src, dest,
     assert leftovers(dest) == []
 
 
-@pytest.mark.parametrize('kind', list(KINDS))
+# rsync reads the source itself (its own process), not through sparse.
+@pytest.mark.parametrize('kind', [k for k in KINDS if k != 'rsync'])
 def test_read_error_on_the_source_ends_the_copy(kind, fake_ssh, src, dest,
                                                 monkeypatch):
     """EIO reading the disk half-way: the error, promptly; the previous
@@ -305,8 +306,6 @@ def test_read_error_on_the_source_ends_the_copy(kind, fake_ssh, src, dest,
             raise OSError(errno.EIO, 'Input/output error')
         return real_pread(fd, n, offset)
 
-    if kind == 'rsync':
-        pytest.skip('rsync reads the source itself')
     monkeypatch.setattr(sparse.os, 'pread', failing_pread)
     dst = os.path.join(dest, 'disk')
     with open(dst, 'wb') as f:
