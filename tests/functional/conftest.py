@@ -35,10 +35,14 @@ def host() -> Host:
 
 @pytest.fixture(scope='session')
 def sshd():
-    server = hostenv.LoopbackSshd(os.path.join(TEST_ROOT, 'sshd'))
+    # One per test session: two sessions at once (a developer's and a
+    # scratch clone's) must not stop or replace each other's sshd.
+    workdir = os.path.join(TEST_ROOT, f'sshd-{os.getpid()}')
+    server = hostenv.LoopbackSshd(workdir)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclasses.dataclass
