@@ -54,19 +54,29 @@ class Plan:
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.step_names
+
+    def _index(self, name: str) -> int:
+        if name not in self:
+            raise ValueError(f'{self.name} has no step {name!r} (it plans '
+                             f'{", ".join(self.step_names)})')
+        return self.step_names.index(name)
+
     def replace(self, name: str, *steps: Step) -> 'Plan':
-        """Swap the step ``name`` (if planned) for ``steps``.
+        """Swap the step ``name`` for ``steps`` (none: drop it).
 
         This is how an integration (the Nova adapter) substitutes its own
-        implementation of a step without copying the whole plan.
+        implementation of a step without copying the whole plan.  A step
+        that is not planned is an error: check ``name in plan`` for the
+        ones a plan has only sometimes.
         """
-        at = self.step_names.index(name) if name in self.step_names else None
-        if at is not None:
-            self.steps[at:at + 1] = list(steps)
+        at = self._index(name)
+        self.steps[at:at + 1] = list(steps)
         return self
 
     def insert_after(self, name: str, *steps: Step) -> 'Plan':
-        at = self.step_names.index(name) + 1
+        at = self._index(name) + 1
         self.steps[at:at] = list(steps)
         return self
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import nova.conf
 from nova.virt.libvirt import blockinfo
@@ -37,6 +37,7 @@ from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
 from resizedriver import exception
+from resizedriver import stepname
 from resizedriver import record as rd_record
 from resizedriver import recovery
 from resizedriver.env import HostEnv
@@ -123,10 +124,11 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         # finish_revert_migration for an instance left RESIZE_MIGRATING
         # rebuilds the XML, which connects the volumes.
         return super().plan().insert_after(
-            'power off',
-            Step('unplug VIFs', self.nova.unplug_vifs, self.nova.plug_vifs,
+            stepname.POWER_OFF,
+            Step(stepname.UNPLUG_VIFS, self.nova.unplug_vifs,
+                 self.nova.plug_vifs,
                  undo_after_crash=False),
-            Step('disconnect volumes', self.nova.disconnect_volumes,
+            Step(stepname.DISCONNECT_VOLUMES, self.nova.disconnect_volumes,
                  self.nova.connect_volumes, undo_after_crash=False))
 
     def journal_context(self) -> dict[str, Any]:
@@ -211,12 +213,14 @@ class NovaFinish(FinishMigration):
 
     def plan(self) -> Plan:
         plan = super().plan()
-        plan.replace('create swap')          # Nova's image backend does it
+        if stepname.CREATE_SWAP in plan:     # Nova's image backend does it
+            plan.replace(stepname.CREATE_SWAP)
         # Nova plugs VIFs as part of defining the guest; what it needs
         # first is its images (swap, config drive, ...).
         return plan.replace(
-            'plug VIFs',
-            Step('create missing images', self.create_missing_images))
+            stepname.PLUG_VIFS,
+            Step(stepname.CREATE_MISSING_IMAGES,
+                 self.create_missing_images))
 
     def create_missing_images(self) -> None:
         """Swap, config drive, a missing backing file: the image backend
@@ -263,9 +267,7 @@ class NovaConfirm(ConfirmMigration):
         return cls(env, ResizeRecord.from_dict(context['record']), nova)
 
     def plan(self) -> Plan:
-        return super().plan().replace(
-            'undefine source domain',
-            Step('undefine source domain', self.undefine_source))
+        return self._undefining_with(self.undefine_source)
 
     def recovery_plan(self) -> Plan:
         """At start-up, without Nova's objects: the old domain goes as
@@ -274,10 +276,17 @@ class NovaConfirm(ConfirmMigration):
         flavor that dropped its vTPM and the old host's VIF devices need
         the instance's flavors and network info, so they are left (Nova
         does not look at an instance of another host at start-up)."""
-        return super().plan().replace(
-            'undefine source domain',
-            Step('undefine source domain', functools.partial(
-                undefine, self.env, self.record.uuid, keep_state=False)))
+        return self._undefining_with(functools.partial(
+            undefine, self.env, self.record.uuid, keep_state=False))
+
+    def _undefining_with(self, undefine_source: Callable[[], None]) -> Plan:
+        """The engine's confirm, the old domain undefined Nova's way
+        (planned only when the destination is another hypervisor)."""
+        plan = super().plan()
+        if stepname.UNDEFINE_SOURCE in plan:
+            plan.replace(stepname.UNDEFINE_SOURCE,
+                         Step(stepname.UNDEFINE_SOURCE, undefine_source))
+        return plan
 
     def undefine_source(self) -> None:
         n = self.nova
@@ -341,9 +350,9 @@ class NovaRevert:
 
     def plan(self) -> Plan:
         return Plan('finish_revert_migration', self.source.uuid, [
-            Step('move _resize back', self.move_back),
-            Step('define and start guest', self.define_and_start),
-            Step('remove resize record',
+            Step(stepname.MOVE_BACK, self.move_back),
+            Step(stepname.DEFINE_AND_START, self.define_and_start),
+            Step(stepname.REMOVE_RECORD,
                  lambda: rd_revert.remove_record(self.source)),
         ], forward=True)
 
@@ -354,7 +363,7 @@ class NovaRevert:
         then finds no record and defines and starts it; one left
         RESIZE_REVERTING gets a new XML from Nova's next hard reboot)."""
         plan = self.plan()
-        return plan.replace('define and start guest')
+        return plan.replace(stepname.DEFINE_AND_START)
 
     def move_back(self) -> None:
         if rd_revert.restore_source_dir(self.source):

@@ -18,6 +18,7 @@ import shutil
 from typing import Any
 
 from resizedriver import exception
+from resizedriver import stepname
 from resizedriver.env import HostEnv
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
@@ -40,10 +41,10 @@ class ConfirmMigration:
         return self.plan()
 
     def plan(self) -> Plan:
-        steps = [Step('check copies were verified', self.check_verified)]
+        steps = [Step(stepname.CHECK_VERIFIED, self.check_verified)]
         if not self.record.destination.same_hypervisor:
-            steps.append(Step('undefine source domain', self.undefine))
-        steps.append(Step('delete _resize', self.delete_resize_dir))
+            steps.append(Step(stepname.UNDEFINE_SOURCE, self.undefine))
+        steps.append(Step(stepname.DELETE_RESIZE_DIR, self.delete_resize_dir))
         return Plan('confirm_migration', self.record.uuid, steps,
                     forward=True)
 

@@ -33,6 +33,7 @@ from oslo_log import log as logging
 
 from resizedriver import domain_xml
 from resizedriver import exception
+from resizedriver import stepname
 from resizedriver import hostfiles
 from resizedriver import inventory
 from resizedriver import vif
@@ -94,23 +95,23 @@ class FinishMigration:
         return self.plan()
 
     def plan(self) -> Plan:
-        steps = [Step('check copied disks', self.check_disks)]
+        steps = [Step(stepname.CHECK_COPIES, self.check_disks)]
         pairs = list(zip(self.copied, self.final))
         if any(self._dest_backing(c) not in (None, c.backing_file)
                for c in self.copied):
-            steps.append(Step('rebase overlays', self.rebase))
+            steps.append(Step(stepname.REBASE, self.rebase))
         if any(c.format != f.format for c, f in pairs):
-            steps.append(Step('convert disk formats', self.convert))
+            steps.append(Step(stepname.CONVERT, self.convert))
         if any(c.virtual_size != f.virtual_size for c, f in pairs):
-            steps.append(Step('extend disks', self.extend))
+            steps.append(Step(stepname.EXTEND, self.extend))
         if self.record.new_flavor.swap_bytes:
-            steps.append(Step('create swap', self.create_swap))
+            steps.append(Step(stepname.CREATE_SWAP, self.create_swap))
         if os.path.exists(self.dest.path(DISK_INFO)):
-            steps.append(Step('write disk.info', self.write_disk_info))
-        steps += [Step('plug VIFs', self.plug_vifs),
-                  Step('define domain', self.define, self.undefine)]
+            steps.append(Step(stepname.WRITE_DISK_INFO, self.write_disk_info))
+        steps += [Step(stepname.PLUG_VIFS, self.plug_vifs),
+                  Step(stepname.DEFINE, self.define, self.undefine)]
         if self.power_on:
-            steps.append(Step('start guest', self.start, self.stop))
+            steps.append(Step(stepname.START, self.start, self.stop))
         return Plan('finish_migration', self.record.uuid, steps)
 
     # -- steps ------------------------------------------------------------

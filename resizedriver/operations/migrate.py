@@ -25,6 +25,7 @@ from typing import Any, Optional
 from oslo_log import log as logging
 
 from resizedriver import exception
+from resizedriver import stepname
 from resizedriver import fileutil
 from resizedriver import hostfiles
 from resizedriver import inventory
@@ -92,22 +93,22 @@ class MigrateDiskAndPowerOff:
     def steps(self) -> Plan:
         steps = []
         if self.backing_to_copy:
-            steps.append(Step('copy backing files', self.copy_backing,
+            steps.append(Step(stepname.COPY_BACKING, self.copy_backing,
                               self.remove_copied_backing))
         steps += [
-            Step('write resize record', self.write_record,
+            Step(stepname.WRITE_RECORD, self.write_record,
                  self.remove_record),
-            Step('power off', self.power_off, self.power_on_again),
+            Step(stepname.POWER_OFF, self.power_off, self.power_on_again),
         ]
-        move = Step('move instance dir to _resize', self.move_to_resize,
+        move = Step(stepname.MOVE_TO_RESIZE, self.move_to_resize,
                     self.move_back)
         if self.shared:
-            steps += [move, Step('create instance dir', self.create_dest_dir,
-                                 self.remove_dest_dir)]
+            steps += [move, Step(stepname.CREATE_INSTANCE_DIR,
+                                 self.create_dest_dir, self.remove_dest_dir)]
         else:
-            steps += [Step('create destination dir', self.create_dest_dir,
+            steps += [Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
                            self.remove_dest_dir), move]
-        steps.append(Step('copy disks', self.copy_disks))
+        steps.append(Step(stepname.COPY_DISKS, self.copy_disks))
         return Plan('migrate_disk_and_power_off', self.inst.uuid, steps)
 
     def validate(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from resizedriver import domain_xml
 from resizedriver import fileutil
 from resizedriver import remote
+from resizedriver import stepname
 from resizedriver import transport
 from resizedriver import vif
 from resizedriver.env import HostEnv
@@ -82,17 +83,17 @@ class FinishRevertMigration:
         steps = []
         if self.record.destination.host is not None and \
                 not self.record.destination.same_hypervisor:
-            steps.append(Step('drop destination guest', self.drop_dest_guest))
+            steps.append(Step(stepname.DROP_DEST_GUEST, self.drop_dest_guest))
         if self.record.destination.same_hypervisor:
-            steps.append(Step('stop resized guest', self.stop_resized))
+            steps.append(Step(stepname.STOP_RESIZED, self.stop_resized))
         if not self.record.shared_path:
-            steps.append(Step('drop destination copy', self.drop_dest_copy))
-        steps += [Step('move _resize back', self.move_back),
-                  Step('define source domain', self.define),
-                  Step('plug VIFs', self.plug_vifs)]
+            steps.append(Step(stepname.DROP_DEST_COPY, self.drop_dest_copy))
+        steps += [Step(stepname.MOVE_BACK, self.move_back),
+                  Step(stepname.DEFINE_SOURCE, self.define),
+                  Step(stepname.PLUG_VIFS, self.plug_vifs)]
         if self.power_on:
-            steps.append(Step('start guest', self.start))
-        steps.append(Step('remove resize record', self.remove_record))
+            steps.append(Step(stepname.START, self.start))
+        steps.append(Step(stepname.REMOVE_RECORD, self.remove_record))
         return Plan('finish_revert_migration', self.record.uuid, steps,
                     forward=True)
 
@@ -137,7 +138,7 @@ class DropDestinationGuest:
 
     def plan(self) -> Plan:
         return Plan('drop_destination_guest', self.uuid,
-                    [Step('destroy and undefine guest', self.drop)])
+                    [Step(stepname.DROP_GUEST, self.drop)])
 
     def drop(self) -> None:
         self.env.host.remove(self.uuid)

@@ -127,3 +127,15 @@ def test_ctrl_c_in_a_step_undoes_that_step_too():
     with pytest.raises(KeyboardInterrupt):
         plan.run()
     assert log == ['do a', 'do b', 'undo b', 'undo a']
+
+
+def test_replacing_a_step_that_is_not_planned_is_an_error():
+    log, step = recorder()
+    plan = Plan('op', UUID, [step('a'), step('b')])
+    with pytest.raises(ValueError, match="no step 'c'"):
+        plan.replace('c', step('x'))
+    with pytest.raises(ValueError, match="no step 'c'"):
+        plan.insert_after('c', step('x'))
+    assert 'b' in plan and 'c' not in plan
+    plan.replace('b')
+    assert plan.step_names == ['a']

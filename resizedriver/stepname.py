@@ -1,0 +1,48 @@
+"""The names of plan steps, one constant each.
+
+They are what journals record and what an integration (the Nova adapter)
+names when it replaces a step with its own implementation, so a typo is
+an ``AttributeError`` at import, not a step silently left as it was.  The
+values are written into journals: changing one breaks the recovery of
+journals written by an older version.
+"""
+
+# migrate_disk_and_power_off
+COPY_BACKING = 'copy backing files'
+WRITE_RECORD = 'write resize record'
+POWER_OFF = 'power off'
+UNPLUG_VIFS = 'unplug VIFs'
+DISCONNECT_VOLUMES = 'disconnect volumes'
+CREATE_DEST_DIR = 'create destination dir'
+MOVE_TO_RESIZE = 'move instance dir to _resize'
+CREATE_INSTANCE_DIR = 'create instance dir'
+COPY_DISKS = 'copy disks'
+
+# finish_migration
+CHECK_COPIES = 'check copied disks'
+REBASE = 'rebase overlays'
+CONVERT = 'convert disk formats'
+EXTEND = 'extend disks'
+CREATE_SWAP = 'create swap'
+WRITE_DISK_INFO = 'write disk.info'
+CREATE_MISSING_IMAGES = 'create missing images'
+PLUG_VIFS = 'plug VIFs'
+DEFINE = 'define domain'
+START = 'start guest'
+
+# confirm_migration
+CHECK_VERIFIED = 'check copies were verified'
+UNDEFINE_SOURCE = 'undefine source domain'
+DELETE_RESIZE_DIR = 'delete _resize'
+
+# finish_revert_migration
+DROP_DEST_GUEST = 'drop destination guest'
+STOP_RESIZED = 'stop resized guest'
+DROP_DEST_COPY = 'drop destination copy'
+MOVE_BACK = 'move _resize back'
+DEFINE_SOURCE = 'define source domain'
+DEFINE_AND_START = 'define and start guest'
+REMOVE_RECORD = 'remove resize record'
+
+# drop_destination_guest
+DROP_GUEST = 'destroy and undefine guest'
