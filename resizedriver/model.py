@@ -115,6 +115,38 @@ def disks_from_json(text: str) -> list[DiskFile]:
     return [DiskFile.from_dict(d) for d in data]
 
 
+class Topology(str, enum.Enum):
+    """Where the destination is, relative to the source: decided once, in
+    migrate's validation, and kept in the resize record, so that every
+    later step (and recovery) asks the record instead of deciding again.
+
+    "Same hypervisor": the destination runs on the very libvirtd that
+    defines the source domain (one definition, redefined).  "Shared path":
+    the destination sees our instances directory as its own (the same
+    ``<uuid>`` directory name is reused after the move to ``_resize``).
+    """
+
+    SAME_HOST = 'same-host'                # same libvirtd, same instances dir
+    SAME_HYPERVISOR = 'same-hypervisor'    # same libvirtd, another path
+    SHARED_STORAGE = 'shared-storage'      # another host, our instances dir
+    OTHER_HOST = 'other-host'              # another host, its own storage
+
+    @classmethod
+    def of(cls, same_hypervisor: bool, shared_path: bool) -> 'Topology':
+        return {(True, True): cls.SAME_HOST,
+                (True, False): cls.SAME_HYPERVISOR,
+                (False, True): cls.SHARED_STORAGE,
+                (False, False): cls.OTHER_HOST}[same_hypervisor, shared_path]
+
+    @property
+    def same_hypervisor(self) -> bool:
+        return self in (Topology.SAME_HOST, Topology.SAME_HYPERVISOR)
+
+    @property
+    def shared_path(self) -> bool:
+        return self in (Topology.SAME_HOST, Topology.SHARED_STORAGE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Destination:
     """Where the instance goes.

@@ -18,7 +18,7 @@ from typing import Any
 from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import layout
-from resizedriver.model import Destination, DiskFile, Flavor
+from resizedriver.model import Destination, DiskFile, Flavor, Topology
 
 
 @dataclasses.dataclass
@@ -28,7 +28,7 @@ class ResizeRecord:
     source_host: str
     source_instances_path: str
     destination: Destination
-    shared_path: bool
+    topology: Topology
     old_flavor: Flavor
     new_flavor: Flavor
     source_xml: str
@@ -36,6 +36,14 @@ class ResizeRecord:
     was_running: bool
     #: every copy was read back on the destination and matched the source
     copies_verified: bool = False
+
+    @property
+    def shared_path(self) -> bool:
+        return self.topology.shared_path
+
+    @property
+    def same_hypervisor(self) -> bool:
+        return self.topology.same_hypervisor
 
     @property
     def source(self) -> layout.InstanceLayout:
@@ -49,6 +57,7 @@ class ResizeRecord:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d['destination'] = self.destination.to_dict()
+        d['topology'] = self.topology.value
         d['old_flavor'] = self.old_flavor.to_dict()
         d['new_flavor'] = self.new_flavor.to_dict()
         d['disks'] = [disk.to_dict() for disk in self.disks]
@@ -69,12 +78,16 @@ class ResizeRecord:
     @classmethod
     def from_dict(cls, d: Any) -> 'ResizeRecord':
         try:
+            destination = Destination.from_dict(d['destination'])
+            # Records written before the topology was kept say shared_path.
+            topology = Topology(d['topology']) if 'topology' in d else \
+                Topology.of(destination.same_hypervisor,
+                            bool(d['shared_path']))
             return cls(
                 uuid=layout.check_uuid(d['uuid']), name=d['name'],
                 source_host=d['source_host'],
                 source_instances_path=d['source_instances_path'],
-                destination=Destination.from_dict(d['destination']),
-                shared_path=bool(d['shared_path']),
+                destination=destination, topology=topology,
                 old_flavor=Flavor.from_dict(d['old_flavor']),
                 new_flavor=Flavor.from_dict(d['new_flavor']),
                 source_xml=d['source_xml'],

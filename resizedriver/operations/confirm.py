@@ -42,7 +42,7 @@ class ConfirmMigration:
 
     def plan(self) -> Plan:
         steps = [Step(stepname.CHECK_VERIFIED, self.check_verified)]
-        if not self.record.destination.same_hypervisor:
+        if not self.record.same_hypervisor:
             steps.append(Step(stepname.UNDEFINE_SOURCE, self.undefine))
         steps.append(Step(stepname.DELETE_RESIZE_DIR, self.delete_resize_dir))
         return Plan('confirm_migration', self.record.uuid, steps,

@@ -134,7 +134,7 @@ class FinishMigration:
         from another host is checked again here, where they are opened."""
         files = hostfiles.kept(self.record.source_xml,
                                self.record.source.dir)
-        if not self.record.destination.same_hypervisor:
+        if not self.record.same_hypervisor:
             hostfiles.check_here(files)
 
     def _dest_backing(self, disk: DiskFile) -> Optional[str]:
@@ -192,7 +192,7 @@ class FinishMigration:
         self.guest = self.env.host.define(xml)
 
     def undefine(self) -> None:
-        if self.record.destination.same_hypervisor:
+        if self.record.same_hypervisor:
             self.env.host.define(self.record.source_xml)
         else:
             self.env.host.remove(self.record.uuid)

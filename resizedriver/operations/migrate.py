@@ -32,7 +32,8 @@ from resizedriver import inventory
 from resizedriver import transport
 from resizedriver.env import HostEnv
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
-from resizedriver.model import Destination, DiskFile, DiskRole, Flavor
+from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor,
+                                Topology)
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 from resizedriver.transport import Transport
@@ -50,7 +51,8 @@ class MigrateDiskAndPowerOff:
         self.dest_inst = InstanceLayout(dest.instances_path, uuid)
         self.transport = dest_transport
         self.guest = env.host.lookup(uuid)
-        self.shared = False
+        #: decided once, in validation; the record keeps it
+        self.topology = Topology.of(dest.same_hypervisor, False)
         self.disks: list[DiskFile] = []
         self.backing_to_copy: list[str] = []
         self.record: Optional[ResizeRecord] = None
@@ -69,7 +71,8 @@ class MigrateDiskAndPowerOff:
         """What recovery needs to rebuild the undos."""
         return {'uuid': self.inst.uuid, 'dest': self.dest.to_dict(),
                 'new_flavor': self.new_flavor.to_dict(),
-                'shared': self.shared, 'was_running': self.was_running,
+                'topology': self.topology.value,
+                'was_running': self.was_running,
                 'backing_to_copy': self.backing_to_copy}
 
     @classmethod
@@ -79,7 +82,10 @@ class MigrateDiskAndPowerOff:
         op = cls(env, context['uuid'],
                  Flavor.from_dict(context['new_flavor']), dest,
                  transport.for_host(dest.host, env.conf))
-        op.shared = bool(context['shared'])
+        # journals written before the topology was kept say 'shared'
+        op.topology = Topology(context['topology']) if 'topology' in \
+            context else Topology.of(dest.same_hypervisor,
+                                     bool(context['shared']))
         # Under Nova, Nova's own start-up starts the guest (after plugging
         # its VIFs and rebuilding its XML in finish_revert_migration).
         op.was_running = (bool(context['was_running']) and
@@ -102,7 +108,7 @@ class MigrateDiskAndPowerOff:
         ]
         move = Step(stepname.MOVE_TO_RESIZE, self.move_to_resize,
                     self.move_back)
-        if self.shared:
+        if self.topology.shared_path:
             steps += [move, Step(stepname.CREATE_INSTANCE_DIR,
                                  self.create_dest_dir, self.remove_dest_dir)]
         else:
@@ -141,8 +147,10 @@ class MigrateDiskAndPowerOff:
                                   self.env.qemu_img().max_virtual_size)
         self.transport.execute('true')       # dest reachable at all
         self.check_host_files()
-        self.shared = self._path_is_shared()
-        if not self.shared and self.transport.exists(self.dest_inst.dir):
+        self.topology = Topology.of(self.dest.same_hypervisor,
+                                    self._path_is_shared())
+        if not self.topology.shared_path and \
+                self.transport.exists(self.dest_inst.dir):
             # Ours to delete on rollback only if we made it.
             raise exception.ResizeRefused(
                 f'{self.dest_inst.dir} already exists on the destination; '
@@ -155,7 +163,7 @@ class MigrateDiskAndPowerOff:
         definition cannot keep, or that another hypervisor lacks (see
         :mod:`resizedriver.hostfiles`): before power off, not in finish."""
         files = hostfiles.kept(self.source_xml, self.inst.dir)
-        if not self.dest.same_hypervisor:
+        if not self.topology.same_hypervisor:
             hostfiles.check_on(self.transport, files)
 
     def _path_is_shared(self) -> bool:
@@ -174,7 +182,7 @@ class MigrateDiskAndPowerOff:
         for backing in sorted({d.backing_file for d in self.disks
                                if d.backing_file}):
             dest_path = self.dest_inst.base_path(os.path.basename(backing))
-            if self.shared or (self.transport.host is None and
+            if self.topology.shared_path or (self.transport.host is None and
                                os.path.realpath(dest_path) ==
                                os.path.realpath(backing)):
                 continue
@@ -247,7 +255,7 @@ class MigrateDiskAndPowerOff:
             uuid=self.inst.uuid, name=self.guest.name,
             source_host=self.env.hostname,
             source_instances_path=self.env.instances_path,
-            destination=self.dest, shared_path=self.shared,
+            destination=self.dest, topology=self.topology,
             old_flavor=self.old_flavor, new_flavor=self.new_flavor,
             source_xml=self.source_xml, disks=self.disks,
             was_running=self.was_running)
@@ -277,7 +285,8 @@ class MigrateDiskAndPowerOff:
     def remove_dest_dir(self) -> None:
         if self.dest_dir_not_ours:
             return
-        if self.shared and not os.path.isdir(self.inst.resize_dir):
+        if self.topology.shared_path and \
+                not os.path.isdir(self.inst.resize_dir):
             return      # <uuid> is still the source itself: not ours
         self.transport.remove_tree(self.dest_inst.dir)
 

@@ -82,9 +82,9 @@ class FinishRevertMigration:
     def plan(self) -> Plan:
         steps = []
         if self.record.destination.host is not None and \
-                not self.record.destination.same_hypervisor:
+                not self.record.same_hypervisor:
             steps.append(Step(stepname.DROP_DEST_GUEST, self.drop_dest_guest))
-        if self.record.destination.same_hypervisor:
+        if self.record.same_hypervisor:
             steps.append(Step(stepname.STOP_RESIZED, self.stop_resized))
         if not self.record.shared_path:
             steps.append(Step(stepname.DROP_DEST_COPY, self.drop_dest_copy))

@@ -8,7 +8,8 @@ import pytest
 from resizedriver import exception
 from resizedriver import layout
 from resizedriver import record as rd_record
-from resizedriver.model import Destination, DiskFile, DiskRole, Flavor, MiB
+from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor, MiB,
+                                Topology)
 from resizedriver.record import ResizeRecord
 
 UUID = '0f8e3c1a-9b2d-4e5f-8a7b-6c5d4e3f2a1b'
@@ -20,7 +21,7 @@ def make_record(instances='/srv/instances') -> ResizeRecord:
         uuid=UUID, name='guest-1', source_host='src.example',
         source_instances_path=instances,
         destination=Destination('dst.example', '/srv/dest', False),
-        shared_path=False,
+        topology=Topology.OTHER_HOST,
         old_flavor=Flavor(1, 256, 8 * MiB, 4 * MiB, 0),
         new_flavor=Flavor(2, 512, 16 * MiB, 4 * MiB, 2 * MiB),
         source_xml='<domain><name>guest-1</name></domain>',
@@ -117,3 +118,23 @@ def test_load_pending_and_all_pending(tmp_path):
     rec.write(inst.in_resize_dir(layout.RECORD_NAME))
     assert rd_record.load_pending(inst) == rec
     assert rd_record.all_pending(str(tmp_path)) == [rec]
+
+
+def test_the_topology_is_kept_and_read_back():
+    rec = make_record()
+    again = ResizeRecord.from_json(rec.to_json())
+    assert again.topology is Topology.OTHER_HOST
+    assert (again.same_hypervisor, again.shared_path) == (False, False)
+
+
+@pytest.mark.parametrize('same,shared,topology', [
+    (True, True, Topology.SAME_HOST), (True, False, Topology.SAME_HYPERVISOR),
+    (False, True, Topology.SHARED_STORAGE),
+    (False, False, Topology.OTHER_HOST)])
+def test_a_record_from_before_the_topology_reads_as_one(same, shared,
+                                                        topology):
+    d = make_record().to_dict()
+    del d['topology']
+    d['shared_path'] = shared
+    d['destination']['same_hypervisor'] = same
+    assert ResizeRecord.from_dict(d).topology is topology

@@ -24,7 +24,7 @@ from resizedriver import exception
 from resizedriver import inventory
 from resizedriver import qemuimg
 from resizedriver.layout import InstanceLayout
-from resizedriver.model import Destination, Flavor, GiB, MiB
+from resizedriver.model import Destination, Flavor, GiB, MiB, Topology
 from resizedriver.operations.finish import FinishMigration
 from resizedriver.qemuimg import QemuImg
 from resizedriver.record import ResizeRecord
@@ -345,7 +345,7 @@ def _copied(inst, qimg, dest: str) -> ResizeRecord:
         uuid=inst.uuid, name='guest', source_host='src',
         source_instances_path=inst.instances,
         destination=Destination('dest', dest, same_hypervisor=False),
-        shared_path=False, old_flavor=flavor, new_flavor=flavor,
+        topology=Topology.OTHER_HOST, old_flavor=flavor, new_flavor=flavor,
         source_xml=xml, disks=disks, was_running=False)
     return ResizeRecord.from_json(record.to_json())
 
