@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any
 
+from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import layout
@@ -36,6 +37,9 @@ class ResizeRecord:
     was_running: bool
     #: every copy was read back on the destination and matched the source
     copies_verified: bool = False
+    #: the plan that ran (``resizedriver.chooser``); the later halves and
+    #: recovery follow it
+    plan: str = chooser.COPY
 
     @property
     def shared_path(self) -> bool:
@@ -93,7 +97,8 @@ class ResizeRecord:
                 source_xml=d['source_xml'],
                 disks=[DiskFile.from_dict(x) for x in d['disks']],
                 was_running=bool(d['was_running']),
-                copies_verified=bool(d.get('copies_verified', False)))
+                copies_verified=bool(d.get('copies_verified', False)),
+                plan=chooser.check_known(str(d.get('plan', chooser.COPY))))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise exception.ResizeRefused(
                 f'malformed resize record: {e}') from e

@@ -2,7 +2,10 @@
 
 Plan (steps with an undo in brackets; after a crash, recovery undoes every
 step the journal shows begun, so each undo checks what is really there):
-  validate request                  refuse before anything is touched
+  validate request                  refuse before anything is touched;
+                                    decide the Topology and ask the
+                                    chooser (these modules are its
+                                    ``copy`` plan)
   copy backing files  [remove]      while the guest still runs: they are
                                     immutable, so this costs no downtime
   write resize record [remove]
@@ -24,6 +27,7 @@ from typing import Any, Optional
 
 from oslo_log import log as logging
 
+from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver import fileutil
@@ -51,8 +55,9 @@ class MigrateDiskAndPowerOff:
         self.dest_inst = InstanceLayout(dest.instances_path, uuid)
         self.transport = dest_transport
         self.guest = env.host.lookup(uuid)
-        #: decided once, in validation; the record keeps it
+        #: decided once, in validation; the record keeps them
         self.topology = Topology.of(dest.same_hypervisor, False)
+        self.choice = chooser.Choice(chooser.COPY, 'not validated yet')
         self.disks: list[DiskFile] = []
         self.backing_to_copy: list[str] = []
         self.record: Optional[ResizeRecord] = None
@@ -72,6 +77,7 @@ class MigrateDiskAndPowerOff:
         return {'uuid': self.inst.uuid, 'dest': self.dest.to_dict(),
                 'new_flavor': self.new_flavor.to_dict(),
                 'topology': self.topology.value,
+                'plan': self.choice.plan,
                 'was_running': self.was_running,
                 'backing_to_copy': self.backing_to_copy}
 
@@ -91,6 +97,8 @@ class MigrateDiskAndPowerOff:
         op.was_running = (bool(context['was_running']) and
                           bool(context.get('power_on_in_recovery', True)))
         op.backing_to_copy = [str(p) for p in context['backing_to_copy']]
+        plan = chooser.check_known(str(context.get('plan', chooser.COPY)))
+        op.choice = chooser.Choice(plan, 'from the journal')
         return op
 
     def recovery_plan(self) -> Plan:
@@ -149,6 +157,10 @@ class MigrateDiskAndPowerOff:
         self.check_host_files()
         self.topology = Topology.of(self.dest.same_hypervisor,
                                     self._path_is_shared())
+        self.choice = chooser.choose(self.topology, self.disks,
+                                     self.old_flavor, self.new_flavor)
+        LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
+                 instance_uuid=self.inst.uuid)
         if not self.topology.shared_path and \
                 self.transport.exists(self.dest_inst.dir):
             # Ours to delete on rollback only if we made it.
@@ -256,6 +268,7 @@ class MigrateDiskAndPowerOff:
             source_host=self.env.hostname,
             source_instances_path=self.env.instances_path,
             destination=self.dest, topology=self.topology,
+            plan=self.choice.plan,
             old_flavor=self.old_flavor, new_flavor=self.new_flavor,
             source_xml=self.source_xml, disks=self.disks,
             was_running=self.was_running)

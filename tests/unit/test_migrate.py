@@ -308,3 +308,17 @@ def test_confirm_refuses_to_delete_unverified_source(instance, make_env,
     with pytest.raises(exception.ResizeRefused, match='never verified'):
         ConfirmMigration(env, rec).plan().run()
     assert os.path.isdir(instance.dir + '_resize')
+
+
+def test_the_chosen_plan_is_on_record_and_in_the_journal(instance, conf,
+                                                         instances):
+    guest = guest_for(instance)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    op = MigrateDiskAndPowerOff(engine.env, instance.uuid, GROW,
+                                same_host(instances), LocalTransport())
+    plan = op.plan()
+    assert op.journal_context()['plan'] == 'copy'
+    assert op.journal_context()['topology'] == 'same-host'
+    engine.run(plan, op.journal_context())
+    assert (op.record.plan, op.record.topology.value) == ('copy',
+                                                          'same-host')

@@ -138,3 +138,17 @@ def test_a_record_from_before_the_topology_reads_as_one(same, shared,
     d['shared_path'] = shared
     d['destination']['same_hypervisor'] = same
     assert ResizeRecord.from_dict(d).topology is topology
+
+
+def test_the_plan_that_ran_is_kept():
+    assert ResizeRecord.from_json(make_record().to_json()).plan == 'copy'
+    d = make_record().to_dict()
+    del d['plan']                      # written before plans were chosen
+    assert ResizeRecord.from_dict(d).plan == 'copy'
+
+
+def test_a_plan_this_version_does_not_know_is_refused_clearly():
+    d = dict(make_record().to_dict(), plan='teleport')
+    with pytest.raises(exception.ResizeRefused,
+                       match="'teleport' plan, which this version"):
+        ResizeRecord.from_dict(d)
