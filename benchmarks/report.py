@@ -1,0 +1,74 @@
+"""The benchmark's output: a table (reStructuredText, for README.rst),
+results.json and a PNG plot of downtime against overlay size."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+MiB = 1024 ** 2
+KIND_TEXT = {'cpu': 'CPU/RAM', 'disk': 'disk +1G'}
+COLUMNS = ('resize', 'data', 'driver', 'downtime s', 'migrate s',
+           'finish s', 'confirm s', 'written down MiB', 'written total MiB',
+           'bg MiB/s')
+
+
+def size_text(size: int) -> str:
+    return f'{size // 1024 ** 3}G' if size % 1024 ** 3 == 0 \
+        else f'{size // MiB}M'
+
+
+def _row(r) -> tuple[str, ...]:
+    return (KIND_TEXT[r.kind], size_text(r.size), r.driver,
+            f'{r.downtime:.1f}', f'{r.migrate:.1f}', f'{r.finish:.1f}',
+            f'{r.confirm:.1f}', f'{r.written_down / MiB:.0f}',
+            f'{r.written_total / MiB:.0f}', f'{r.background / MiB:.1f}')
+
+
+def table(results: list, note: str) -> str:
+    rows = [COLUMNS] + [_row(r) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    rule = '  '.join('=' * w for w in widths)
+
+    def line(row: tuple[str, ...]) -> str:
+        return '  '.join(c.ljust(w)
+                         for c, w in zip(row, widths, strict=True)).rstrip()
+    lines = [rule, line(COLUMNS), rule, *map(line, rows[1:]), rule]
+    return '\n'.join(lines) + f'\n\n{note}'
+
+
+def save(results: list, directory: str, note: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'results.json'), 'w') as f:
+        json.dump({'note': note,
+                   'results': [dataclasses.asdict(r) for r in results]},
+                  f, indent=1)
+    plot(results, os.path.join(directory, 'downtime.png'))
+
+
+def plot(results: list, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+
+    fig, ax = pyplot.subplots(figsize=(6.4, 4))
+    for driver, style in (('ours', '-o'), ('upstream', '--s')):
+        for kind in KIND_TEXT:
+            points = sorted((r.size, r.downtime) for r in results
+                            if r.driver == driver and r.kind == kind)
+            if points:
+                ax.plot([s / MiB for s, _ in points], [d for _, d in points],
+                        style, label=f'{driver}: {KIND_TEXT[kind]}')
+    sizes = sorted({r.size for r in results})
+    ax.set_xscale('log', base=2)
+    ax.set_xticks([s / MiB for s in sizes], [size_text(s) for s in sizes])
+    ax.set_xlabel('data written into the root overlay')
+    ax.set_ylabel('guest downtime (s, from its console)')
+    ax.set_title('same-host resize: resizedriver vs. Nova 34 LibvirtDriver')
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    pyplot.close(fig)
