@@ -9,6 +9,7 @@ their own objects into ``Flavor`` / ``Destination`` and back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any, Callable, Iterator, Optional
 
@@ -76,7 +77,8 @@ class ResizeEngine:
         plan of the journal."""
         for journal in self.journals.find(uuid):
             if journal.operation == operation:
-                result = (recovery.run(journal, lambda: plan_for(journal))
+                result = (recovery.run(journal,
+                                       functools.partial(plan_for, journal))
                           if plan_for else recovery.recover(self.env, journal))
                 if result.error:
                     raise exception.ResizeFailed(

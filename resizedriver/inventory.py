@@ -31,17 +31,19 @@ def inside(path: str, directory: str) -> bool:
     return os.path.dirname(real) == os.path.realpath(directory)
 
 
-def _checked(path: str, inst: InstanceLayout) -> str:
+def _checked(path: str, inst: InstanceLayout) -> tuple[str, DiskRole]:
+    """The name and role of a file of the instance directory."""
     name = os.path.basename(path)
     if not inside(path, inst.dir):
         raise exception.UnsafePath(
             f'{path} resolves outside the instance directory {inst.dir}')
-    if role_for_name(name) is None:
+    role = role_for_name(name)
+    if role is None:
         raise exception.UnsupportedDisk(
             f'{path}: unknown file in the instance directory')
     if not os.path.isfile(path):
         raise exception.UnsupportedDisk(f'{path}: not a regular file')
-    return name
+    return name, role
 
 
 def inspect_disk(path: str, fmt: str, qemu_img: QemuImg) -> ImageInfo:
@@ -104,7 +106,7 @@ def discover(xml: str, inst: InstanceLayout, qemu_img: QemuImg) \
     for d in domain_xml.file_disks(xml):
         if os.path.dirname(d.path) != inst.dir:
             continue              # a volume or an ISO: not ours to move
-        name = _checked(d.path, inst)
+        name, role = _checked(d.path, inst)
         info = inspect_disk(d.path, d.driver_type or 'raw', qemu_img)
         backing = info.backing_file
         if backing and not (os.path.isabs(backing) and
@@ -115,7 +117,7 @@ def discover(xml: str, inst: InstanceLayout, qemu_img: QemuImg) \
         if backing:
             check_base(d.path, backing, inst.base_dir)
         disks.append(DiskFile(
-            name=name, role=role_for_name(name), path=d.path,
+            name=name, role=role, path=d.path,
             format=info.format, virtual_size=info.virtual_size,
             actual_size=info.actual_size, backing_file=info.backing_file,
             target_dev=d.target_dev))

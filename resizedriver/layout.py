@@ -22,7 +22,8 @@ DISK_INFO = 'disk.info'   # Nova's {path: format} cache
 def check_uuid(value: str) -> str:
     """Return ``value`` if it is a canonical UUID; it becomes a path."""
     try:
-        if isinstance(value, str) and str(uuidlib.UUID(value)) == value.lower():
+        if isinstance(value, str) and \
+                str(uuidlib.UUID(value)) == value.lower():
             return value
     except ValueError:
         pass

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import BinaryIO, Callable, Iterator
+from typing import IO, BinaryIO, Callable, Iterator
 
 CHUNK = 1024 * 1024
 FRAME = struct.Struct('>QQ')
@@ -100,7 +100,7 @@ def copy_local(src_path: str, part: str,
         progress(size, size)
 
 
-def write_stream(src_path: str, out: BinaryIO,
+def write_stream(src_path: str, out: IO[bytes],
                  progress: ProgressFn | None = None) -> None:
     """Write ``src_path`` as a framed extent stream to ``out``."""
     size = os.path.getsize(src_path)

@@ -1,4 +1,5 @@
-"""Shim: lets nova.conf say ``compute_driver = resizedriver.LibvirtResizeDriver``.
+"""Shim: lets nova.conf say
+``compute_driver = resizedriver.LibvirtResizeDriver``.
 
 Nova loads ``nova.virt.<compute_driver>``; this module lives there and
 resolves the real class through the ``resizedriver.compute_drivers``

@@ -30,6 +30,7 @@ from resizedriver import exception
 from resizedriver import inventory
 from resizedriver import layout
 from resizedriver.engine import ResizeEngine
+from resizedriver.guest import Guest
 from resizedriver.model import Flavor, MiB
 from resizedriver.orchestrator import Orchestrator
 from resizedriver.record import ResizeRecord
@@ -134,18 +135,21 @@ class Console:
             self._last = line
 
 
-def _uuid_of(engine: ResizeEngine, domain: str) -> str:
+def _guest(engine: ResizeEngine, domain: str) -> Guest:
     guest = engine.env.host.lookup(domain)
     if guest is None:
         raise exception.NotFound(f'no libvirt domain named {domain!r}')
-    return guest.uuid
+    return guest
+
+
+def _uuid_of(engine: ResizeEngine, domain: str) -> str:
+    return _guest(engine, domain).uuid
 
 
 def _new_flavor(engine: ResizeEngine, uuid: str,
                 args: argparse.Namespace) -> Flavor:
     """The current flavor with what the command line changes."""
-    guest = engine.env.host.lookup(uuid)
-    xml = guest.xml()
+    xml = _guest(engine, uuid).xml()
     inst = layout.InstanceLayout(engine.conf.instances_path, uuid)
     current = inventory.current_flavor(
         xml, inventory.discover(xml, inst, engine.env.qemu_img()))

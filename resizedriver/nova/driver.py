@@ -125,12 +125,12 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 engine.run(plan, op.journal_context())
         except exception.ResizeRefused as e:
             raise nova_exception.InstanceFaultRollback(
-                nova_exception.ResizeError(reason=str(e)))
+                nova_exception.ResizeError(reason=str(e))) from e
         except exception.ResizeFailed as e:
             error = nova_exception.ResizeError(reason=str(e))
             if e.rolled_back:
-                raise nova_exception.InstanceFaultRollback(error)
-            raise error
+                raise nova_exception.InstanceFaultRollback(error) from e
+            raise error from e
         return op.record.to_json()
 
     def finish_migration(self, context, migration, instance, disk_info,
@@ -151,7 +151,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                     migration, image_meta, allocations, share_info)
                 engine.run(op.plan(), op.journal_context())
         except exception.ResizeDriverError as e:
-            raise nova_exception.ResizeError(reason=str(e))
+            raise nova_exception.ResizeError(reason=str(e)) from e
 
     def confirm_migration(self, context, migration, instance, network_info):
         engine = self.engine
@@ -192,4 +192,4 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 else:
                     engine.run(op.plan(), context)
         except exception.ResizeDriverError as e:
-            raise nova_exception.ResizeError(reason=str(e))
+            raise nova_exception.ResizeError(reason=str(e)) from e

@@ -110,6 +110,17 @@ class NovaCall:
         return Guest(self.driver._host.get_guest(self.instance)._domain)
 
 
+def nova_objects(nova: Optional[NovaCall]) -> NovaCall:
+    """The Nova objects of the call, for a step that needs them.  A plan
+    rebuilt at start-up has none; it only runs undos (and a revert's disk
+    work), none of which come here, so reaching this without them is a
+    bug in a plan, reported as such instead of an AttributeError."""
+    if nova is None:
+        raise exception.ResizeDriverError(
+            'a step that needs the objects of a Nova call ran without them')
+    return nova
+
+
 class NovaMigrate(MigrateDiskAndPowerOff):
     def __init__(self, env, uuid, new_flavor, dest, transport,
                  nova: NovaCall, timeout: int, retry_interval: int) -> None:
@@ -225,7 +236,8 @@ class NovaFinish(FinishMigration):
     def create_missing_images(self) -> None:
         """Swap, config drive, a missing backing file: the image backend
         does nothing for files that exist (our copies)."""
-        driver, n = self.nova.driver, self.nova
+        n = nova_objects(self.nova)
+        driver = n.driver
         driver._create_image(
             n.context, n.instance, n.disk_mapping(self.image_meta)['mapping'],
             block_device_info=n.block_device_info, ignore_bdi_for_swap=True,
@@ -235,7 +247,8 @@ class NovaFinish(FinishMigration):
     def define(self) -> None:
         """Nova's XML for the new flavor, defined (not started) through
         Nova; the engine's own step starts it and its undos apply."""
-        driver, n = self.nova.driver, self.nova
+        n = nova_objects(self.nova)
+        driver = n.driver
         mdevs = driver._allocate_mdevs(self.allocations)
         driver._finish_migration_vtpm(n.context, n.instance)
         xml = driver._get_guest_xml(
@@ -289,7 +302,7 @@ class NovaConfirm(ConfirmMigration):
         return plan
 
     def undefine_source(self) -> None:
-        n = self.nova
+        n = nova_objects(self.nova)
         n.driver._cleanup_resize_vtpm(n.context, n.instance)
         n.driver._undefine_domain(n.instance)
         n.unplug_vifs()
@@ -370,7 +383,8 @@ class NovaRevert:
             self.must_define = True
 
     def define_and_start(self) -> None:
-        driver, n = self.nova.driver, self.nova
+        n = nova_objects(self.nova)
+        driver = n.driver
         current = self.env.host.lookup(self.source.uuid)
         if not self.must_define and current is not None and \
                 current.is_running() == self.power_on:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
 import signal
 import subprocess
@@ -106,13 +107,16 @@ class Child:
         return self.proc.stdin
 
     @property
-    def stdout(self) -> IO[bytes]:
-        assert self.proc.stdout is not None
+    def stdout(self) -> io.BufferedReader:
+        """Buffered (Popen's default), so ``read1`` returns what the child
+        wrote so far instead of waiting for a full buffer."""
+        assert isinstance(self.proc.stdout, io.BufferedReader)
         return self.proc.stdout
 
     def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for chunk in iter(lambda: self.proc.stderr.read1(65536), b''):
+        stderr = self.proc.stderr
+        assert isinstance(stderr, io.BufferedReader)
+        for chunk in iter(lambda: stderr.read1(65536), b''):
             self._err += chunk
             del self._err[:-STDERR_TAIL]
 

@@ -6,10 +6,11 @@ when done, and reports progress we pass on.  Commands still go over ssh.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shlex
-from typing import BinaryIO, Iterator, Optional
+from typing import Iterator, Optional
 
 from resizedriver.sparse import ProgressFn, partial_path
 from resizedriver.transport import ssh
@@ -53,7 +54,7 @@ class RsyncTransport(ssh.SshTransport):
                      os.path.dirname(part), os.path.basename(part))
 
 
-def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
+def iter_lines(stream: io.BufferedIOBase) -> Iterator[bytes]:
     """rsync *starts* progress updates with CR (``\\r  32,768  0% ...
     0:00:00``): split on CR and LF, and pass on a pending record once it
     has its elapsed time, not only when the next update arrives."""

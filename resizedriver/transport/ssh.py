@@ -87,6 +87,8 @@ class SshOptions:
 
 
 class SshTransport(base.Transport):
+    host: str       # never this host
+
     def __init__(self, host: str, options: SshOptions,
                  deadlines: Deadlines = Deadlines()) -> None:
         self.host = check_host(host)

@@ -103,7 +103,8 @@ def _finish(proc: subprocess.Popen, deadline: float) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         _out, err = proc.communicate()
-        raise AssertionError(f'resize did not end in time:\n{err}')
+        raise AssertionError(
+            f'resize did not end in time:\n{err}') from None
     return proc.returncode, err
 
 
@@ -146,7 +147,8 @@ def _reboot(s: Scenario, boot: int):
     try:
         guest.start()
     except libvirt.libvirtError as e:
-        raise AssertionError(f'{s.guest.name} cannot boot again: {e}')
+        raise AssertionError(
+            f'{s.guest.name} cannot boot again: {e}') from e
     return s.wait_boot(boot)
 
 

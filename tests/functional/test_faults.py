@@ -125,7 +125,8 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario, sshd):
             os.kill(pid, signal.SIGCONT)             # the network is back
     # ssh's keepalive gave up (exit 255; the test's LogLevel=ERROR hides
     # its "Timeout, server not responding").
-    assert 'sshd stopped after 32768 bytes' in b.fault_output('events').splitlines()
+    assert 'sshd stopped after 32768 bytes' in \
+        b.fault_output('events').splitlines()
     assert "'copy disks'" in err and 'exit 255' in err, err
     assert 'UNDO INCOMPLETE' in err, err
     b.recover(row, 'rolled back')
@@ -141,7 +142,8 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario, sshd):
         err = b.cli(*b.resize_args(ssh=True), expect_rc=1,
                     transport=transport).stderr
         assert "at step 'copy disks'" in err and 'was undone' in err, err
-        assert 'copy killed after 32768 bytes' in b.fault_output('events').splitlines()
+        assert 'copy killed after 32768 bytes' in \
+            b.fault_output('events').splitlines()
         row.outcome = 'failed at copy disks; rolled back at once'
         b.expect_on_source(before, row)
         b.retry(row, ssh=True, transport=transport)
@@ -203,7 +205,8 @@ def _enospc_cells(b: Bench, small: str) -> None:
     b.set_fault('fill-dest', small)
     err = b.cli(*args, expect_rc=1).stderr
     assert 'No space left' in err and "'copy disks'" in err, err
-    assert [e for e in b.fault_output('events').splitlines() if 'dest filled' in e]
+    assert [e for e in b.fault_output('events').splitlines()
+            if 'dest filled' in e]
     os.unlink(filler)                 # the other tenant goes away
     assert os.listdir(small) == ['_base'], os.listdir(small)
     row.outcome = 'failed at copy disks; rolled back at once'

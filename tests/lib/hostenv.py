@@ -70,8 +70,8 @@ class LoopbackSshd:
             if not os.path.exists(key):
                 subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '',
                                 '-f', key], check=True)
-        with open(self.key + '.pub') as src, \
-                open(os.path.join(self.workdir, 'authorized_keys'), 'w') as dst:
+        authorized = os.path.join(self.workdir, 'authorized_keys')
+        with open(self.key + '.pub') as src, open(authorized, 'w') as dst:
             dst.write(src.read())
         config = os.path.join(self.workdir, 'sshd_config')
         with open(config, 'w') as f:

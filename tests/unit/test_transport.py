@@ -437,7 +437,7 @@ def test_every_qemu_img_command_is_limited(tmp_path):
     runs = [(argv, timeout) for argv, timeout in calls if argv[0] != 'stat']
     assert [argv[4] for argv, _ in runs] == ['create', 'resize', 'rebase',
                                              'convert']
-    for argv, timeout in runs:
+    for argv, _ in runs:
         assert argv[0] == 'prlimit' and argv[2].startswith('--as=')
         assert argv[3] == 'qemu-img'
     assert [t for _, t in runs] == [100, 100, 100, 100 + 64 * 1024]
