@@ -38,6 +38,8 @@ from resizedriver import hostfiles
 from resizedriver import inventory
 from resizedriver import vif
 from resizedriver.env import HostEnv
+from resizedriver.operations import plans
+from resizedriver.guest import Guest
 from resizedriver.model import DiskFile, DiskRole
 from resizedriver.layout import DISK_INFO
 from resizedriver.plan import Plan, Step
@@ -58,13 +60,16 @@ class FinishMigration:
         self.qemu_img = env.qemu_img()
         self.copied = [dataclasses.replace(d, path=self.dest.path(d.name))
                        for d in record.disks if d.role is not DiskRole.SWAP]
-        self.final = [self._final(d) for d in self.copied]
+        #: each copied disk and what it becomes
+        self.pairs = [(d, self._final(d)) for d in self.copied]
+        #: the disks of the resized guest: swap is made anew, not copied
+        self.final = [f for _, f in self.pairs]
         if record.new_flavor.swap_bytes:
             self.final.append(DiskFile(
                 name='disk.swap', role=DiskRole.SWAP,
                 path=self.dest.path('disk.swap'), format='raw',
                 virtual_size=record.new_flavor.swap_bytes, actual_size=0))
-        self.guest = None
+        self.guest: Optional[Guest] = None      # defined by define
 
     def _final(self, disk: DiskFile) -> DiskFile:
         """What a copied disk becomes: format, size and backing file."""
@@ -95,14 +100,19 @@ class FinishMigration:
         return self.plan()
 
     def plan(self) -> Plan:
+        """The steps of the plan the resize record names."""
+        return Plan('finish_migration', self.record.uuid,
+                    plans.builders(self.record.plan).finish(self))
+
+    def copy_steps(self) -> list[Step]:
+        """The ``copy`` plan (the table at the top of this module)."""
         steps = [Step(stepname.CHECK_COPIES, self.check_disks)]
-        pairs = list(zip(self.copied, self.final))
         if any(self._dest_backing(c) not in (None, c.backing_file)
                for c in self.copied):
             steps.append(Step(stepname.REBASE, self.rebase))
-        if any(c.format != f.format for c, f in pairs):
+        if any(c.format != f.format for c, f in self.pairs):
             steps.append(Step(stepname.CONVERT, self.convert))
-        if any(c.virtual_size != f.virtual_size for c, f in pairs):
+        if any(c.virtual_size != f.virtual_size for c, f in self.pairs):
             steps.append(Step(stepname.EXTEND, self.extend))
         if self.record.new_flavor.swap_bytes:
             steps.append(Step(stepname.CREATE_SWAP, self.create_swap))
@@ -112,7 +122,7 @@ class FinishMigration:
                   Step(stepname.DEFINE, self.define, self.undefine)]
         if self.power_on:
             steps.append(Step(stepname.START, self.start, self.stop))
-        return Plan('finish_migration', self.record.uuid, steps)
+        return steps
 
     # -- steps ------------------------------------------------------------
 
@@ -153,7 +163,7 @@ class FinishMigration:
                 self.qemu_img.rebase_unsafe(copied.path, backing, 'raw')
 
     def convert(self) -> None:
-        for copied, final in zip(self.copied, self.final):
+        for copied, final in self.pairs:
             if copied.format == final.format:
                 continue
             part = final.path + PARTIAL_SUFFIX
@@ -162,7 +172,7 @@ class FinishMigration:
             os.rename(part, final.path)
 
     def extend(self) -> None:
-        for copied, final in zip(self.copied, self.final):
+        for copied, final in self.pairs:
             if final.virtual_size > copied.virtual_size:
                 self.qemu_img.resize(final.path, final.format,
                                      final.virtual_size)
@@ -198,8 +208,10 @@ class FinishMigration:
             self.env.host.remove(self.record.uuid)
 
     def start(self) -> None:
-        self.guest.start()
-        self.guest.wait_running(self.env.conf.resizedriver.start_timeout)
+        guest = self.guest
+        assert guest is not None, 'start is planned after define'
+        guest.start()
+        guest.wait_running(self.env.conf.resizedriver.start_timeout)
 
     def stop(self) -> None:
         guest = self.env.host.lookup(self.record.uuid)

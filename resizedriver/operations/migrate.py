@@ -35,6 +35,8 @@ from resizedriver import hostfiles
 from resizedriver import inventory
 from resizedriver import transport
 from resizedriver.env import HostEnv
+from resizedriver.operations import plans
+from resizedriver.guest import Guest
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
 from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor,
                                 Topology)
@@ -46,6 +48,9 @@ LOG = logging.getLogger(__name__)
 
 
 class MigrateDiskAndPowerOff:
+    #: the plans this implementation can run (see ``chooser.choose``)
+    offered_plans: tuple[str, ...] = chooser.PLANS
+
     def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
                  dest: Destination, dest_transport: Transport) -> None:
         self.env = env
@@ -54,21 +59,39 @@ class MigrateDiskAndPowerOff:
         self.dest = dest
         self.dest_inst = InstanceLayout(dest.instances_path, uuid)
         self.transport = dest_transport
-        self.guest = env.host.lookup(uuid)
+        self._guest = env.host.lookup(uuid)
         #: decided once, in validation; the record keeps them
         self.topology = Topology.of(dest.same_hypervisor, False)
         self.choice = chooser.Choice(chooser.COPY, 'not validated yet')
         self.disks: list[DiskFile] = []
         self.backing_to_copy: list[str] = []
-        self.record: Optional[ResizeRecord] = None
+        self._record: Optional[ResizeRecord] = None
         self.was_running = False
         #: our mkdir of the destination dir failed: something else made it
         self.dest_dir_not_ours = False
 
+    @property
+    def guest(self) -> Guest:
+        """The source domain.  Validation asks first: none is a refusal
+        before anything is touched."""
+        if self._guest is None:
+            raise exception.ResizeRefused(
+                f'no libvirt domain with UUID {self.inst.uuid}')
+        return self._guest
+
+    @property
+    def record(self) -> ResizeRecord:
+        """The resize record, made by the write-record step."""
+        if self._record is None:
+            raise exception.ResizeDriverError(
+                f'no resize record of {self.inst.uuid} written yet')
+        return self._record
+
     # -- planning ---------------------------------------------------------
 
     def plan(self) -> Plan:
-        """Validate (refusing with no side effect), then the steps."""
+        """Validate (refusing with no side effect), then the steps of the
+        plan the chooser picked."""
         self.validate()
         return self.steps()
 
@@ -105,6 +128,11 @@ class MigrateDiskAndPowerOff:
         return self.steps()
 
     def steps(self) -> Plan:
+        return Plan('migrate_disk_and_power_off', self.inst.uuid,
+                    plans.builders(self.choice.plan).migrate(self))
+
+    def copy_steps(self) -> list[Step]:
+        """The ``copy`` plan (the table at the top of this module)."""
         steps = []
         if self.backing_to_copy:
             steps.append(Step(stepname.COPY_BACKING, self.copy_backing,
@@ -123,7 +151,7 @@ class MigrateDiskAndPowerOff:
             steps += [Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
                            self.remove_dest_dir), move]
         steps.append(Step(stepname.COPY_DISKS, self.copy_disks))
-        return Plan('migrate_disk_and_power_off', self.inst.uuid, steps)
+        return steps
 
     def validate(self) -> None:
         path = self.dest.instances_path
@@ -131,9 +159,6 @@ class MigrateDiskAndPowerOff:
             raise exception.ResizeRefused(
                 f'destination instances path {path!r} must be an absolute, '
                 f'normalised path')
-        if self.guest is None:
-            raise exception.ResizeRefused(
-                f'no libvirt domain with UUID {self.inst.uuid}')
         if not os.path.isdir(self.inst.dir):
             raise exception.ResizeRefused(
                 f'instance directory {self.inst.dir} does not exist')
@@ -157,8 +182,10 @@ class MigrateDiskAndPowerOff:
         self.check_host_files()
         self.topology = Topology.of(self.dest.same_hypervisor,
                                     self._path_is_shared())
-        self.choice = chooser.choose(self.topology, self.disks,
-                                     self.old_flavor, self.new_flavor)
+        self.choice = chooser.choose(
+            self.topology, self.disks,
+            use_cow_images=self.env.conf.use_cow_images,
+            offered=self.offered_plans)
         LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
                  instance_uuid=self.inst.uuid)
         if not self.topology.shared_path and \
@@ -263,7 +290,7 @@ class MigrateDiskAndPowerOff:
             self.transport.remove_partial(dst, self.inst.uuid)
 
     def write_record(self) -> None:
-        self.record = ResizeRecord(
+        self._record = ResizeRecord(
             uuid=self.inst.uuid, name=self.guest.name,
             source_host=self.env.hostname,
             source_instances_path=self.env.instances_path,

@@ -18,11 +18,13 @@ hypervisor (Nova does it itself with ``destroy`` on the dest).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from typing import Any
 
 from resizedriver import domain_xml
+from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import remote
 from resizedriver import stepname
@@ -81,9 +83,10 @@ class FinishRevertMigration:
 
     def plan(self) -> Plan:
         steps = []
-        if self.record.destination.host is not None and \
-                not self.record.same_hypervisor:
-            steps.append(Step(stepname.DROP_DEST_GUEST, self.drop_dest_guest))
+        dest_host = self.record.destination.host
+        if dest_host is not None and not self.record.same_hypervisor:
+            steps.append(Step(stepname.DROP_DEST_GUEST, functools.partial(
+                self.drop_dest_guest, dest_host)))
         if self.record.same_hypervisor:
             steps.append(Step(stepname.STOP_RESIZED, self.stop_resized))
         if not self.record.shared_path:
@@ -102,11 +105,10 @@ class FinishRevertMigration:
         if guest is not None:
             guest.destroy()
 
-    def drop_dest_guest(self) -> None:
+    def drop_dest_guest(self, host: str) -> None:
         """Another hypervisor runs the resized guest: its own command
         stops and undefines it there (Nova does this with ``destroy``)."""
-        remote.run(self.env.conf, self.record.destination.host,
-                   'drop-guest', self.record.uuid)
+        remote.run(self.env.conf, host, 'drop-guest', self.record.uuid)
 
     def drop_dest_copy(self) -> None:
         self.transport.remove_tree(self.record.dest.dir)
@@ -123,6 +125,9 @@ class FinishRevertMigration:
     def start(self) -> None:
         # Looked up, not kept from define: recovery may run this alone.
         guest = self.env.host.lookup(self.record.uuid)
+        if guest is None:
+            raise exception.NotFound(
+                f'no libvirt domain {self.record.uuid} to start')
         guest.ensure_running(self.env.conf.resizedriver.start_timeout)
 
     def remove_record(self) -> None:
