@@ -13,7 +13,7 @@ from oslo_config import cfg
 
 CONF = cfg.CONF
 
-DEFAULT_OPTS = [
+DEFAULT_OPTS: list[cfg.Opt] = [
     cfg.StrOpt('instances_path', default='/var/lib/nova/instances',
                help='Where instances are stored on disk (as in Nova).'),
     cfg.BoolOpt('use_cow_images', default=True,
@@ -22,7 +22,7 @@ DEFAULT_OPTS = [
                      'other format are converted when a resize finishes.'),
 ]
 
-LIBVIRT_OPTS = [
+LIBVIRT_OPTS: list[cfg.Opt] = [
     cfg.StrOpt('virt_type', default='kvm',
                choices=('kvm', 'qemu'),
                help='Libvirt domain type. "kvm" silently falls back to '
@@ -34,7 +34,7 @@ LIBVIRT_OPTS = [
                help='How disks are copied to another host.'),
 ]
 
-RESIZEDRIVER_OPTS = [
+RESIZEDRIVER_OPTS: list[cfg.Opt] = [
     cfg.IntOpt('shutdown_timeout', default=60, min=0,
                help='Seconds to wait for a clean guest shutdown before the '
                     'guest is powered off hard.'),

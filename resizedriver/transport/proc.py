@@ -64,7 +64,9 @@ def run(argv: list[str], stdin: Optional[str], timeout: float) -> str:
     """
     started: list[subprocess.Popen] = []
     try:
-        out, _err = processutils.execute(
+        # oslo.concurrency annotates timeout as int, but hands it to
+        # Popen.communicate, which takes the float we mean.
+        out, _err = processutils.execute(  # type: ignore[call-overload]
             *argv, process_input=stdin, timeout=timeout,
             preexec_fn=os.setsid, on_execute=started.append)
     except subprocess.TimeoutExpired as e:
