@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import re
 from typing import Any, Optional
 
@@ -104,17 +103,6 @@ class DiskFile:
                    target_dev=d.get('target_dev'))
 
 
-def disks_to_json(disks: list[DiskFile]) -> str:
-    return json.dumps([d.to_dict() for d in disks])
-
-
-def disks_from_json(text: str) -> list[DiskFile]:
-    data = json.loads(text)
-    if not isinstance(data, list):
-        raise ValueError('disk info must be a JSON list')
-    return [DiskFile.from_dict(d) for d in data]
-
-
 class Topology(str, enum.Enum):
     """Where the destination is, relative to the source: decided once, in
     migrate's validation, and kept in the resize record, so that every
@@ -161,10 +149,6 @@ class Destination:
     host: Optional[str]
     instances_path: str
     same_hypervisor: bool
-
-    @property
-    def is_local(self) -> bool:
-        return self.host is None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

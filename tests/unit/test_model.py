@@ -2,9 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from resizedriver import model
 from resizedriver.model import DiskFile, DiskRole, Flavor
-from tests.unit.test_record import make_record
 
 
 def _disk_dict(name, role):
@@ -36,13 +34,6 @@ def test_disk_from_dict_accepts_known_names(name, role):
 def test_disk_from_dict_refuses_names_not_fitting_role(name, role):
     with pytest.raises(ValueError):
         DiskFile.from_dict(_disk_dict(name, role))
-
-
-def test_disks_json_helpers():
-    disks = make_record().disks
-    assert model.disks_from_json(model.disks_to_json(disks)) == disks
-    with pytest.raises(ValueError):
-        model.disks_from_json('{"disk": "raw"}')
 
 
 def test_flavor_from_dict_ignores_unknown_keys():
