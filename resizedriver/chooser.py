@@ -9,16 +9,25 @@ rule here.
 
 Rules, first match wins:
 
-====  ==========  =====================  ==================================
-rule  topology    instance / flavors     plan
-====  ==========  =====================  ==================================
-1     any         any                    ``copy``: power off, move the
-                                         source to ``<uuid>_resize``, copy
-                                         its disks to the destination
-                                         (``operations/migrate.py``,
-                                         ``finish.py``, ``confirm.py``,
-                                         ``revert.py``)
-====  ==========  =====================  ==================================
+====  =========  ===========================  ===============================
+rule  topology   instance / config            plan
+====  =========  ===========================  ===============================
+1     same-host  every root/ephemeral disk    ``overlay``
+                 is qcow2 on a disk device,   (``operations/overlay.py``):
+                 ``use_cow_images`` is true,  the guest boots the new flavor
+                 the caller offers it         on new overlays above the
+                                              untouched ``<uuid>_resize``;
+                                              nothing is copied while it is
+                                              down; the chain is folded back
+                                              live
+2     any        any                          ``copy``: power off, move the
+                                              source to ``<uuid>_resize``,
+                                              copy its disks to the
+                                              destination (``migrate.py``,
+                                              ``finish.py``, ``confirm.py``)
+====  =========  ===========================  ===============================
+
+Every plan reverts the same way (``revert.py``).
 """
 
 from __future__ import annotations
@@ -26,12 +35,14 @@ from __future__ import annotations
 import dataclasses
 
 from resizedriver import exception
-from resizedriver.model import DiskFile, Flavor, Topology
+from resizedriver.model import DiskFile, DiskRole, Topology
 
 COPY = 'copy'
+OVERLAY = 'overlay'
 #: every plan this version can run (and so finish, confirm, revert and
 #: recover); a record naming another was written by a newer version.
-PLANS = (COPY,)
+PLANS = (OVERLAY, COPY)
+GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,11 +52,28 @@ class Choice:
     reason: str
 
 
-def choose(topology: Topology, disks: list[DiskFile], old: Flavor,
-           new: Flavor) -> Choice:
-    """The plan for this resize, by the rule table above."""
-    return Choice(COPY, f'{topology.value}: the cold copy plan is the only '
-                        f'one this version has')
+def choose(topology: Topology, disks: list[DiskFile], *,
+           use_cow_images: bool, offered: tuple[str, ...] = PLANS) -> Choice:
+    """The plan for this resize, by the rule table above.
+
+    ``offered``: the plans the caller can run (an integration that has not
+    been proven with a plan leaves it out).
+    """
+    growable = [d for d in disks if d.role in GROWABLE]
+    why_not = None
+    if OVERLAY not in offered:
+        why_not = 'this integration does not offer it'
+    elif topology is not Topology.SAME_HOST:
+        why_not = f'the destination is {topology.value}, not this host'
+    elif not use_cow_images:
+        why_not = 'use_cow_images is false: raw disks need a conversion'
+    elif any(d.format != 'qcow2' or not d.target_dev for d in growable):
+        why_not = ('a root or ephemeral disk is not a qcow2 disk device: '
+                   'it would need a conversion')
+    if why_not is None:
+        return Choice(OVERLAY, 'same host, qcow2 disks: nothing is copied '
+                               'while the guest is down')
+    return Choice(COPY, f'overlay plan not possible ({why_not})')
 
 
 def check_known(plan: str) -> str:

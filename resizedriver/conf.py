@@ -74,6 +74,12 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
     cfg.StrOpt('lock_path', default='',
                help='Directory for per-instance lock files; empty means '
                     '<instances_path>/locks.'),
+    cfg.IntOpt('fold_timeout', default=3600, min=1,
+               help='Seconds a live block pull that folds an overlay '
+                    'resize\'s backing chain back may take (the guest runs '
+                    'meanwhile); a pull still running then is aborted, '
+                    'which leaves the chain valid, and confirm pulls '
+                    'again.'),
     cfg.IntOpt('max_virtual_size_gb', default=16384, min=1,
                help='Refuse disk images claiming a larger virtual size.'),
 ]

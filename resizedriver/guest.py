@@ -6,7 +6,9 @@ read and drop its definition.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from typing import Optional
 
 import libvirt
 from oslo_log import log as logging
@@ -15,6 +17,13 @@ from resizedriver import exception
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockJob:
+    type: int     # libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_*
+    cur: int      # progress, in units of end (bytes, roughly)
+    end: int
 
 
 class Guest:
@@ -89,6 +98,29 @@ class Guest:
                 raise exception.ResizeDriverError(
                     f'guest {self.name} did not start within {timeout}s')
             time.sleep(POLL_SECONDS)
+
+    def block_pull(self, target_dev: str, base: Optional[str],
+                   bandwidth: int = 0) -> None:
+        """Start pulling the backing chain above ``base`` (all of it if
+        None) into the active image of ``target_dev``, at most
+        ``bandwidth`` bytes/s (0: unlimited).  Flags 0: QEMU records
+        ``base`` by its absolute name, as Nova's overlays name ``_base``."""
+        flags = libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES \
+            if bandwidth else 0
+        self._domain.blockRebase(target_dev, base, bandwidth, flags)
+
+    def block_job(self, target_dev: str) -> Optional[BlockJob]:
+        """The block job running on ``target_dev``, None if none."""
+        info = self._domain.blockJobInfo(target_dev, 0)
+        if not info:
+            return None
+        return BlockJob(int(info['type']), int(info['cur']),
+                        int(info['end']))
+
+    def abort_block_job(self, target_dev: str) -> None:
+        """Cancel it and wait until QEMU has (a pull leaves the backing
+        pointer as it was: what it copied up is the same data)."""
+        self._domain.blockJobAbort(target_dev, 0)
 
     def undefine(self) -> None:
         self._domain.undefineFlags(

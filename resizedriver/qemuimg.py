@@ -167,6 +167,19 @@ class QemuImg:
     def create(self, path: str, fmt: str, size: int) -> None:
         self._run('create', '-f', fmt, path, str(size))
 
+    def create_overlay(self, path: str, backing: str, backing_fmt: str,
+                       size: int) -> None:
+        """A new qcow2 overlay of ``size`` bytes over ``backing``.
+
+        Unsafe (``-u``): ``backing`` need not exist yet (an overlay resize
+        stages the overlay over ``<uuid>_resize/disk`` before the source
+        is renamed there), so qemu-img never opens it; the size is
+        explicit instead of read from it, and the format is given, never
+        probed.  Growing this way writes only the new header.
+        """
+        self._run('create', '-f', 'qcow2', '-u', '-F', backing_fmt,
+                  '-b', backing, path, str(size))
+
     def resize(self, path: str, fmt: str, size: int) -> None:
         self._run('resize', '-f', fmt, path, str(size))
 
@@ -180,3 +193,14 @@ class QemuImg:
         """Point an overlay at a byte-identical backing file elsewhere."""
         self._run('rebase', '-u', '-f', 'qcow2', '-F', backing_fmt,
                   '-b', backing, path)
+
+    def rebase_safe(self, path: str, backing: Optional[str],
+                    backing_fmt: str, size: int) -> None:
+        """Make the qcow2 ``path`` read the same data backed by ``backing``
+        (None: by nothing), copying into it what the current chain holds
+        above ``backing``: the offline twin of a block pull.  The current
+        chain's formats are those its headers record (ours: never
+        probed); ``size`` bounds how long it may take."""
+        self._run('rebase', '-f', 'qcow2',
+                  *(('-F', backing_fmt) if backing else ()),
+                  '-b', backing or '', path, size=size)

@@ -17,6 +17,8 @@ CREATE_DEST_DIR = 'create destination dir'
 MOVE_TO_RESIZE = 'move instance dir to _resize'
 CREATE_INSTANCE_DIR = 'create instance dir'
 COPY_DISKS = 'copy disks'
+STAGE_OVERLAYS = 'stage overlays'
+PUT_STAGED_IN_PLACE = 'put staged dir in place'
 
 # finish_migration
 CHECK_COPIES = 'check copied disks'
@@ -29,6 +31,8 @@ CREATE_MISSING_IMAGES = 'create missing images'
 PLUG_VIFS = 'plug VIFs'
 DEFINE = 'define domain'
 START = 'start guest'
+CHECK_STAGED = 'check staged overlays'
+FOLD_CHAINS = 'fold backing chains'
 
 # confirm_migration
 CHECK_VERIFIED = 'check copies were verified'

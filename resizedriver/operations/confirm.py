@@ -20,6 +20,7 @@ from typing import Any
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver.env import HostEnv
+from resizedriver.operations import plans
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 
@@ -41,12 +42,18 @@ class ConfirmMigration:
         return self.plan()
 
     def plan(self) -> Plan:
+        """The steps of the plan the resize record names."""
+        return Plan('confirm_migration', self.record.uuid,
+                    plans.builders(self.record.plan).confirm(self),
+                    forward=True)
+
+    def copy_steps(self) -> list[Step]:
+        """The ``copy`` plan (the table at the top of this module)."""
         steps = [Step(stepname.CHECK_VERIFIED, self.check_verified)]
         if not self.record.same_hypervisor:
             steps.append(Step(stepname.UNDEFINE_SOURCE, self.undefine))
         steps.append(Step(stepname.DELETE_RESIZE_DIR, self.delete_resize_dir))
-        return Plan('confirm_migration', self.record.uuid, steps,
-                    forward=True)
+        return steps
 
     def undefine(self) -> None:
         self.env.host.remove(self.record.uuid)

@@ -303,7 +303,8 @@ class Bench:
 
 
 def leftovers(instances_paths: Iterable[str]) -> list[str]:
-    """Partial copies, ``_resize`` dirs and journals under the paths."""
+    """Partial copies, ``_resize`` and ``.staging`` dirs and journals
+    under the paths."""
     found = []
     for root in instances_paths:
         for dirpath, dirnames, filenames in os.walk(root):
@@ -313,7 +314,7 @@ def leftovers(instances_paths: Iterable[str]) -> list[str]:
                          name[-7] == '.')):       # rsync's .name.XXXXXX
                     found.append(os.path.join(dirpath, name))
             for name in dirnames:
-                if name.endswith('_resize'):
+                if name.endswith(('_resize', '.staging')):
                     found.append(os.path.join(dirpath, name))
         found += glob.glob(os.path.join(root, 'resize-journal', '*'))
     return found

@@ -8,6 +8,7 @@ wrong count).  The host pings the guest over the bridge after every step.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -67,7 +68,11 @@ def test_same_host_resize_up_then_confirm(scenario: Scenario):
     out = s.cli('resize', s.guest.name, '--vcpus', '2', '--memory', '512',
                 '--root-size', '128M')
     assert 'resized' in out.stdout
-    assert 'copying disk' in out.stderr
+    # Same host, qcow2: the overlay plan; nothing copied while down, and
+    # the chain folded back live once the resized guest ran.
+    assert 'Plan overlay' in out.stderr
+    assert 'copying disk' not in out.stderr
+    assert 'backed by' in out.stderr and 'again' in out.stderr
     _assert_resized_up(s, first, boot=2)
     assert os.path.isdir(os.path.join(s.instances, s.guest.uuid + '_resize'))
     assert s.guest.uuid in s.cli('status').stdout
@@ -75,6 +80,15 @@ def test_same_host_resize_up_then_confirm(scenario: Scenario):
     s.cli('confirm', s.guest.name)
     _assert_settled(s, s.instances)
     assert hostenv.ping(_guest_ip(s))
+    # Nova's layout again: <uuid>/disk -> _base/<sha>, nothing else
+    info = json.loads(subprocess.run(
+        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2',
+         os.path.join(s.instances, s.guest.uuid, 'disk')],
+        check=True, capture_output=True, text=True).stdout)
+    assert os.path.dirname(info['backing-filename']) == \
+        os.path.join(s.instances, '_base')
+    assert sorted(os.listdir(os.path.join(s.instances, s.guest.uuid))) == \
+        ['console.log', 'disk', 'kernel', 'ramdisk']
 
 
 def test_same_host_resize_up_then_revert(scenario: Scenario):

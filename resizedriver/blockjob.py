@@ -1,0 +1,180 @@
+"""Fold an overlay resize's backing chain back, live, with a block pull.
+
+After an overlay resize the guest runs from
+``<uuid>/disk -> <uuid>_resize/disk -> _base/<sha>``.  :func:`pull` asks
+QEMU (through libvirt) to copy what ``<uuid>_resize/disk`` holds up into
+``<uuid>/disk`` and then point it at ``_base/<sha>`` directly: Nova's
+layout again, while the guest keeps running.
+
+Why this is crash safe: the job writes only the active image, and only
+data the chain already reads there (the guest sees no change); the
+backing pointer in its header is switched once, when the job completes.
+Killed anywhere before that (the job aborted, libvirtd or QEMU or the
+host gone), the chain is what it was -- still valid, still readable --
+and a new pull starts over; one that finds the chain already folded does
+nothing.  ``<uuid>_resize/disk`` is only ever opened read-only, so it
+stays the exact revert point.
+
+Whether a job succeeded is decided by the live chain afterwards, not by
+the job vanishing: libvirt drops a failed job from ``blockJobInfo`` just
+as it drops a completed one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional
+
+import libvirt
+from lxml import etree
+from oslo_log import log as logging
+
+from resizedriver import domain_xml
+from resizedriver import exception
+from resizedriver.guest import Guest
+from resizedriver.qemuimg import QemuImg
+
+LOG = logging.getLogger(__name__)
+POLL_SECONDS = 0.2
+#: a chain deeper than this is not one we made
+MAX_DEPTH = 16
+
+#: progress(bytes done, bytes total) of one pull
+PullProgress = Callable[[int, int], None]
+
+
+class FoldFailed(exception.ResizeDriverError):
+    """A block pull did not fold the chain; the chain is as it was."""
+
+
+def backing_chain(guest: Guest, target_dev: str) -> list[str]:
+    """The files ``target_dev`` reads, active image first, as the running
+    QEMU has them open (libvirt's live ``<backingStore>`` chain)."""
+    root = etree.fromstring(guest.live_xml().encode())
+    for disk in root.iterfind('./devices/disk'):
+        target = disk.find('target')
+        if target is None or target.get('dev') != target_dev:
+            continue
+        chain, node = [], disk
+        while node is not None:
+            source = node.find('source')
+            if source is None or source.get('file') is None:
+                break
+            chain.append(source.get('file'))
+            node = node.find('backingStore')
+        return chain
+    raise exception.NotFound(f'guest {guest.name} has no disk {target_dev}')
+
+
+def _folded(chain: list[str], base: Optional[str]) -> bool:
+    return chain[1:2] == ([base] if base else [])
+
+
+def pull(guest: Guest, target_dev: str, base: Optional[str], timeout: float,
+         progress: Optional[PullProgress] = None,
+         bandwidth: int = 0) -> None:
+    """Make ``target_dev``'s active image back directly onto ``base``
+    (None: onto nothing, pulling the whole chain) while the guest runs.
+
+    Idempotent: an already folded chain is left alone, and a pull that
+    is still running (started before a crash) is waited for rather than
+    started again.  Gives up after ``timeout`` seconds: the job is then
+    aborted, which leaves the chain valid and as it was.
+    """
+    chain = backing_chain(guest, target_dev)
+    if _folded(chain, base):
+        LOG.info('%s already backed by %s', chain[0], base,
+                 instance_uuid=guest.uuid)
+        return
+    if base is not None and base not in chain[2:]:
+        raise FoldFailed(f'{target_dev}: {base} is not below the backing '
+                         f'file in its chain {chain}')
+    job = guest.block_job(target_dev)
+    if job is None:
+        LOG.info('Pulling %s into %s, onto %s', chain[1:-1] if base
+                 else chain[1:], chain[0], base, instance_uuid=guest.uuid)
+        guest.block_pull(target_dev, base, bandwidth)
+    elif job.type == libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL:
+        LOG.info('A pull of %s is running already: waiting for it',
+                 target_dev, instance_uuid=guest.uuid)
+    else:
+        raise FoldFailed(f'{target_dev}: another block job (type '
+                         f'{job.type}) is running on it')
+    _wait(guest, target_dev, timeout, progress)
+    chain = backing_chain(guest, target_dev)
+    if not _folded(chain, base):
+        raise FoldFailed(f'{target_dev}: the pull ended but the chain is '
+                         f'{chain} (the job failed: see the libvirtd log)')
+    LOG.info('%s is backed by %s again', chain[0], base,
+             instance_uuid=guest.uuid)
+
+
+def _wait(guest: Guest, target_dev: str, timeout: float,
+          progress: Optional[PullProgress]) -> None:
+    """Until the job on ``target_dev`` is gone; abort it after
+    ``timeout`` s (or when ``progress`` raises) and say so."""
+    deadline = time.monotonic() + timeout
+    try:
+        while (job := guest.block_job(target_dev)) is not None:
+            if progress is not None:
+                progress(job.cur, job.end)
+            if time.monotonic() >= deadline:
+                raise FoldFailed(
+                    f'{target_dev}: the pull did not finish within '
+                    f'{timeout:.0f} s ({job.cur} of {job.end}); it was '
+                    f'aborted, the chain is unchanged and a new pull '
+                    f'starts over')
+            time.sleep(POLL_SECONDS)
+    except BaseException:
+        if guest.block_job(target_dev) is not None:
+            LOG.warning('Aborting the pull of %s', target_dev,
+                        instance_uuid=guest.uuid)
+            guest.abort_block_job(target_dev)
+        raise
+
+
+def _under(path: str, directory: str) -> bool:
+    real, top = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([real, top]) == top
+
+
+def disks_depending_on(guest: Guest, directory: str,
+                       qemu_img: QemuImg) -> list[str]:
+    """The target devs of the guest's file disks whose chain still reads a
+    file under ``directory``: while any does, ``directory`` (the kept
+    ``<uuid>_resize``) must not go.
+
+    A running guest answers from the chain QEMU has open; a stopped one
+    from the image headers, each layer read as the format the one above
+    names (never probed).
+    """
+    running = guest.is_running()
+    found = []
+    for disk in domain_xml.file_disks(guest.xml()):
+        if running:
+            chain = backing_chain(guest, disk.target_dev)
+        elif disk.driver_type == 'qcow2':
+            chain = _header_chain(disk.path, qemu_img)
+        else:
+            chain = [disk.path]     # raw: no backing file
+        if any(_under(path, directory) for path in chain):
+            found.append(disk.target_dev)
+    return found
+
+
+def _header_chain(path: str, qemu_img: QemuImg) -> list[str]:
+    chain, fmt = [path], 'qcow2'
+    while len(chain) <= MAX_DEPTH:
+        info = qemu_img.info(chain[-1], fmt)
+        if not info.backing_file:
+            return chain
+        if not info.backing_format:
+            raise exception.UnsupportedDisk(
+                f'{chain[-1]}: backing file {info.backing_file} has no '
+                f'format recorded (it would be probed)')
+        chain.append(os.path.join(os.path.dirname(chain[-1]),
+                                  info.backing_file))
+        fmt = info.backing_format
+    raise exception.UnsupportedDisk(f'{path}: backing chain deeper than '
+                                    f'{MAX_DEPTH}')

@@ -1,0 +1,190 @@
+"""The ``overlay`` plan: a same-host resize that copies nothing while the
+guest is down.
+
+While the guest still runs, ``<uuid>.staging/`` gets a new qcow2 overlay
+per root/ephemeral disk, already of the new size, whose backing file is
+that disk's name-to-be in ``<uuid>_resize/`` (``resizedriver.staging``).
+With the guest off, two renames make it the instance; the guest boots
+the new flavor reading its old disks through the overlays; then the
+chain is folded back to Nova's ``<uuid>/disk -> _base/...`` layout by a
+live block pull (``resizedriver.blockjob``), while the guest runs.  The
+old disks are only ever backing files, opened read-only: a revert (the
+common one, ``revert.py``) goes back to exactly their bytes.
+
+Why not the alternatives: a qcow2 internal snapshot as the revert point
+writes into the very image the guest runs from (a revert is then a
+snapshot revert of a live image, and confirm must delete it); reflink
+copies need XFS or btrfs (``_base`` filesystems here are ext4) and still
+convert nothing; the overlay works on any filesystem and leaves the
+source untouched.
+
+migrate_disk_and_power_off (steps with an undo in brackets):
+  stage overlays          [remove staging]    guest running: overlays,
+                                              new swap, hard links,
+                                              disk.info
+  write resize record     [remove]
+  power off               [start]
+  move instance dir to _resize [move back]
+  put staged dir in place [take it back]      a rename: all the downtime
+                                              work there is
+
+finish_migration:
+  check staged overlays                       each backs onto its kept
+                                              source, at the new size
+  plug VIFs
+  define domain           [restore source definition]
+  start guest             [destroy]           only when power_on
+  fold backing chains                         live block pull onto
+                                              _base; a failure or timeout
+                                              is logged and left to
+                                              confirm (the guest runs)
+
+confirm_migration (forward: completed after a crash):
+  fold backing chains     live pull, or offline rebase if the guest is
+                          off; then nothing may still read _resize
+  delete _resize
+
+After a crash, migrate and finish are rolled back by their undos (each
+checks what is there), confirm is completed, and a pull interrupted at
+any point leaves a valid chain a new pull completes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Optional
+
+from oslo_log import log as logging
+
+from resizedriver import blockjob
+from resizedriver import exception
+from resizedriver import qemuimg
+from resizedriver import staging
+from resizedriver import stepname
+from resizedriver.model import DiskFile, DiskRole
+from resizedriver.plan import Step
+
+if TYPE_CHECKING:
+    from resizedriver.operations.confirm import ConfirmMigration
+    from resizedriver.operations.finish import FinishMigration
+    from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+    from resizedriver.record import ResizeRecord
+
+LOG = logging.getLogger(__name__)
+GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
+
+
+def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
+    def stage() -> None:
+        staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img())
+
+    return [
+        Step(stepname.STAGE_OVERLAYS, stage,
+             lambda: staging.remove(op.inst)),
+        Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
+        Step(stepname.POWER_OFF, op.power_off, op.power_on_again),
+        Step(stepname.MOVE_TO_RESIZE, op.move_to_resize, op.move_back),
+        Step(stepname.PUT_STAGED_IN_PLACE,
+             lambda: staging.put_in_place(op.inst),
+             lambda: staging.take_back(op.inst)),
+    ]
+
+
+def finish_steps(op: 'FinishMigration') -> list[Step]:
+    steps = [Step(stepname.CHECK_STAGED, lambda: check_staged(op)),
+             Step(stepname.PLUG_VIFS, op.plug_vifs),
+             Step(stepname.DEFINE, op.define, op.undefine)]
+    if op.power_on:
+        steps += [Step(stepname.START, op.start, op.stop),
+                  Step(stepname.FOLD_CHAINS, lambda: fold_after_start(op))]
+    return steps
+
+
+def confirm_steps(op: 'ConfirmMigration') -> list[Step]:
+    return [Step(stepname.FOLD_CHAINS, lambda: fold_before_delete(op)),
+            Step(stepname.DELETE_RESIZE_DIR, op.delete_resize_dir)]
+
+
+def _growable(record: 'ResizeRecord') -> list[DiskFile]:
+    return [d for d in record.disks if d.role in GROWABLE]
+
+
+def check_staged(op: 'FinishMigration') -> None:
+    """Each overlay is a plain qcow2 (no data file), backed by its kept
+    source disk recorded as qcow2 (never probed), at the new size."""
+    op.check_source_definition()
+    sizes = {f.name: f.virtual_size for f in op.final}
+    qemu_img = op.env.qemu_img()
+    for disk in _growable(op.record):
+        path = op.dest.path(disk.name)
+        kept = op.record.source.in_resize_dir(disk.name)
+        header = qemuimg.read_header(path)
+        info = qemu_img.info(path, 'qcow2')
+        if header.format != 'qcow2' or header.data_file or \
+                info.backing_file != kept or \
+                info.backing_format != 'qcow2' or \
+                info.virtual_size != sizes[disk.name] or \
+                not os.path.isfile(kept):
+            raise exception.UnsupportedDisk(
+                f'{path} is not the overlay this resize staged (backing '
+                f'{info.backing_file!r} as {info.backing_format!r}, '
+                f'{info.virtual_size} bytes; wanted {kept!r} as qcow2, '
+                f'{sizes[disk.name]} bytes)')
+
+
+def _fold(op: 'FinishMigration | ConfirmMigration',
+          disk: DiskFile) -> None:
+    guest = op.env.host.lookup(op.record.uuid)
+    if guest is None:
+        raise exception.NotFound(f'no domain {op.record.uuid} to fold')
+    progress = op.env.progress
+    assert disk.target_dev is not None     # the chooser made sure
+    blockjob.pull(guest, disk.target_dev, disk.backing_file,
+                  op.env.conf.resizedriver.fold_timeout,
+                  (lambda done, total: progress(f'{disk.name} (fold)', done,
+                                                total)) if progress else None)
+
+
+def fold_after_start(op: 'FinishMigration') -> None:
+    """Fold while the resized guest runs.  A failure (a timeout, say) does
+    not undo a resize whose guest is up: confirm folds again before it
+    deletes anything."""
+    for disk in _growable(op.record):
+        try:
+            _fold(op, disk)
+        except blockjob.FoldFailed as e:
+            LOG.warning('Folding %s back failed, confirm will fold it: %s',
+                        disk.name, e, instance_uuid=op.record.uuid)
+
+
+def fold_before_delete(op: 'ConfirmMigration') -> None:
+    """Nothing may still read ``<uuid>_resize`` when it goes: pull live, or
+    rebase offline when the guest is off."""
+    guest = op.env.host.lookup(op.record.uuid)
+    qemu_img = op.env.qemu_img()
+    for disk in _growable(op.record):
+        if guest is not None and guest.is_running():
+            _fold(op, disk)
+        else:
+            _rebase_offline(op, disk, qemu_img)
+    if guest is not None:
+        still = blockjob.disks_depending_on(
+            guest, op.record.source.resize_dir, qemu_img)
+        if still:
+            raise exception.ResizeDriverError(
+                f'{", ".join(still)} still read from '
+                f'{op.record.source.resize_dir}: not deleting it')
+
+
+def _rebase_offline(op: 'ConfirmMigration', disk: DiskFile,
+                    qemu_img: qemuimg.QemuImg) -> None:
+    path = op.record.dest.path(disk.name)
+    info = qemu_img.info(path, 'qcow2')
+    kept = op.record.source.in_resize_dir(disk.name)
+    if info.backing_file != kept:
+        return                            # folded already
+    base: Optional[str] = disk.backing_file
+    LOG.info('Guest is off: rebasing %s onto %s offline', path, base,
+             instance_uuid=op.record.uuid)
+    qemu_img.rebase_safe(path, base, 'raw',
+                         size=os.path.getsize(kept) + info.virtual_size)

@@ -1,0 +1,44 @@
+"""Each plan's steps, by the plan's name (``resizedriver.chooser``).
+
+An operation object (``MigrateDiskAndPowerOff``, ``FinishMigration``,
+``ConfirmMigration``) holds what the operation knows and the steps every
+plan shares (write the record, power off, define, start, ...), which an
+integration such as the Nova adapter may override; the plan decides which
+steps run, in which order.  The ``copy`` plan's lists are the operation
+modules' own (``copy_steps``); another plan is a module of its own.
+Every plan reverts the same way (``operations/revert.py``): back to the
+untouched ``<uuid>_resize``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from resizedriver import chooser
+from resizedriver.operations import overlay
+from resizedriver.plan import Step
+
+StepsFor = Callable[[Any], list[Step]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Builders:
+    migrate: StepsFor
+    finish: StepsFor
+    confirm: StepsFor
+
+
+def _copy_steps(op: Any) -> list[Step]:
+    return op.copy_steps()
+
+
+BUILDERS = {
+    chooser.COPY: Builders(_copy_steps, _copy_steps, _copy_steps),
+    chooser.OVERLAY: Builders(overlay.migrate_steps, overlay.finish_steps,
+                              overlay.confirm_steps),
+}
+
+
+def builders(plan: str) -> Builders:
+    return BUILDERS[chooser.check_known(plan)]
