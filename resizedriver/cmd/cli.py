@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging as std_logging
 import re
 import sys
 from typing import Optional, Sequence
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='oslo.config file (repeatable), e.g. nova.conf')
     p.add_argument('--debug', action='store_true',
                    help='debug logging and tracebacks on errors')
+    p.add_argument('--verbose', '-v', action='store_true',
+                   help='log each step (by default only the result, the '
+                        'progress, warnings and errors are shown)')
     sub = p.add_subparsers(dest='command', required=True)
 
     r = sub.add_parser('resize', help='resize and/or move a guest')
@@ -111,6 +115,8 @@ def _setup(args: argparse.Namespace) -> None:
     rd_conf.CONF(argv, project='resizedriver',
                  default_config_files=None if not args.config_file else [])
     logging.setup(rd_conf.CONF, 'resizedriver')
+    if not (args.verbose or args.debug):
+        std_logging.getLogger('resizedriver').setLevel(std_logging.WARNING)
 
 
 class Console:
@@ -175,8 +181,8 @@ def _describe(rec: ResizeRecord) -> str:
     return (f'{rec.uuid} {rec.name}: vcpus {o.vcpus}->{n.vcpus}, memory '
             f'{o.memory_mib}->{n.memory_mib} MiB, root '
             f'{o.root_bytes // MiB}->{max(n.root_bytes, o.root_bytes) // MiB}'
-            f' MiB, to {where}:{rec.destination.instances_path}; '
-            f'confirm or revert')
+            f' MiB, to {where}:{rec.destination.instances_path} '
+            f'({rec.plan} plan); confirm or revert')
 
 
 def run(args: argparse.Namespace, out=sys.stdout) -> None:

@@ -65,9 +65,9 @@ def test_same_host_resize_up_then_confirm(scenario: Scenario):
     assert not os.path.exists(os.path.join(s.instances,
                                            s.guest.uuid + '_resize'))
 
-    out = s.cli('resize', s.guest.name, '--vcpus', '2', '--memory', '512',
-                '--root-size', '128M')
-    assert 'resized' in out.stdout
+    out = s.cli('--verbose', 'resize', s.guest.name, '--vcpus', '2',
+                '--memory', '512', '--root-size', '128M')
+    assert 'resized' in out.stdout and '(overlay plan)' in out.stdout
     # Same host, qcow2: the overlay plan; nothing copied while down, and
     # the chain folded back live once the resized guest ran.
     assert 'Plan overlay' in out.stderr

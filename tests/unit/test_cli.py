@@ -178,3 +178,14 @@ def test_recover_that_fails_says_so_and_exits_1(cli_env, capsys):
     lines = _error_lines(capsys.readouterr().err)
     assert lines[-1] == ('resizedriver: error: 1 operation(s) could not be '
                          'recovered')
+
+
+@pytest.mark.parametrize('flags,level', [([], logging.WARNING),
+                                         (['--verbose'], logging.NOTSET)])
+def test_step_logs_only_with_verbose(cli_env, flags, level):
+    _instances, ini, _out = cli_env
+    rd_logger = logging.getLogger('resizedriver')
+    rd_logger.setLevel(logging.NOTSET)
+    assert cli.main(['--config-file', ini, *flags, 'status']) == 0
+    assert rd_logger.level == level
+    rd_logger.setLevel(logging.NOTSET)
