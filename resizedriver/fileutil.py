@@ -8,7 +8,12 @@ import os
 
 def fsync_dir(path: str) -> None:
     """Make a rename or unlink in ``path`` survive a power cut."""
-    fd = os.open(path, os.O_DIRECTORY)
+    fsync_file(path, os.O_DIRECTORY)
+
+
+def fsync_file(path: str, flags: int = 0) -> None:
+    """Make what was written to ``path`` survive a power cut."""
+    fd = os.open(path, os.O_RDONLY | flags)
     try:
         os.fsync(fd)
     finally:

@@ -114,7 +114,7 @@ def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
         if os.path.exists(layout.path(DISK_INFO)):
             _write_disk_info(sdir, final)
         for name in os.listdir(sdir):
-            _fsync(os.path.join(sdir, name))
+            fileutil.fsync_file(os.path.join(sdir, name))
         fileutil.fsync_dir(sdir)
     except BaseException:
         remove(layout)
@@ -138,15 +138,6 @@ def _write_disk_info(sdir: str, final: list[DiskFile]) -> None:
     with open(os.path.join(sdir, DISK_INFO), 'w') as f:
         json.dump({d.path: d.format for d in final if d.format != 'file'},
                   f)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def put_in_place(layout: InstanceLayout) -> None:
     """``<uuid>.staging`` becomes ``<uuid>`` (which must be gone: moved to
