@@ -40,6 +40,7 @@ DRIVERS = {'ours': 'resizedriver.LibvirtResizeDriver',
 KINDS = ('cpu', 'disk')      # CPU/RAM only; root disk grow by 1 GiB
 PREFIX = 'rdbench-'
 FILL_OFFSET = 1 * MiB        # sector 0 holds the guest's boot counter
+FILL_CHUNK = 1 * GiB         # qemu-io writes at most 2 GiB - 512 at once
 READY_TIMEOUT = 600          # s; TCG boots on a busy host can be slow
 CHILD_TIMEOUT = 3600         # s; qemu-io writing GiBs
 
@@ -125,11 +126,18 @@ def fill(server: Server, size: int) -> None:
     inst = server.instance
     server.drv.power_off(inst, CONF.shutdown_timeout,
                          CONF.compute.shutdown_retry_interval)
-    subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
-                    f'write -P 0x5a {FILL_OFFSET} {size}',
-                    os.path.join(server.dir, 'disk')],
-                   check=True, stdout=subprocess.DEVNULL,
-                   timeout=CHILD_TIMEOUT)
+    writes = []
+    for offset in range(0, size, FILL_CHUNK):
+        length = min(FILL_CHUNK, size - offset)
+        writes += ['-c', f'write -P 0x5a {FILL_OFFSET + offset} {length}']
+    done = subprocess.run(['qemu-io', '-f', 'qcow2', *writes,
+                           os.path.join(server.dir, 'disk')],
+                          capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT)
+    # qemu-io reports a failed command on stdout and may still exit 0.
+    if done.returncode or done.stdout.count('wrote ') != len(writes) // 2:
+        raise RuntimeError(f'qemu-io could not fill the overlay: '
+                           f'{done.stdout.strip()} {done.stderr.strip()}')
     os.sync()            # the fill's writeback is not the resize's
     server.boot(lambda s: s.drv.power_on(s.ctx, s.instance, s.nw))
 
@@ -253,6 +261,28 @@ def setup(root: str) -> dict:
     return drivers
 
 
+def run_all(args, drivers: dict, device: str, results: list) -> None:
+    """Every case, each driver right after the other on the same case."""
+    for size in args.sizes:
+        for kind in args.kinds:
+            for name in args.drivers:
+                print(f'rdbench: {kind} {report.size_text(size)} {name} ...',
+                      file=sys.stderr, flush=True)
+                results.append(run_case(drivers[name], name, kind, size,
+                                        len(results), device))
+
+
+def show(results: list, directory: str, device: str) -> None:
+    if not results:
+        return
+    note = (f'virt_type={CONF.libvirt.virt_type}, {os.cpu_count()} host '
+            f'CPUs; writes: /proc/diskstats of {device}')
+    print(report.table(results, note))
+    report.save(results, directory, note)
+    print(f'rdbench: wrote {directory}/results.json and downtime.png',
+          file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
@@ -264,21 +294,11 @@ def main(argv: list[str]) -> int:
     try:
         drivers = setup(root)
         device = probes.block_device(CONF.instances_path)
-        results, n = [], 0
-        for size in args.sizes:
-            for kind in args.kinds:
-                for name in args.drivers:
-                    n += 1
-                    print(f'rdbench: {kind} {report.size_text(size)} {name} '
-                          '...', file=sys.stderr, flush=True)
-                    results.append(run_case(drivers[name], name, kind, size,
-                                            n, device))
-        note = (f'virt_type={CONF.libvirt.virt_type}, {os.cpu_count()} '
-                f'host CPUs; writes: /proc/diskstats of {device}')
-        print(report.table(results, note))
-        report.save(results, args.results, note)
-        print(f'rdbench: wrote {args.results}/results.json and '
-              f'downtime.png', file=sys.stderr)
+        results: list[Result] = []
+        try:
+            run_all(args, drivers, device, results)
+        finally:    # what was measured before a failure is still shown
+            show(results, args.results, device)
     finally:
         for drv in drivers.values():
             drv.cleanup_host(host=CONF.host)
