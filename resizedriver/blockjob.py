@@ -15,6 +15,19 @@ and a new pull starts over; one that finds the chain already folded does
 nothing.  ``<uuid>_resize/disk`` is only ever opened read-only, so it
 stays the exact revert point.
 
+One window is not closed by QEMU (seen on QEMU 7.2): at completion it
+writes the new backing name into the header while the qcow2 L2 tables of
+the clusters it copied up are still only in its metadata cache.  QEMU
+killed then (SIGKILL, a host crash) leaves ``<uuid>/disk`` naming
+``_base`` without those clusters: the data read through
+``<uuid>_resize`` is gone from its view.  So :func:`pull` ends with
+``Guest.flush_disks`` (a pause: QEMU flushes every disk), and until that
+is recorded as done, a guest found not running must first have its
+overlay pointed back at ``<uuid>_resize/disk`` (:func:`reattach`), which
+is correct whatever the pull reached: every cluster the active image
+lacks on disk reads from there again, and what it has is either a copy
+of that or newer.
+
 Whether a job succeeded is decided by the live chain afterwards, not by
 the job vanishing: libvirt drops a failed job from ``blockJobInfo`` just
 as it drops a completed one.
@@ -77,15 +90,18 @@ def pull(guest: Guest, target_dev: str, base: Optional[str], timeout: float,
     """Make ``target_dev``'s active image back directly onto ``base``
     (None: onto nothing, pulling the whole chain) while the guest runs.
 
-    Idempotent: an already folded chain is left alone, and a pull that
-    is still running (started before a crash) is waited for rather than
-    started again.  Gives up after ``timeout`` seconds: the job is then
-    aborted, which leaves the chain valid and as it was.
+    Idempotent: an already folded chain is only flushed, and a pull
+    that is still running (started before a crash) is waited for rather
+    than started again.  Gives up after ``timeout`` seconds: the job is
+    then aborted, which leaves the chain valid and as it was.  Once it
+    returns the folded chain is on disk (flushed): only then may
+    ``<uuid>_resize`` go.
     """
     chain = backing_chain(guest, target_dev)
     if _folded(chain, base):
         LOG.info('%s already backed by %s', chain[0], base,
                  instance_uuid=guest.uuid)
+        guest.flush_disks()     # a crash may have come before ours
         return
     if base is not None and base not in chain[2:]:
         raise FoldFailed(f'{target_dev}: {base} is not below the backing '
@@ -106,8 +122,17 @@ def pull(guest: Guest, target_dev: str, base: Optional[str], timeout: float,
     if not _folded(chain, base):
         raise FoldFailed(f'{target_dev}: the pull ended but the chain is '
                          f'{chain} (the job failed: see the libvirtd log)')
+    guest.flush_disks()
     LOG.info('%s is backed by %s again', chain[0], base,
              instance_uuid=guest.uuid)
+
+
+def reattach(path: str, resize_layer: str, qemu_img: QemuImg) -> None:
+    """After a crash, before the guest starts again: point the active
+    overlay ``path`` back at its ``<uuid>_resize`` layer (header only).
+    Always right while that layer exists, whatever a pull had done (see
+    the module docstring); a later :func:`pull` folds it again."""
+    qemu_img.rebase_unsafe(path, resize_layer, 'qcow2')
 
 
 def _wait(guest: Guest, target_dev: str, timeout: float,

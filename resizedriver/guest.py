@@ -122,6 +122,13 @@ class Guest:
         pointer as it was: what it copied up is the same data)."""
         self._domain.blockJobAbort(target_dev, 0)
 
+    def flush_disks(self) -> None:
+        """Make QEMU write its cached image metadata out: pausing a guest
+        drains and flushes every disk (QEMU's vm_stop), with no help from
+        the guest.  The guest is frozen for the pause (~0.05 s here)."""
+        self._domain.suspend()
+        self._domain.resume()
+
     def undefine(self) -> None:
         self._domain.undefineFlags(
             libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
