@@ -74,9 +74,18 @@ class InstanceProgress:
             0 if name in self._finished else done)
         pct = min(100, 100 * copied // self.total)
         if pct - self._saved >= PROGRESS_STEP or pct == 100:
-            self._saved = pct
-            self.instance.progress = pct
-            self.instance.save()
+            self._save(pct)
+
+    def complete(self) -> None:
+        """The migrate is done: 100, also for a plan that copied nothing
+        (the overlay plan)."""
+        if self._saved != 100:
+            self._save(100)
+
+    def _save(self, pct: int) -> None:
+        self._saved = pct
+        self.instance.progress = pct
+        self.instance.save()
 
 
 class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
@@ -123,6 +132,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 progress.expect(sum(d.actual_size for d in op.disks
                                     if d.role is not DiskRole.SWAP))
                 engine.run(plan, op.journal_context())
+            progress.complete()
         except exception.ResizeRefused as e:
             raise nova_exception.InstanceFaultRollback(
                 nova_exception.ResizeError(reason=str(e))) from e

@@ -36,7 +36,6 @@ from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
-from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver import record as rd_record
@@ -123,10 +122,6 @@ def nova_objects(nova: Optional[NovaCall]) -> NovaCall:
 
 
 class NovaMigrate(MigrateDiskAndPowerOff):
-    #: the overlay plan is not proven under Nova yet (its finish with
-    #: Nova's XML and image backend): Nova gets the copy plan
-    offered_plans = (chooser.COPY,)
-
     def __init__(self, env, uuid, new_flavor, dest, transport,
                  nova: NovaCall, timeout: int, retry_interval: int) -> None:
         super().__init__(env, uuid, new_flavor, dest, transport)

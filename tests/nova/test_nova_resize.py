@@ -9,7 +9,9 @@ guest prints and on the instance being left consistent.
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import subprocess
 
 import pytest
 from nova import exception as nova_exception
@@ -17,6 +19,7 @@ from nova import objects
 from nova.virt import driver as nova_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
+from resizedriver import chooser
 from resizedriver import journal
 from resizedriver import vif
 from resizedriver.host import Host
@@ -105,10 +108,22 @@ def test_resize_up_then_confirm(make_server):
     assert after.macs == {'eth0': server.mac}
     assert server.ping()
     assert os.path.isdir(server.dir + '_resize')
+    # Same host, qcow2: the overlay plan (nothing copied while down)
+    with open(os.path.join(server.dir + '_resize', 'resize.json')) as f:
+        assert json.load(f)['plan'] == 'overlay'
 
     server.driver.confirm_migration(server.ctx, mig, server.instance,
                                     server.nw)
     assert_no_resize_left(server)
+    # Nova's layout again: disk -> _base/<sha>, disk.info says qcow2
+    info = json.loads(subprocess.run(
+        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2',
+         os.path.join(server.dir, 'disk')],
+        check=True, capture_output=True, text=True).stdout)
+    assert os.path.dirname(info['backing-filename']) == os.path.join(
+        os.path.dirname(server.dir), '_base')
+    with open(os.path.join(server.dir, 'disk.info')) as f:
+        assert json.load(f)[os.path.join(server.dir, 'disk')] == 'qcow2'
     # A repeated confirm (the manager may retry) is harmless.
     server.driver.confirm_migration(server.ctx, mig, server.instance,
                                     server.nw)
@@ -233,6 +248,9 @@ def test_two_instances_resizing_at_once_keep_their_own_progress(
         server.instance.new_flavor = flavor(BIG)
         server.instance.save = (lambda inst: lambda **_kw: saved[
             inst.uuid].append(inst.progress))(server.instance)
+    # About copies: the copy plan (same host would choose the overlay).
+    monkeypatch.setattr(nova_ops.NovaMigrate, 'offered_plans',
+                        (chooser.COPY,))
     real_copy = nova_ops.NovaMigrate.copy_disks
 
     def copy_disks(op):
