@@ -368,3 +368,27 @@ def test_pull_timeout_aborts_the_job_and_says_so(blk):
     assert b.domain.block_job('vda') is None
     _chain_intact(b)
     assert b.domain.is_running()
+
+
+def test_overlay_over_a_standalone_disk_folds_by_a_full_pull(blk):
+    """A root disk with no backing file (not from _base): its overlay is
+    folded by pulling everything, leaving a standalone <uuid>/disk."""
+    b = blk
+    b.domain.destroy()
+    subprocess.run(['qemu-img', 'rebase', '-f', 'qcow2', '-b', '',
+                    b.layout.path('disk')], check=True, timeout=60)
+    b.domain.start()
+    _overlay_resize(b)
+    b.wait_boot(2)
+    fold, = b.staged.folds
+    assert fold.base is None
+    assert _chain(b) == [b.layout.path('disk'),
+                         b.layout.in_resize_dir('disk')]
+    blockjob.pull(b.domain, 'vda', None, timeout=300)
+    assert _chain(b) == [b.layout.path('disk')]
+    assert b.qemu_img.info(b.layout.path('disk'),
+                           'qcow2').backing_file is None
+    _pattern_reads_back(b.layout.path('disk'))
+    assert blockjob.disks_depending_on(b.domain, b.layout.resize_dir,
+                                       b.qemu_img) == []
+    assert sha256(b.layout.in_resize_dir('disk')) == b.revert_sha

@@ -1,0 +1,150 @@
+"""blockjob.pull's decisions, against a stand-in domain.
+
+The real behaviour (libvirt 9.0, QEMU 7.2) is proven in
+tests/functional/test_blockjob.py; here are the paths a real QEMU does
+not take on demand: a job that vanishes without folding, another kind of
+job on the disk, a progress callback that raises.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libvirt
+import pytest
+
+from resizedriver import blockjob
+from resizedriver.guest import BlockJob
+
+TOP, KEPT, BASE = '/i/u/disk', '/i/u_resize/disk', '/i/_base/sha'
+PULL = libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL
+
+
+class Domain:
+    """What blockjob uses of a Guest: a chain, at most one job."""
+
+    uuid, name = 'u', 'guest'
+
+    def __init__(self, chain: list[str], job_polls: Optional[int] = 2,
+                 succeeds: bool = True, job_type: Optional[int] = None):
+        self.chain = chain
+        self.job_polls = job_polls     # None: the job never ends
+        self.succeeds = succeeds
+        self.job: Optional[BlockJob] = BlockJob(job_type, 1, 9) \
+            if job_type is not None else None
+        self.calls: list[str] = []
+
+    def live_xml(self) -> str:
+        inner = '<backingStore/>'
+        for path in reversed(self.chain[1:]):
+            inner = (f"<backingStore type='file'><source file='{path}'/>"
+                     f"{inner}</backingStore>")
+        return (f"<domain><devices><disk type='file' device='disk'>"
+                f"<source file='{self.chain[0]}'/>{inner}"
+                f"<target dev='vda'/></disk></devices></domain>")
+
+    def block_pull(self, dev: str, base: Optional[str],
+                   bandwidth: int = 0) -> None:
+        self.calls.append(f'pull {base}')
+        self.base = base
+        self.job = BlockJob(PULL, 0, 9)
+
+    def block_job(self, dev: str) -> Optional[BlockJob]:
+        if self.job is None:
+            return None
+        if self.job_polls is not None:
+            if self.job_polls == 0:
+                self.job = None
+                if self.succeeds:
+                    keep = self.chain.index(self.base) if self.base else None
+                    self.chain = [self.chain[0]] + (
+                        self.chain[keep:] if keep else [])
+                return None
+            self.job_polls -= 1
+        return self.job
+
+    def abort_block_job(self, dev: str) -> None:
+        self.calls.append('abort')
+        self.job = None
+
+    def flush_disks(self) -> None:
+        self.calls.append('flush')
+
+
+@pytest.fixture(autouse=True)
+def fast(monkeypatch):
+    monkeypatch.setattr(blockjob, 'POLL_SECONDS', 0.001)
+
+
+def test_pull_folds_onto_base_then_flushes():
+    dom = Domain([TOP, KEPT, BASE])
+    seen = []
+    blockjob.pull(dom, 'vda', BASE, timeout=10,
+                  progress=lambda cur, end: seen.append((cur, end)))
+    assert dom.chain == [TOP, BASE]
+    assert dom.calls == [f'pull {BASE}', 'flush']
+    assert seen == [(0, 9), (0, 9)]
+
+
+def test_full_pull_when_there_is_no_base():
+    dom = Domain([TOP, KEPT])
+    blockjob.pull(dom, 'vda', None, timeout=10)
+    assert dom.chain == [TOP]
+    assert dom.calls == ['pull None', 'flush']
+
+
+def test_a_folded_chain_is_only_flushed():
+    dom = Domain([TOP, BASE])
+    blockjob.pull(dom, 'vda', BASE, timeout=10)
+    assert dom.calls == ['flush']
+
+
+def test_a_job_that_vanishes_without_folding_is_a_failure():
+    """libvirt drops a failed job from blockJobInfo as it drops a
+    completed one: only the chain tells them apart."""
+    dom = Domain([TOP, KEPT, BASE], succeeds=False)
+    with pytest.raises(blockjob.FoldFailed, match='the job failed'):
+        blockjob.pull(dom, 'vda', BASE, timeout=10)
+    assert 'flush' not in dom.calls
+
+
+def test_a_running_pull_is_adopted_not_started_again():
+    dom = Domain([TOP, KEPT, BASE], job_type=PULL)
+    dom.base = BASE
+    blockjob.pull(dom, 'vda', BASE, timeout=10)
+    assert dom.calls == ['flush']
+    assert dom.chain == [TOP, BASE]
+
+
+def test_another_kind_of_job_is_refused():
+    dom = Domain([TOP, KEPT, BASE],
+                 job_type=libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COPY)
+    with pytest.raises(blockjob.FoldFailed, match='another block job'):
+        blockjob.pull(dom, 'vda', BASE, timeout=10)
+    assert dom.calls == []
+
+
+def test_timeout_aborts_the_job():
+    dom = Domain([TOP, KEPT, BASE], job_polls=None)
+    with pytest.raises(blockjob.FoldFailed, match='aborted'):
+        blockjob.pull(dom, 'vda', BASE, timeout=0.05)
+    assert dom.calls == [f'pull {BASE}', 'abort']
+    assert dom.chain == [TOP, KEPT, BASE]
+
+
+def test_a_raising_progress_callback_aborts_the_job():
+    dom = Domain([TOP, KEPT, BASE], job_polls=None)
+
+    def progress(cur, end):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        blockjob.pull(dom, 'vda', BASE, timeout=10, progress=progress)
+    assert dom.calls == [f'pull {BASE}', 'abort']
+
+
+def test_a_base_not_in_the_chain_is_refused():
+    dom = Domain([TOP, KEPT, '/elsewhere/base'])
+    with pytest.raises(blockjob.FoldFailed, match='not below'):
+        blockjob.pull(dom, 'vda', BASE, timeout=10)
+    assert dom.calls == []
