@@ -11,6 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from benchmarks import probes  # noqa: E402
 from resizedriver.host import Host  # noqa: E402
 from tests.lib import guestlog, hostenv, testguest  # noqa: E402
 
@@ -24,6 +25,26 @@ def show(title: str, report: guestlog.GuestReport) -> None:
     print(f'{title:<28} boot #{report.boot}: {report.cpu_count} vCPU(s) '
           f'[{report.cpus}], MemTotal {report.mem_kb // 1024} MiB, {disks}, '
           f'MAC {", ".join(report.macs.values())}')
+
+
+def downtime(lines: list[probes.Line]) -> str:
+    """From the guest's own console: its "shutdown" line (the ACPI power
+    button seen) to the resized guest's first "ready"; and what the
+    host's disk wrote meanwhile."""
+    new_boot = next(i for i, line in enumerate(lines)
+                    if line.text.startswith('RDGUEST boot=2'))
+    ready = next(line for line in lines[new_boot:]
+                 if line.text.startswith('RDGUEST ready'))
+    down = next((line for line in reversed(lines[:new_boot])
+                 if line.text.startswith('RDGUEST shutdown')), None)
+    if down is None:
+        return 'guest downtime: (the guest printed no "shutdown" line)'
+    mib = (ready.written - down.written) / 2**20
+    return (f'guest downtime: {ready.at - down.at:.1f} s (its "shutdown" '
+            f'line -> the resized guest\'s "ready"); the disk under the '
+            f'instances path wrote {mib:.1f} MiB meanwhile (the guest\'s '
+            f'own shutdown and boot, and anything else on that disk, '
+            f'included)')
 
 
 def main() -> int:
@@ -58,9 +79,14 @@ def main() -> int:
     cmd = cli + ['resize', NAME, '--vcpus', '2', '--memory', '512',
                  '--root-size', '128M']
     print('$ resizedriver resize', ' '.join(cmd[5:][1:]))
-    subprocess.run(cmd, check=True)
-    after = guestlog.wait_for_boot(guest.console_log(host), 2)
+    consoles = [guest.console_log(host),
+                os.path.join(guest.dir + '_resize', 'console.log')]
+    with probes.ConsoleWatch(consoles,
+                             probes.block_device(f'{ROOT}/instances')) as w:
+        subprocess.run(cmd, check=True)
+        after = guestlog.wait_for_boot(guest.console_log(host), 2)
     show('after resize:', after)
+    print(downtime(w.lines))
     print('ping over the bridge:',
           'ok' if hostenv.ping(guest.ip.split('/')[0]) else 'FAILED')
     subprocess.run(cli + ['status'], check=True)
