@@ -178,13 +178,18 @@ def fold_before_delete(op: 'ConfirmMigration') -> None:
 
 def _rebase_offline(op: 'ConfirmMigration', disk: DiskFile,
                     qemu_img: qemuimg.QemuImg) -> None:
+    """Fold with the guest off.  The header is not trusted to say whether
+    a fold happened: QEMU killed just as a pull completed can leave it
+    naming ``_base`` while the copied clusters' index never reached the
+    disk, so their data is still only in ``<uuid>_resize``.  Pointing the
+    overlay back at ``<uuid>_resize`` is always right while it exists
+    (``blockjob.reattach``); the safe rebase then copies up whatever is
+    not in the overlay yet (nothing, after a pull that completed)."""
     path = op.record.dest.path(disk.name)
-    info = qemu_img.info(path, 'qcow2')
     kept = op.record.source.in_resize_dir(disk.name)
-    if info.backing_file != kept:
-        return                            # folded already
     base: Optional[str] = disk.backing_file
-    LOG.info('Guest is off: rebasing %s onto %s offline', path, base,
+    LOG.info('Guest is off: folding %s onto %s offline', path, base,
              instance_uuid=op.record.uuid)
-    qemu_img.rebase_safe(path, base, 'raw',
-                         size=os.path.getsize(kept) + info.virtual_size)
+    blockjob.reattach(path, kept, qemu_img)
+    size = os.path.getsize(kept) + qemu_img.info(path, 'qcow2').virtual_size
+    qemu_img.rebase_safe(path, base, 'raw', size=size)
