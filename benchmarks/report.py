@@ -53,13 +53,15 @@ def plot(results: list, path: str) -> None:
     from matplotlib import pyplot
 
     fig, ax = pyplot.subplots(figsize=(6.4, 4))
-    for driver, style in (('ours', '-o'), ('upstream', '--s')):
-        for kind in KIND_TEXT:
+    # colour: driver; line and marker: kind of resize
+    for driver, colour in (('ours', 'tab:blue'), ('upstream', 'tab:red')):
+        for kind, style in zip(KIND_TEXT, ('-o', '--s'), strict=True):
             points = sorted((r.size, r.downtime) for r in results
                             if r.driver == driver and r.kind == kind)
             if points:
                 ax.plot([s / MiB for s, _ in points], [d for _, d in points],
-                        style, label=f'{driver}: {KIND_TEXT[kind]}')
+                        style, color=colour,
+                        label=f'{driver}: {KIND_TEXT[kind]}')
     sizes = sorted({r.size for r in results})
     ax.set_xscale('log', base=2)
     ax.set_xticks([s / MiB for s in sizes], [size_text(s) for s in sizes])
