@@ -5,9 +5,14 @@ While the guest still runs, ``<uuid>.staging/`` gets a new qcow2 overlay
 per root/ephemeral disk, already of the new size, whose backing file is
 that disk's name-to-be in ``<uuid>_resize/`` (``resizedriver.staging``).
 With the guest off, two renames make it the instance; the guest boots
-the new flavor reading its old disks through the overlays; then the
-chain is folded back to Nova's ``<uuid>/disk -> _base/...`` layout by a
-live block pull (``resizedriver.blockjob``), while the guest runs.  The
+the new flavor reading its old disks through the overlays.  At confirm,
+when the kept source is no longer needed, the chain is folded back to
+Nova's ``<uuid>/disk -> _base/...`` layout by a live block pull
+(``resizedriver.blockjob``) while the guest runs: not at finish, where
+the pull would compete with the guest's boot for the disk.  Until then
+the guest reads through one more layer, and Nova's image cache manager
+counts ``<uuid>_resize``'s backing files as in use (it looks at
+``_resize`` directories too).  The
 old disks are only ever backing files, opened read-only: a revert (the
 common one, ``revert.py``) goes back to exactly their bytes.
 
@@ -34,10 +39,6 @@ finish_migration:
   plug VIFs
   define domain           [restore source definition]
   start guest             [destroy]           only when power_on
-  fold backing chains                         live block pull onto
-                                              _base; a failure or timeout
-                                              is logged and left to
-                                              confirm (the guest runs)
 
 confirm_migration (forward: completed after a crash):
   fold backing chains     live pull, or offline rebase if the guest is
@@ -95,8 +96,7 @@ def finish_steps(op: 'FinishMigration') -> list[Step]:
              Step(stepname.PLUG_VIFS, op.plug_vifs),
              Step(stepname.DEFINE, op.define, op.undefine)]
     if op.power_on:
-        steps += [Step(stepname.START, op.start, op.stop),
-                  Step(stepname.FOLD_CHAINS, lambda: fold_after_start(op))]
+        steps.append(Step(stepname.START, op.start, op.stop))
     return steps
 
 
@@ -132,8 +132,7 @@ def check_staged(op: 'FinishMigration') -> None:
                 f'{sizes[disk.name]} bytes)')
 
 
-def _fold(op: 'FinishMigration | ConfirmMigration',
-          disk: DiskFile) -> None:
+def _fold(op: 'ConfirmMigration', disk: DiskFile) -> None:
     guest = op.env.host.lookup(op.record.uuid)
     if guest is None:
         raise exception.NotFound(f'no domain {op.record.uuid} to fold')
@@ -143,18 +142,6 @@ def _fold(op: 'FinishMigration | ConfirmMigration',
                   op.env.conf.resizedriver.fold_timeout,
                   (lambda done, total: progress(f'{disk.name} (fold)', done,
                                                 total)) if progress else None)
-
-
-def fold_after_start(op: 'FinishMigration') -> None:
-    """Fold while the resized guest runs.  A failure (a timeout, say) does
-    not undo a resize whose guest is up: confirm folds again before it
-    deletes anything."""
-    for disk in _growable(op.record):
-        try:
-            _fold(op, disk)
-        except blockjob.FoldFailed as e:
-            LOG.warning('Folding %s back failed, confirm will fold it: %s',
-                        disk.name, e, instance_uuid=op.record.uuid)
 
 
 def fold_before_delete(op: 'ConfirmMigration') -> None:

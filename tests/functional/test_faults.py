@@ -52,7 +52,7 @@ CRASHES = [
     (REVERT, 'move _resize back', True),
     (FINISH, 'start guest', True),
     (CONFIRM, 'delete _resize', True),
-    (FINISH, 'fold backing chains', True),
+    (FINISH, 'define domain', True),
     (REVERT, 'define source domain', True),
     (FINISH, 'check copied disks', False),
     (CONFIRM, 'check copies were verified', False),
