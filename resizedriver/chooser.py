@@ -35,14 +35,13 @@ from __future__ import annotations
 import dataclasses
 
 from resizedriver import exception
-from resizedriver.model import DiskFile, DiskRole, Topology
+from resizedriver.model import GROWABLE, DiskFile, Topology
 
 COPY = 'copy'
 OVERLAY = 'overlay'
 #: every plan this version can run (and so finish, confirm, revert and
 #: recover); a record naming another was written by a newer version.
 PLANS = (OVERLAY, COPY)
-GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
 
 
 @dataclasses.dataclass(frozen=True)

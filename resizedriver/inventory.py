@@ -18,7 +18,8 @@ import os
 from resizedriver import domain_xml
 from resizedriver import exception
 from resizedriver.layout import InstanceLayout
-from resizedriver.model import DiskFile, DiskRole, Flavor, role_for_name
+from resizedriver.model import (GROWABLE, DiskFile, DiskRole, Flavor,
+                                role_for_name)
 from resizedriver.qemuimg import ImageInfo, QemuImg, read_header
 
 #: Roles whose files are plain files, not disk images.
@@ -179,8 +180,7 @@ def current_flavor(xml: str, disks: list[DiskFile]) -> Flavor:
 def check_no_shrink(disks: list[DiskFile], new: Flavor) -> None:
     """Refuse to shrink root or ephemeral disks (0 means keep the size)."""
     for d in disks:
-        want = {DiskRole.ROOT: new.root_bytes,
-                DiskRole.EPHEMERAL: new.ephemeral_bytes}.get(d.role)
+        want = new.size_for(d.role) if d.role in GROWABLE else 0
         if want and want < d.virtual_size:
             raise exception.DiskShrinkRefused(
                 f'cannot shrink {d.name} from {d.virtual_size} to {want} '

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import json
 import re
 from typing import Any, Optional
 
@@ -44,6 +45,10 @@ def role_for_name(name: str) -> Optional[DiskRole]:
     return None
 
 
+#: Roles whose disks follow the flavor's size: grown, never shrunk.
+GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flavor:
     """The resources a resize changes.  Disk sizes are virtual sizes."""
@@ -56,6 +61,12 @@ class Flavor:
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
+
+    def size_for(self, role: 'DiskRole') -> int:
+        """The size this flavor asks for a root or ephemeral disk (0:
+        keep it as it is)."""
+        return {DiskRole.ROOT: self.root_bytes,
+                DiskRole.EPHEMERAL: self.ephemeral_bytes}[role]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'Flavor':
@@ -157,3 +168,16 @@ class Destination:
     def from_dict(cls, d: dict[str, Any]) -> 'Destination':
         return cls(host=d['host'], instances_path=d['instances_path'],
                    same_hypervisor=bool(d['same_hypervisor']))
+
+
+def grown_size(disk: DiskFile, flavor: Flavor) -> int:
+    """What a root or ephemeral disk becomes: the flavor's size, never
+    below what it is (a shrink is refused before anything starts)."""
+    return max(flavor.size_for(disk.role), disk.virtual_size)
+
+
+def disk_info(disks: list[DiskFile]) -> str:
+    """Nova's ``disk.info`` for ``disks``: {path: format}, which Nova
+    trusts over probing (kernel and ramdisk are not images)."""
+    return json.dumps({d.path: d.format for d in disks
+                       if d.format != 'file'})

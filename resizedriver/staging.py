@@ -21,7 +21,6 @@ removed here; the source files are read (hard-linked) only.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from typing import Optional
@@ -29,7 +28,8 @@ from typing import Optional
 from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver.layout import DISK_INFO, InstanceLayout
-from resizedriver.model import DiskFile, DiskRole, Flavor
+from resizedriver.model import (GROWABLE, DiskFile, DiskRole, Flavor,
+                                disk_info, grown_size)
 from resizedriver.qemuimg import QemuImg
 
 STAGING_SUFFIX = '.staging'
@@ -37,7 +37,6 @@ STAGING_SUFFIX = '.staging'
 #: config drive attached read-write would be written through the link
 #: into the source copy: Nova attaches config drives read-only.)
 LINKED = (DiskRole.CONFIG, DiskRole.KERNEL, DiskRole.RAMDISK)
-GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +58,6 @@ class Staged:
 
 def staging_dir(layout: InstanceLayout) -> str:
     return layout.dir + STAGING_SUFFIX
-
-
-def _new_size(disk: DiskFile, flavor: Flavor) -> int:
-    """The flavor's size for the disk, never below what it is (a shrink
-    was refused before anything started)."""
-    want = flavor.root_bytes if disk.role is DiskRole.ROOT \
-        else flavor.ephemeral_bytes
-    return max(want, disk.virtual_size)
 
 
 def _check(disks: list[DiskFile]) -> None:
@@ -97,7 +88,7 @@ def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
         for disk in disks:
             staged = os.path.join(sdir, disk.name)
             if disk.role in GROWABLE:
-                size = _new_size(disk, new)
+                size = grown_size(disk, new)
                 qemu_img.create_overlay(staged, layout.in_resize_dir(
                     disk.name), 'qcow2', size)
                 final.append(dataclasses.replace(
@@ -134,10 +125,8 @@ def _make_swap(layout: InstanceLayout, qemu_img: QemuImg,
 
 
 def _write_disk_info(sdir: str, final: list[DiskFile]) -> None:
-    """Nova trusts disk.info over probing: it names the final paths."""
-    with open(os.path.join(sdir, DISK_INFO), 'w') as f:
-        json.dump({d.path: d.format for d in final if d.format != 'file'},
-                  f)
+    """Naming the final paths, not the staging ones."""
+    fileutil.write_atomic(os.path.join(sdir, DISK_INFO), disk_info(final))
 
 def put_in_place(layout: InstanceLayout) -> None:
     """``<uuid>.staging`` becomes ``<uuid>`` (which must be gone: moved to

@@ -24,7 +24,6 @@ resize as a whole is then reverted from the source.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any, Optional
 
@@ -33,6 +32,7 @@ from oslo_log import log as logging
 
 from resizedriver import domain_xml
 from resizedriver import exception
+from resizedriver import fileutil
 from resizedriver import stepname
 from resizedriver import hostfiles
 from resizedriver import inventory
@@ -40,14 +40,14 @@ from resizedriver import vif
 from resizedriver.env import HostEnv
 from resizedriver.operations import plans
 from resizedriver.guest import Guest
-from resizedriver.model import DiskFile, DiskRole
+from resizedriver.model import (GROWABLE, DiskFile, DiskRole, disk_info,
+                                grown_size)
 from resizedriver.layout import DISK_INFO
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 from resizedriver.sparse import PARTIAL_SUFFIX
 
 LOG = logging.getLogger(__name__)
-GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
 
 
 class FinishMigration:
@@ -76,16 +76,14 @@ class FinishMigration:
         if disk.role not in GROWABLE:
             return disk
         fmt = 'qcow2' if self.env.conf.use_cow_images else 'raw'
-        want = {DiskRole.ROOT: self.record.new_flavor.root_bytes,
-                DiskRole.EPHEMERAL: self.record.new_flavor.ephemeral_bytes}[
-                    disk.role]
         backing = disk.backing_file
         if backing:
             backing = None if fmt != disk.format else \
                 self.dest.base_path(os.path.basename(backing))
-        return dataclasses.replace(disk, format=fmt,
-                                   virtual_size=max(want, disk.virtual_size),
-                                   backing_file=backing)
+        return dataclasses.replace(
+            disk, format=fmt,
+            virtual_size=grown_size(disk, self.record.new_flavor),
+            backing_file=backing)
 
     def journal_context(self) -> dict[str, Any]:
         return {'record': self.record.to_dict(), 'power_on': self.power_on}
@@ -184,11 +182,8 @@ class FinishMigration:
 
     def write_disk_info(self) -> None:
         """Nova trusts disk.info over probing: make it name the new files."""
-        path = self.dest.path(DISK_INFO)
-        with open(path + '.tmp', 'w') as f:
-            json.dump({d.path: d.format for d in self.final
-                       if d.format != 'file'}, f)
-        os.rename(path + '.tmp', path)
+        fileutil.write_atomic(self.dest.path(DISK_INFO),
+                              disk_info(self.final))
 
     def plug_vifs(self) -> None:
         vif.plug(domain_xml.vifs(self.record.source_xml), self.record.uuid)

@@ -62,7 +62,7 @@ from resizedriver import exception
 from resizedriver import qemuimg
 from resizedriver import staging
 from resizedriver import stepname
-from resizedriver.model import DiskFile, DiskRole
+from resizedriver.model import GROWABLE, DiskFile
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
@@ -72,7 +72,6 @@ if TYPE_CHECKING:
     from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
-GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
 
 
 def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
