@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 
@@ -27,15 +26,6 @@ def rename_durably(src: str, dst: str) -> None:
     os.rename(src, dst)
     for directory in {os.path.dirname(src), os.path.dirname(dst)}:
         fsync_dir(directory or '.')
-
-
-def sha256(path: str) -> str:
-    """Hex SHA-256 of a local file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1024 * 1024), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_atomic(path: str, text: str) -> None:

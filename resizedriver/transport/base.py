@@ -17,9 +17,9 @@ from oslo_concurrency import processutils
 from oslo_log import log as logging
 
 from resizedriver import exception
-from resizedriver import fileutil
+from resizedriver import sparse
 from resizedriver.sparse import ProgressFn, partial_path
-from resizedriver.transport.proc import Deadlines, run
+from resizedriver.transport.proc import Deadlines, run, spawn
 
 LOG = logging.getLogger(__name__)
 
@@ -35,11 +35,32 @@ class Transport(abc.ABC):
     def _command(self, argv: list[str]) -> list[str]:
         """The local argv that runs ``argv`` on the target host."""
 
-    @abc.abstractmethod
     def _send(self, src: str, part: str,
-              progress: Optional[ProgressFn]) -> None:
+              progress: Optional[ProgressFn]) -> tuple[str, str]:
         """Write local ``src`` to ``part`` on the target, data fsynced;
-        within ``deadlines``, the child reaped whatever happens."""
+        within ``deadlines``, the child reaped whatever happens.  Returns
+        the hash of ``src`` as read and sent, and that of ``part`` as read
+        back from the target's device (see :mod:`resizedriver.sparse`).
+
+        The sparse stream into ``RECEIVER``, run where ``_command`` runs
+        things: the same program writes and reads back every copy, on
+        this host or another.
+        """
+        cmd = self._command(['python3', '-c', sparse.RECEIVER, part,
+                             str(sparse.VERIFY_WINDOW)])
+        timeout = self.deadlines.for_size(os.path.getsize(src))
+        sent = ''       # matches no digest: a broken stream never passes
+        with spawn(cmd, timeout, stdin=True, stdout=True) as child:
+            try:
+                sent = sparse.write_stream(src, child.stdin, progress)
+                child.stdin.close()
+            except BrokenPipeError:
+                pass    # the receiver ended: its exit code tells why
+            written = child.stdout.read().decode(errors='replace').strip()
+            rc = child.wait()
+        if rc != 0:
+            raise child.failure(f'copy of {src} to {part}{self._where}', rc)
+        return sent, written
 
     def copy_file(self, src: str, dst: str,
                   progress: Optional[ProgressFn] = None, *,
@@ -47,18 +68,19 @@ class Transport(abc.ABC):
         """Copy local file ``src`` to ``dst`` on the target host.
 
         Written to ``owner``'s partial name, read back from the device
-        and compared with ``src``, and only then renamed to ``dst`` (the
-        directory fsynced): ``dst`` is never a truncated, unverified or
-        non-durable file, so a ``_base`` file other instances may use can
-        be published this way while they look at it.  Two owners copying
-        the same file each write their own partial file; the second rename
-        replaces an identical verified file.  On failure our partial file
+        and compared with the hash of the bytes read from ``src`` and
+        sent, and only then renamed to ``dst`` (the directory fsynced):
+        ``dst`` is never a truncated, unverified or non-durable file, so
+        a ``_base`` file other instances may use can be published this
+        way while they look at it.  Two owners copying the same file each
+        write their own partial file; the second rename replaces an
+        identical verified file.  On failure our partial file
         is removed (and left for the undo if even that fails).
         """
         part = partial_path(dst, owner)
         try:
-            self._send(src, part, progress)
-            if self.sha256_from_disk(part) != fileutil.sha256(src):
+            sent, written = self._send(src, part, progress)
+            if written != sent:
                 raise exception.CommandFailed(
                     f'the copy of {src} at {part}{self._where} differs from '
                     f'the source')

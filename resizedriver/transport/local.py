@@ -1,11 +1,8 @@
-"""This host: commands run directly, files are copied keeping holes."""
+"""This host: commands run directly; files are copied, keeping holes, by
+the same receiver another host runs (see :mod:`resizedriver.sparse`)."""
 
 from __future__ import annotations
 
-from typing import Optional
-
-from resizedriver import sparse
-from resizedriver.sparse import ProgressFn
 from resizedriver.transport import base
 from resizedriver.transport.proc import Deadlines
 
@@ -18,8 +15,3 @@ class LocalTransport(base.Transport):
 
     def _command(self, argv: list[str]) -> list[str]:
         return argv
-
-    def _send(self, src: str, part: str,
-              progress: Optional[ProgressFn]) -> None:
-        # In-process: no child to bound; the file is fsynced by copy_local.
-        sparse.copy_local(src, part, progress)

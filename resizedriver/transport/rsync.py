@@ -2,16 +2,25 @@
 
 rsync keeps holes (``--sparse``), writes to a temporary name and renames
 when done, and reports progress we pass on.  Commands still go over ssh.
+
+rsync reads the source in its own process and writes the whole copy
+before it names it, so neither side can be hashed while streaming as the
+stream transports do (:mod:`resizedriver.sparse`): the source is hashed
+again here and the copy read back from the device after rsync ends --
+the two at once, on their two hosts.  rsync's own whole-file checksum
+only proves what it received, not what the device holds.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import os
 import re
 import shlex
 from typing import Iterator, Optional
 
+from resizedriver import sparse
 from resizedriver.sparse import ProgressFn, partial_path
 from resizedriver.transport import ssh
 from resizedriver.transport.proc import spawn
@@ -22,7 +31,7 @@ _RECORD_END = re.compile(rb'\d+:\d\d:\d\d\s*$')
 
 class RsyncTransport(ssh.SshTransport):
     def _send(self, src: str, part: str,
-              progress: Optional[ProgressFn]) -> None:
+              progress: Optional[ProgressFn]) -> tuple[str, str]:
         """rsync to ``part`` (its own ``.<part name>.XXXXXX`` temp file
         thus carries the owner too).  ``--fsync``: the data is on disk
         before we hash it and before the record relies on it."""
@@ -45,6 +54,10 @@ class RsyncTransport(ssh.SshTransport):
             raise child.failure(f'rsync of {src} to {self.host}:{part}', rc)
         if progress:
             progress(size, size)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(sparse.sha256, src)
+            written = self.sha256_from_disk(part)
+            return sent.result(), written
 
     def remove_partial(self, dst: str, owner: str) -> None:
         """Our partial file and rsync's ``.<partial name>.XXXXXX``."""

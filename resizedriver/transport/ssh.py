@@ -2,21 +2,19 @@
 
 Commands go through one ssh invocation each.  Files are streamed as the
 sparse extent stream of :mod:`resizedriver.sparse` into a small receiver
-run by the destination's python3, so holes are neither sent nor filled.
+run by the destination's python3 (``Transport._send``), so holes are
+neither sent nor filled.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from typing import Optional
 
 from resizedriver import exception
-from resizedriver import sparse
-from resizedriver.sparse import ProgressFn
 from resizedriver.transport import base
-from resizedriver.transport.proc import Deadlines, spawn
+from resizedriver.transport.proc import Deadlines
 
 SSH_UNREACHABLE = 255
 
@@ -104,16 +102,3 @@ class SshTransport(base.Transport):
                 f'cannot reach {self.host} over ssh: '
                 f'{(e.stderr or "").strip()}')
         return super()._error(e, argv)
-
-    def _send(self, src: str, part: str,
-              progress: Optional[ProgressFn]) -> None:
-        cmd = self._command(['python3', '-c', sparse.RECEIVER, part])
-        timeout = self.deadlines.for_size(os.path.getsize(src))
-        with spawn(cmd, timeout, stdin=True) as child:
-            try:
-                sparse.write_stream(src, child.stdin, progress)
-            except BrokenPipeError:
-                pass    # the receiver ended: its exit code tells why
-            rc = child.wait()
-        if rc != 0:
-            raise child.failure(f'copy of {src} to {self.host}:{part}', rc)

@@ -15,6 +15,7 @@ import pytest
 from oslo_config import cfg
 
 from resizedriver import conf as rd_conf
+from resizedriver import sparse
 from resizedriver.env import HostEnv
 from tests.unit import fakes
 
@@ -184,3 +185,30 @@ def make_env(conf):
     def make(*guests: fakes.FakeGuest) -> HostEnv:
         return HostEnv(conf=conf, host=fakes.FakeHost(list(guests)))
     return make
+
+
+@pytest.fixture
+def corrupting_wire(monkeypatch) -> None:
+    """Every sparse stream arrives with its first data byte flipped (a bad
+    wire): the sender's hash is of the true bytes, what the destination
+    holds is not."""
+    real = sparse.write_stream
+
+    class Flipping:
+        def __init__(self, out) -> None:
+            self.out = out
+            self.pos = 0
+
+        def write(self, data: bytes) -> None:
+            at = sparse.FRAME.size - self.pos
+            if 0 <= at < len(data):
+                data = data[:at] + bytes([data[at] ^ 0xff]) + data[at + 1:]
+            self.pos += len(data)
+            self.out.write(data)
+
+        def flush(self) -> None:
+            self.out.flush()
+
+    monkeypatch.setattr(sparse, 'write_stream',
+                        lambda src, out, progress=None:
+                        real(src, Flipping(out), progress))

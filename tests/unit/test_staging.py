@@ -15,13 +15,12 @@ import uuid as uuidlib
 import pytest
 
 from resizedriver import exception
-from resizedriver import fileutil
 from resizedriver import staging
 from resizedriver.layout import InstanceLayout
 from resizedriver.model import DiskFile, DiskRole, Flavor, GiB
 from resizedriver.qemuimg import QemuImg
 from resizedriver.transport import LocalTransport
-from tests.unit.conftest import MiB, qemu_img
+from tests.unit.conftest import MiB, qemu_img, sha256
 
 NEW = Flavor(vcpus=2, memory_mib=512, root_bytes=128 * MiB,
              ephemeral_bytes=32 * MiB, swap_bytes=16 * MiB)
@@ -67,7 +66,7 @@ def instance(tmp_path):
 
 
 def _tree_digest(directory: str) -> dict[str, str]:
-    return {name: fileutil.sha256(os.path.join(directory, name))
+    return {name: sha256(os.path.join(directory, name))
             for name in sorted(os.listdir(directory))}
 
 

@@ -175,20 +175,30 @@ def test_copy_is_complete_sparse_and_leaves_nothing(kind, fake_ssh, src,
     assert seen[-1] == (16 * MiB, 16 * MiB)
 
 
+@pytest.fixture
+def corrupt_copy(kind, fake_ssh, request, monkeypatch) -> None:
+    """Make the destination's copy differ from the source: in transit
+    for the sparse stream; on the disk rsync wrote, before we read it
+    back, for rsync."""
+    if kind != 'rsync':
+        request.getfixturevalue('corrupting_wire')
+        return
+    real = RsyncTransport.sha256_from_disk
+
+    def flip_then_read_back(self, path):
+        with open(path, 'r+b') as f:
+            f.write(b'X')
+        return real(self, path)
+
+    monkeypatch.setattr(RsyncTransport, 'sha256_from_disk',
+                        flip_then_read_back)
+
+
 @pytest.mark.parametrize('kind', list(KINDS))
 def test_unverified_copy_never_gets_the_final_name(kind, fake_ssh, src,
-                                                   dest, monkeypatch):
+                                                   dest, corrupt_copy):
     """A copy that reads back different fails, and the previous file
     under the final name (another instance's backing file) stays."""
-    cls = type(make(kind, fake_ssh))
-    real_send = cls._send
-
-    def corrupting_send(self, src, part, progress):
-        real_send(self, src, part, progress)
-        with open(part, 'r+b') as f:
-            f.write(b'X')
-
-    monkeypatch.setattr(cls, '_send', corrupting_send)
     dst = os.path.join(dest, 'base')
     with open(dst, 'wb') as f:
         f.write(b'in use')
@@ -200,10 +210,12 @@ def test_unverified_copy_never_gets_the_final_name(kind, fake_ssh, src,
 
 
 @pytest.mark.parametrize('kind', list(KINDS))
-def test_copy_is_read_back_from_the_device_then_published_durably(
-        kind, fake_ssh, src, dest, monkeypatch):
-    """After the data is fsynced: drop its cached pages, hash, rename,
-    fsync the directory -- in that order, all before copy_file returns."""
+def test_copy_is_verified_then_published_durably(kind, fake_ssh, src, dest,
+                                                 monkeypatch):
+    """Verified first, then renamed and the directory fsynced, all before
+    copy_file returns.  The stream's receiver reads the copy back from
+    the device itself (test_sparse); rsync's copy is read back after it:
+    its cached pages dropped, then hashed."""
     cls = type(make(kind, fake_ssh))
     commands: list[list[str]] = []
     real_execute = cls.execute
@@ -217,9 +229,42 @@ def test_copy_is_read_back_from_the_device_then_published_durably(
     make(kind, fake_ssh).copy_file(src, dst, owner='u1')
     part = partial_path(dst, 'u1')
     names = [c[0] for c in commands if c[0] != 'stat']
-    assert names == ['dd', 'sha256sum', 'mv', 'sync']
-    assert commands[0][1:3] == [f'if={part}', 'iflag=nocache']
+    if kind == 'rsync':
+        assert names == ['dd', 'sha256sum', 'mv', 'sync']
+        assert commands[0][1:3] == [f'if={part}', 'iflag=nocache']
+    else:
+        assert names == ['mv', 'sync']
     assert commands[-1] == ['sync', '--', dest]
+
+
+# rsync reads the source itself (its own process), not through sparse.
+@pytest.mark.parametrize('kind', [k for k in KINDS if k != 'rsync'])
+def test_the_source_is_read_once(kind, fake_ssh, src, dest, monkeypatch):
+    """The hash compared with the copy's is of the bytes that were sent:
+    the source is opened once and each of its data bytes read once (the
+    guest is down meanwhile)."""
+    import builtins
+    real_open, real_pread = builtins.open, os.pread
+    opens, read = [], []
+
+    def counting_open(file, *args, **kw):
+        if file == src:
+            opens.append(file)
+        return real_open(file, *args, **kw)
+
+    def counting_pread(fd, n, offset):
+        data = real_pread(fd, n, offset)
+        if os.readlink(f'/proc/self/fd/{fd}') == src:
+            read.append(len(data))
+        return data
+
+    monkeypatch.setattr(builtins, 'open', counting_open)
+    monkeypatch.setattr(os, 'pread', counting_pread)
+    make(kind, fake_ssh).copy_file(src, os.path.join(dest, 'disk'),
+                                   owner='u1')
+    assert len(opens) == 1
+    assert sum(read) == 3 * MiB         # its data; never its hole
+    assert sha256(os.path.join(dest, 'disk')) == sha256(src)
 
 
 def test_rsync_fsyncs_what_it_writes(fake_ssh, src, dest):
