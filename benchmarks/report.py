@@ -54,7 +54,8 @@ def plot(results: list, path: str) -> None:
 
     fig, ax = pyplot.subplots(figsize=(6.4, 4))
     # colour: driver; line and marker: kind of resize
-    for driver, colour in (('ours', 'tab:blue'), ('upstream', 'tab:red')):
+    for driver, colour in (('live', 'tab:green'), ('ours', 'tab:blue'),
+                           ('upstream', 'tab:red')):
         for kind, style in zip(KIND_TEXT, ('-o', '--s'), strict=True):
             points = sorted((r.size, r.downtime) for r in results
                             if r.driver == driver and r.kind == kind)

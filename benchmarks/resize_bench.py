@@ -3,7 +3,9 @@
 Both drivers are loaded by Nova's own ``load_compute_driver`` in one
 process (``resizedriver.LibvirtResizeDriver`` and ``libvirt.LibvirtDriver``),
 and each case resizes a freshly spawned, identical instance of the test
-guest with each driver, the calls made as nova-compute makes them
+guest with each variant (``DRIVERS``: resizedriver live, with flavors that
+grant headroom; resizedriver cold, ``live_resize = never``; upstream),
+the calls made as nova-compute makes them
 (``migrate_disk_and_power_off`` with the manager's shutdown timeout and
 retry interval, ``finish_migration``, ``confirm_migration``), on the real
 local libvirtd.  It measures; it never asserts on time.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import re
@@ -35,8 +38,13 @@ from tests.nova import novaenv
 MiB = 1024 ** 2
 GiB = 1024 ** 3
 CONF = novaenv.CONF
-DRIVERS = {'ours': 'resizedriver.LibvirtResizeDriver',
-           'upstream': 'libvirt.LibvirtDriver'}
+#: driver variant: the nova.conf compute_driver, and resizedriver's
+#: [resizedriver] live_resize plus whether the flavors grant headroom
+DRIVERS = {'live': ('resizedriver.LibvirtResizeDriver', 'auto', True),
+           'ours': ('resizedriver.LibvirtResizeDriver', 'never', False),
+           'upstream': ('libvirt.LibvirtDriver', 'never', False)}
+#: flavor extra specs granting headroom (the "live" variant)
+ROOM = {'resizedriver:max_vcpus': '4', 'resizedriver:max_memory_mb': '2048'}
 KINDS = ('cpu', 'disk')      # CPU/RAM only; root disk grow by 1 GiB
 PREFIX = 'rdbench-'
 FILL_OFFSET = 1 * MiB        # sector 0 holds the guest's boot counter
@@ -195,14 +203,24 @@ def resize(server: Server, new, device: str, kind: str, size: int,
         t1 = time.monotonic()
         inst.flavor = new                   # manager: _set_instance_info
         inst.save()
+        live = _plan(server) == 'live'
         finish, _ = timed(drv.finish_migration, ctx, mig, inst, disk_info,
                           server.nw, server.image_meta, disks_change, {},
                           None, True)
-        server.boots += 1
-        ready = wait_ready(watch, server.boots, t0)
+        if live:
+            wait_applied(watch, kind, t0)
+        else:
+            server.boots += 1
+            ready = wait_ready(watch, server.boots, t0)
         confirm, _ = timed(drv.confirm_migration, ctx, mig, inst, server.nw)
         os.sync()       # what the resize left dirty must reach the disk too
         _, w_end = watch.sample()
+    if live:
+        # It never went down: no boot began after migrate (the guest's own
+        # console says so: wait_applied checked), so nothing was written
+        # while it was down either.
+        return Result(kind, size, name, 0.0, migrate, finish, confirm, 0,
+                      w_end - w0, background, '(none: resized live)')
     down = watch.last_between(t0, t1)
     down_at, down_written = (down.at, down.written) if down else (t0, w0)
     return Result(kind, size, name, ready.at - down_at, migrate, finish,
@@ -210,12 +228,43 @@ def resize(server: Server, new, device: str, kind: str, size: int,
                   background, down.text if down else '(none: from migrate)')
 
 
+def _plan(server: Server) -> str:
+    """The plan resizedriver's record names ('' for upstream's resize)."""
+    path = os.path.join(server.dir + '_resize', 'resize.json')
+    if not os.path.exists(path):
+        return ''
+    with open(path) as f:
+        return json.load(f).get('plan', '')
+
+
+def wait_applied(watch: probes.ConsoleWatch, kind: str,
+                 after: float) -> probes.Line:
+    """A live resize: the guest prints its new CPUs (or disk size) and no
+    new boot; an error if it booted or printed nothing in time."""
+    want = 'RDGUEST cpus=0-1' if kind == 'cpu' else 'RDGUEST disk vda='
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        lines = [line for line in watch.lines if line.at >= after]
+        if any(line.text.startswith('RDGUEST boot=') for line in lines):
+            raise RuntimeError('the guest rebooted in a live resize')
+        applied = next((line for line in lines
+                        if line.text.startswith(want)), None)
+        if applied:
+            return applied
+        time.sleep(probes.POLL)
+    raise RuntimeError(f'the guest did not print {want!r} within '
+                       f'{READY_TIMEOUT}s')
+
+
 def run_case(drv, name: str, kind: str, size: int, n: int,
              device: str) -> Result:
     root_gb = math.ceil((FILL_OFFSET + size) / GiB)
-    small = novaenv.flavor('1', 1, 256, root_gb)
-    new = (novaenv.flavor('2', 2, 512, root_gb) if kind == 'cpu'
-           else novaenv.flavor('3', 1, 256, root_gb + 1))
+    _, live_resize, roomy = DRIVERS[name]
+    CONF.set_override('live_resize', live_resize, 'resizedriver')
+    specs = ROOM if roomy else None
+    small = novaenv.flavor('1', 1, 256, root_gb, specs)
+    new = (novaenv.flavor('2', 2, 512, root_gb, specs) if kind == 'cpu'
+           else novaenv.flavor('3', 1, 256, root_gb + 1, specs))
     server = Server(drv, small, n)
     try:
         server.boot(lambda s: s.drv.spawn(s.ctx, s.instance, s.image_meta,
@@ -251,12 +300,14 @@ def setup(root: str) -> dict:
     CONF.set_override('host', PREFIX + 'compute')
     CONF.set_override('instance_name_template',
                       f'{PREFIX}{os.getpid()}-%08x')
-    drivers = {}
-    for name in DRIVERS:
-        # Exactly what nova-compute does with compute_driver = ...
-        drivers[name] = nova_driver.load_compute_driver(novaenv.VirtAPI(),
-                                                        DRIVERS[name])
-        drivers[name].init_host(host=CONF.host)
+    loaded: dict[str, object] = {}
+    for path, _, _ in DRIVERS.values():
+        if path not in loaded:
+            # Exactly what nova-compute does with compute_driver = ...
+            loaded[path] = nova_driver.load_compute_driver(
+                novaenv.VirtAPI(), path)
+            loaded[path].init_host(host=CONF.host)
+    drivers = {name: loaded[path] for name, (path, _, _) in DRIVERS.items()}
     novaenv.seed_images(CONF.instances_path)
     return drivers
 
@@ -300,7 +351,7 @@ def main(argv: list[str]) -> int:
         finally:    # what was measured before a failure is still shown
             show(results, args.results, device)
     finally:
-        for drv in drivers.values():
+        for drv in {id(d): d for d in drivers.values()}.values():
             drv.cleanup_host(host=CONF.host)
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -12,7 +12,13 @@ Rules, first match wins:
 ====  =========  ===========================  ===============================
 rule  topology   instance / config            plan
 ====  =========  ===========================  ===============================
-1     same-host  every root/ephemeral disk    ``overlay``
+1     same-host  the guest runs, the flavor   ``live`` (``operations/
+                 only grows (swap as it is),  live.py``): vCPUs and memory
+                 within the domain's          hot-plugged, disks grown with
+                 headroom, nothing makes      ``blockResize``; the guest
+                 hot-plug unsafe, live        never stops
+                 resize not ``never``
+2     same-host  every root/ephemeral disk    ``overlay``
                  is qcow2 on a disk device,   (``operations/overlay.py``):
                  ``use_cow_images`` is true,  the guest boots the new flavor
                  the caller offers it         on new overlays above the
@@ -20,28 +26,39 @@ rule  topology   instance / config            plan
                                               nothing is copied while it is
                                               down; the chain is folded back
                                               live
-2     any        any                          ``copy``: power off, move the
+3     any        any                          ``copy``: power off, move the
                                               source to ``<uuid>_resize``,
                                               copy its disks to the
                                               destination (``migrate.py``,
                                               ``finish.py``, ``confirm.py``)
 ====  =========  ===========================  ===============================
 
-Every plan reverts the same way (``revert.py``).
+Live resize ``always`` refuses, before anything is touched, a resize rule
+1 does not take; ``never`` skips rule 1.  What stops rule 1 is listed by
+``operations.live.blockers`` (and an integration's own, e.g. Nova's
+attached volumes or pinned CPUs) and logged with the plan chosen instead.
+
+The ``overlay`` and ``copy`` plans revert the same way (``revert.py``):
+back to the untouched ``<uuid>_resize``; ``live`` reverts live, or with
+one reboot where the hypervisor cannot take vCPUs away.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional, Sequence
 
 from resizedriver import exception
 from resizedriver.model import GROWABLE, DiskFile, Topology
 
 COPY = 'copy'
 OVERLAY = 'overlay'
+LIVE = 'live'
+#: how live a resize may be (``--live``, ``[resizedriver] live_resize``)
+LIVE_MODES = ('auto', 'always', 'never')
 #: every plan this version can run (and so finish, confirm, revert and
 #: recover); a record naming another was written by a newer version.
-PLANS = (OVERLAY, COPY)
+PLANS = (LIVE, OVERLAY, COPY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,12 +69,23 @@ class Choice:
 
 
 def choose(topology: Topology, disks: list[DiskFile], *,
-           use_cow_images: bool, offered: tuple[str, ...] = PLANS) -> Choice:
+           use_cow_images: bool, offered: tuple[str, ...] = PLANS,
+           live: str = 'never',
+           live_blockers: Sequence[str] = ()) -> Choice:
     """The plan for this resize, by the rule table above.
 
     ``offered``: the plans the caller can run (an integration that has not
-    been proven with a plan leaves it out).
+    been proven with a plan leaves it out).  ``live``: one of
+    ``LIVE_MODES``; ``live_blockers``: why this resize cannot be live.
     """
+    why_not_live = _why_not_live(topology, offered, live, live_blockers)
+    if why_not_live is None:
+        return Choice(LIVE, 'same host, the guest runs and has the '
+                            'headroom: resized live, it never stops')
+    if live == 'always':
+        raise exception.ResizeRefused(
+            f'a live resize was asked for but is not possible: '
+            f'{why_not_live}')
     growable = [d for d in disks if d.role in GROWABLE]
     why_not = None
     if OVERLAY not in offered:
@@ -69,10 +97,29 @@ def choose(topology: Topology, disks: list[DiskFile], *,
     elif any(d.format != 'qcow2' or not d.target_dev for d in growable):
         why_not = ('a root or ephemeral disk is not a qcow2 disk device: '
                    'it would need a conversion')
+    live_note = '' if live == 'never' else f'; not live: {why_not_live}'
     if why_not is None:
         return Choice(OVERLAY, 'same host, qcow2 disks: nothing is copied '
-                               'while the guest is down')
-    return Choice(COPY, f'overlay plan not possible ({why_not})')
+                               f'while the guest is down{live_note}')
+    return Choice(COPY, f'overlay plan not possible ({why_not})'
+                        f'{live_note}')
+
+
+def _why_not_live(topology: Topology, offered: tuple[str, ...], live: str,
+                  blockers: Sequence[str]) -> Optional[str]:
+    if live not in LIVE_MODES:
+        raise exception.ResizeRefused(
+            f'live resize must be one of {", ".join(LIVE_MODES)}, not '
+            f'{live!r}')
+    if live == 'never':
+        return 'live resize is "never"'
+    if LIVE not in offered:
+        return 'this integration does not offer it'
+    if topology is not Topology.SAME_HOST:
+        return f'the destination is {topology.value}, not this host'
+    if blockers:
+        return '; '.join(blockers)
+    return None
 
 
 def check_known(plan: str) -> str:

@@ -82,6 +82,42 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
                     'again.'),
     cfg.IntOpt('max_virtual_size_gb', default=16384, min=1,
                help='Refuse disk images claiming a larger virtual size.'),
+    cfg.StrOpt('live_resize', default='auto',
+               choices=('auto', 'always', 'never'),
+               help='Resize a running guest on this host without stopping '
+                    'it (hot-plugged vCPUs and memory, live disk growth) '
+                    'when it can be done: "auto" does so when possible '
+                    'and resizes cold otherwise (the log says why), '
+                    '"always" refuses a resize that cannot be live, '
+                    '"never" always resizes cold.'),
+    cfg.IntOpt('live_timeout', default=60, min=1,
+               help='Seconds a live resize waits for the hypervisor to '
+                    'report a hot-plugged vCPU count or memory size.'),
+    cfg.BoolOpt('vcpu_hot_unplug', default=False,
+                help='Whether a revert may take hot-plugged vCPUs away '
+                     'from a running guest.  Off by default: on QEMU 7.2 '
+                     'libvirt times out waiting for QEMU and QEMU may '
+                     'crash later (never used there, even when on); a '
+                     'revert that must remove vCPUs then reboots the '
+                     'guest into the old flavor once.'),
+    cfg.IntOpt('headroom_max_vcpus', default=0, min=0,
+               help='Domains this driver defines may grow live to this '
+                    'many vCPUs (0: no vCPU headroom).  Flavor extra spec '
+                    '"resizedriver:max_vcpus" replaces it; image property '
+                    '"resizedriver_max_vcpus" may lower it.'),
+    cfg.FloatOpt('headroom_vcpus_factor', default=0.0, min=0.0,
+                 help='vCPU headroom as a multiple of the flavor\'s vCPUs '
+                      '(the larger of this and headroom_max_vcpus wins).'),
+    cfg.IntOpt('headroom_max_memory_mb', default=0, min=0,
+               help='Domains this driver defines may grow live to this '
+                    'much memory, in MiB, through a virtio-mem device (0: '
+                    'no memory headroom).  Flavor extra spec '
+                    '"resizedriver:max_memory_mb" replaces it; image '
+                    'property "resizedriver_max_memory_mb" may lower it.'),
+    cfg.FloatOpt('headroom_memory_factor', default=0.0, min=0.0,
+                 help='Memory headroom as a multiple of the flavor\'s '
+                      'memory (the larger of this and '
+                      'headroom_max_memory_mb wins).'),
 ]
 
 

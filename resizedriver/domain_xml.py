@@ -38,19 +38,19 @@ class DomainVif:
     virtualport: Optional[str] = None
 
 
-def _parse(xml: str) -> etree._Element:
+def parse(xml: str) -> etree._Element:
     parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False,
                              no_network=True)
     return etree.fromstring(xml.encode(), parser)
 
 
-def _to_string(root: etree._Element) -> str:
+def to_string(root: etree._Element) -> str:
     return etree.tostring(root, pretty_print=True, encoding='unicode')
 
 
 def file_disks(xml: str) -> list[DomainDisk]:
     """The file-backed disks of a domain, in definition order."""
-    root = _parse(xml)
+    root = parse(xml)
     disks = []
     for disk in root.iterfind('./devices/disk[@type="file"]'):
         source = disk.find('source')
@@ -66,7 +66,7 @@ def file_disks(xml: str) -> list[DomainDisk]:
 
 def boot_files(xml: str) -> dict[str, str]:
     """{'kernel': path, 'ramdisk': path} for direct kernel boot domains."""
-    root = _parse(xml)
+    root = parse(xml)
     found = {}
     for tag, name in (('kernel', 'kernel'), ('initrd', 'ramdisk')):
         el = root.find(f'./os/{tag}')
@@ -76,7 +76,7 @@ def boot_files(xml: str) -> dict[str, str]:
 
 
 def vifs(xml: str) -> list[DomainVif]:
-    root = _parse(xml)
+    root = parse(xml)
     result = []
     for iface in root.iterfind('./devices/interface'):
         mac = iface.find('mac')
@@ -90,18 +90,7 @@ def vifs(xml: str) -> list[DomainVif]:
     return result
 
 
-def vcpus_and_memory(xml: str) -> tuple[int, int]:
-    """(vCPUs, memory in MiB) of the definition.  The vCPUs are the
-    online ones (``current``), not the most the guest may grow to."""
-    root = _parse(xml)
-    vcpu = root.find('vcpu')
-    vcpus = int(vcpu.get('current', vcpu.text))
-    mem = root.find('memory')
-    return vcpus, int(mem.text) * _unit_bytes(mem.get('unit', 'KiB')) \
-        // KiB ** 2
-
-
-def _unit_bytes(unit: str) -> int:
+def unit_bytes(unit: str) -> int:
     """libvirt's memory units: b/bytes, KB (10^3), k/KiB (2^10), ... E/EiB."""
     if unit in ('b', 'bytes'):
         return 1
@@ -125,21 +114,24 @@ def _set_memory(root: etree._Element, memory_mib: int) -> None:
         el.text = str(memory_mib * KiB)
 
 
-def _set_vcpus(root: etree._Element, vcpus: int) -> None:
-    """``vcpus`` online.  A definition with a ``current`` count keeps its
-    maximum (the headroom it was given) unless ``vcpus`` is above it; an
+def set_vcpus(root: etree._Element, vcpus: int,
+              most: Optional[int] = None) -> None:
+    """``vcpus`` online out of ``most`` (hot-pluggable up to it).  With
+    ``most`` None a definition with a ``current`` count keeps its maximum
+    (the headroom it was given) unless ``vcpus`` is above it, and an
     unchanged count leaves the element exactly as it was."""
     el = root.find('vcpu')
     if el is None:
         el = etree.SubElement(root, 'vcpu')
-    elif int(el.get('current', el.text)) == vcpus:
+    elif most is None and int(el.get('current', el.text)) == vcpus:
         return
-    most = vcpus
-    if 'current' in el.attrib:
-        most = max(vcpus, int(el.text))
-        el.set('current', str(vcpus))
+    if most is None:
+        most = max(vcpus, int(el.text)) if 'current' in el.attrib else vcpus
+    most = max(most, vcpus)
     if most == vcpus:
         el.attrib.pop('current', None)
+    else:
+        el.set('current', str(vcpus))
     el.text = str(most)
     _fit_topology(root.find('./cpu/topology'), most)
 
@@ -193,9 +185,9 @@ def for_flavor(source_xml: str, *, flavor: Flavor, virt_type: str,
     a swap file in ``disks`` with no disk in the source gains a new disk
     device, and a swap disk in the source with none in ``disks`` is dropped.
     """
-    root = _parse(source_xml)
+    root = parse(source_xml)
     root.set('type', virt_type)
-    _set_vcpus(root, flavor.vcpus)
+    set_vcpus(root, flavor.vcpus)
     _set_memory(root, flavor.memory_mib)
     by_name = {d.name: d for d in disks}
     devices = root.find('devices')
@@ -232,7 +224,7 @@ def for_flavor(source_xml: str, *, flavor: Flavor, virt_type: str,
         log.set('file', _relocate(log.get('file'), old_dir, new_dir))
     for source in root.iterfind('./devices/serial/source[@path]'):
         source.set('path', _relocate(source.get('path'), old_dir, new_dir))
-    return _to_string(root)
+    return to_string(root)
 
 
 def keepable_host_files(xml: str) -> dict[str, str]:
@@ -240,7 +232,7 @@ def keepable_host_files(xml: str) -> dict[str, str]:
     kind: read-only CD-ROM images ('cdrom'), unix chardev sockets QEMU
     binds ('socket'), read-only firmware and variable-store templates
     ('firmware'), the domain's UEFI variable store ('nvram')."""
-    root = _parse(xml)
+    root = parse(xml)
     found = {}
     for disk in root.iterfind('./devices/disk[@type="file"][@device="cdrom"]'):
         source = disk.find('source')
@@ -283,7 +275,7 @@ def foreign_files(xml: str, instance_dir: str) -> list[str]:
     QEMU command-line passthrough can open anything, so each of its
     arguments is listed as ``qemu:arg VALUE``.
     """
-    root = _parse(xml)
+    root = parse(xml)
     found = [el.text for path in _OS_FILES
              for el in root.iterfind(f'./os/{path}') if el.text]
     found += [el.get('template') for el in root.iterfind('./os/nvram')

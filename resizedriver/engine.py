@@ -117,15 +117,19 @@ class ResizeEngine:
         return layout.InstanceLayout(self.conf.instances_path, uuid)
 
     def migrate_disk_and_power_off(self, uuid: str, new_flavor: Flavor,
-                                   dest: Destination) -> ResizeRecord:
-        """Power off, keep the source as ``<uuid>_resize``, copy to dest.
+                                   dest: Destination,
+                                   live: Optional[str] = None) \
+            -> ResizeRecord:
+        """Power off, keep the source as ``<uuid>_resize``, copy to dest
+        (or whatever the plan the chooser picks does instead; ``live``:
+        ``chooser.LIVE_MODES``, default ``[resizedriver] live_resize``).
 
         Refusals (``ResizeRefused``) come before the guest is touched.
         """
         with self.locked(uuid):
             op = MigrateDiskAndPowerOff(
                 self.env, uuid, new_flavor, dest,
-                transport.for_host(dest.host, self.conf))
+                transport.for_host(dest.host, self.conf), live)
             self.run(op.plan(), op.journal_context())
             return op.record
 

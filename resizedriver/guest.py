@@ -129,6 +129,28 @@ class Guest:
         self._domain.suspend()
         self._domain.resume()
 
+    # -- live changes (a running guest; each is read back by the caller) --
+
+    def set_vcpus_live(self, vcpus: int) -> None:
+        """Hot-plug (or unplug) vCPUs up to the definition's maximum."""
+        self._domain.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def update_device_live(self, device_xml: str) -> None:
+        """Change a device of the running guest (a virtio-mem device's
+        ``<requested>`` size, for one)."""
+        self._domain.updateDeviceFlags(device_xml,
+                                       libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def block_resize(self, target_dev: str, size: int) -> None:
+        """Grow the image behind ``target_dev`` to ``size`` bytes while
+        the guest runs; QEMU tells the guest's driver of the new size."""
+        self._domain.blockResize(target_dev, size,
+                                 libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+
+    def block_capacity(self, target_dev: str) -> int:
+        """The virtual size QEMU reports for ``target_dev``, in bytes."""
+        return int(self._domain.blockInfo(target_dev, 0)[0])
+
     def undefine(self) -> None:
         self._domain.undefineFlags(
             libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |

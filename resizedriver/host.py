@@ -70,5 +70,12 @@ class Host:
             guest.destroy()
             guest.undefine()
 
+    def hypervisor_version(self) -> tuple[int, int, int]:
+        """QEMU's version (major, minor, micro), as libvirt reports it."""
+        v = int(self.conn.getVersion())
+        return v // 1000000, v // 1000 % 1000, v % 1000
+
     def define(self, xml: str) -> Guest:
+        """Define (or redefine) a domain.  A running domain keeps running
+        as it is; the new definition applies from its next start."""
         return Guest(self.conn.defineXML(xml))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from resizedriver import domain_xml
+from resizedriver import headroom
 from resizedriver import exception
 from resizedriver.layout import InstanceLayout
 from resizedriver.model import (GROWABLE, DiskFile, DiskRole, Flavor,
@@ -166,7 +167,8 @@ def check_copy(disk: DiskFile, inst: InstanceLayout,
 
 def current_flavor(xml: str, disks: list[DiskFile]) -> Flavor:
     """The flavor an instance has now, read off its definition and disks."""
-    vcpus, memory_mib = domain_xml.vcpus_and_memory(xml)
+    now = headroom.of_domain(xml)
+    vcpus, memory_mib = now.vcpus, now.memory_mib
 
     def size(role: DiskRole) -> int:
         return max((d.virtual_size for d in disks if d.role is role),

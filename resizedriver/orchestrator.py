@@ -61,12 +61,13 @@ class Orchestrator:
         return Destination(host, path, same_hypervisor=same)
 
     def _resize_plan(self, uuid: str, flavor: Flavor, dest: Destination,
-                     power_on: bool) -> tuple[Plan, list[ResizeRecord]]:
+                     power_on: bool, live: Optional[str]) \
+            -> tuple[Plan, list[ResizeRecord]]:
         records: list[ResizeRecord] = []
 
         def migrate() -> None:
-            records.append(
-                self.engine.migrate_disk_and_power_off(uuid, flavor, dest))
+            records.append(self.engine.migrate_disk_and_power_off(
+                uuid, flavor, dest, live))
 
         def finish() -> None:
             if dest.host is None:
@@ -96,12 +97,14 @@ class Orchestrator:
             self.engine.finish_revert_migration(uuid, record.was_running)
 
     def resize(self, uuid: str, flavor: Flavor, dest: Destination,
-               power_on: bool = True) -> ResizeRecord:
+               power_on: bool = True,
+               live: Optional[str] = None) -> ResizeRecord:
         with self.engine.locked(uuid, scope='-resize'):
-            plan, records = self._resize_plan(uuid, flavor, dest, power_on)
+            plan, records = self._resize_plan(uuid, flavor, dest, power_on,
+                                              live)
             self.engine.run(plan, {'flavor': flavor.to_dict(),
                                    'dest': dest.to_dict(),
-                                   'power_on': power_on})
+                                   'power_on': power_on, 'live': live})
         return records[0]
 
     def recover(self, uuid: Optional[str] = None) -> list[Recovered]:
@@ -121,7 +124,8 @@ class Orchestrator:
         return recovery.run(journal, lambda: self._resize_plan(
             journal.uuid, Flavor.from_dict(journal.context['flavor']),
             Destination.from_dict(journal.context['dest']),
-            bool(journal.context['power_on']))[0])
+            bool(journal.context['power_on']),
+            journal.context.get('live'))[0])
 
     @contextlib.contextmanager
     def _no_resize_running(self, uuid: str) -> Iterator[None]:

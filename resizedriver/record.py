@@ -40,6 +40,9 @@ class ResizeRecord:
     #: the plan that ran (``resizedriver.chooser``); the later halves and
     #: recovery follow it
     plan: str = chooser.COPY
+    #: a live plan's revert, decided up front: 'live' (the guest keeps
+    #: running) or 'reboot' (once, into the old flavor)
+    live_revert: str = ''
 
     @property
     def shared_path(self) -> bool:
@@ -98,7 +101,8 @@ class ResizeRecord:
                 disks=[DiskFile.from_dict(x) for x in d['disks']],
                 was_running=bool(d['was_running']),
                 copies_verified=bool(d.get('copies_verified', False)),
-                plan=chooser.check_known(str(d.get('plan', chooser.COPY))))
+                plan=chooser.check_known(str(d.get('plan', chooser.COPY))),
+                live_revert=str(d.get('live_revert', '')))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise exception.ResizeRefused(
                 f'malformed resize record: {e}') from e

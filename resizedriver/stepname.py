@@ -33,6 +33,11 @@ DEFINE = 'define domain'
 START = 'start guest'
 CHECK_STAGED = 'check staged overlays'
 FOLD_CHAINS = 'fold backing chains'
+CHECK_LIVE = 'check live guest'
+DEFINE_NEW_FLAVOR = 'define new flavor'
+GROW_MEMORY = 'grow memory'
+GROW_DISKS = 'grow disks'
+ADD_VCPUS = 'add vCPUs'
 
 # confirm_migration
 CHECK_VERIFIED = 'check copies were verified'
@@ -47,6 +52,9 @@ MOVE_BACK = 'move _resize back'
 DEFINE_SOURCE = 'define source domain'
 DEFINE_AND_START = 'define and start guest'
 REMOVE_RECORD = 'remove resize record'
+SHUT_DOWN_RESIZED = 'shut down resized guest'
+SHRINK_MEMORY = 'shrink memory'
+REMOVE_VCPUS = 'remove vCPUs'
 
 # drop_destination_guest
 DROP_GUEST = 'destroy and undefine guest'

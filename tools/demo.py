@@ -62,8 +62,10 @@ def main() -> int:
     os.makedirs(f'{ROOT}/instances')
     conf = f'{ROOT}/resizedriver.conf'
     with open(conf, 'w') as f:
+        # headroom: the domains resizedriver defines may grow live to this
         f.write(f'[DEFAULT]\ninstances_path = {ROOT}/instances\n'
-                f'[resizedriver]\nshutdown_retry_interval = 2\n')
+                f'[resizedriver]\nshutdown_retry_interval = 2\n'
+                f'headroom_max_vcpus = 4\nheadroom_max_memory_mb = 1024\n')
     virt = host.virt_type('kvm')
     print(f'libvirt domain type: {virt}'
           + ('' if virt == 'kvm' else ' (no usable KVM here: TCG)'))
@@ -93,6 +95,22 @@ def main() -> int:
     subprocess.run(cli + ['confirm', NAME], check=True)
     print('boot counter went', before.boot, '->', after.boot,
           '(kept on the root disk: no data lost)')
+
+    # The resized domain was defined with headroom (the config above):
+    # the next resize needs no reboot at all.
+    cmd = cli + ['resize', NAME, '--vcpus', '3', '--memory', '768',
+                 '--root-size', '192M']
+    print('$ resizedriver resize', ' '.join(cmd[5:][1:]))
+    subprocess.run(cmd, check=True)
+    live = guestlog.wait_for(
+        guest.console_log(host), '3 vCPUs and a 192 MiB disk',
+        lambda r: r.cpu_count == 3 and r.disks.get('vda') == 192 * 2**20)
+    show('after live resize:', live)
+    print(f'guest downtime: 0 s (it never stopped: still boot '
+          f'#{live.boot}, MemTotal +{(live.mem_kb - after.mem_kb) // 1024} '
+          f'MiB hot-plugged)' if live.boot == after.boot else
+          'guest downtime: it REBOOTED (boot counter moved)')
+    subprocess.run(cli + ['confirm', NAME], check=True)
     if not args.keep:
         testguest.remove(host, guest)
         shutil.rmtree(ROOT, ignore_errors=True)

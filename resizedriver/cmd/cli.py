@@ -26,6 +26,7 @@ import libvirt
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from resizedriver import chooser
 from resizedriver import conf as rd_conf
 from resizedriver import exception
 from resizedriver import inventory
@@ -85,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='instances path on the destination; default: ours')
     r.add_argument('--no-start', action='store_true',
                    help='leave the resized guest shut off')
+    r.add_argument('--live', choices=chooser.LIVE_MODES,
+                   help='resize the running guest without stopping it: '
+                        '"auto" when possible (else cold, saying why), '
+                        '"always" or refuse before touching anything, '
+                        '"never"; default: [resizedriver] live_resize '
+                        '(auto)')
 
     for name, text in (('confirm', 'keep the resized guest, drop the old'),
                        ('revert', 'go back to the guest as it was')):
@@ -193,7 +200,8 @@ def run(args: argparse.Namespace, out=sys.stdout) -> None:
         uuid = _uuid_of(engine, args.domain)
         flavor = _new_flavor(engine, uuid, args)
         dest = orch.destination(args.dest_host, args.dest_instances_path)
-        rec = orch.resize(uuid, flavor, dest, power_on=not args.no_start)
+        rec = orch.resize(uuid, flavor, dest, power_on=not args.no_start,
+                          live=args.live)
         print(f'resized: {_describe(rec)}', file=out)
     elif args.command == 'confirm':
         orch.confirm(_uuid_of(engine, args.domain))

@@ -20,7 +20,11 @@ keep Nova's exact signatures and exception contract:
   adapter's plans and only the disk work (:mod:`resizedriver.nova.
   operations` says why);
 * ``instance.progress`` follows the disk copy, one progress per call:
-  two instances resize at once.
+  two instances resize at once;
+* a live resize (``resizedriver.operations.live``) runs from the same
+  calls and keeps the guest running throughout: ``destroy()`` in the
+  manager's ``revert_resize`` leaves it running, and every XML Nova
+  makes (``_get_guest_xml``) carries the headroom the operator grants.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from typing import Any, Optional
 
 import nova.conf
 from nova import exception as nova_exception
+from nova.compute import task_states
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
 
+from resizedriver import chooser
 from resizedriver import conf as rd_conf
 from resizedriver import exception
+from resizedriver import headroom
 from resizedriver import record as rd_record
 from resizedriver import transport
 from resizedriver.engine import ResizeEngine
@@ -102,6 +109,50 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 CONF, host=Host(conn=self._host.get_connection()))
         return self._engine
 
+    def _get_guest_xml(self, context, instance, network_info, disk_info,
+                       image_meta, rescue=None, block_device_info=None,
+                       mdevs=None, accel_info=None, share_info=None,
+                       old_guest=None):
+        """Nova's XML, with the headroom the operator grants (spawn, hard
+        reboot, resize, revert: every definition Nova makes), so that a
+        later resize can be live (:mod:`resizedriver.headroom`)."""
+        xml = super()._get_guest_xml(
+            context, instance, network_info, disk_info, image_meta,
+            rescue=rescue, block_device_info=block_device_info, mdevs=mdevs,
+            accel_info=accel_info, share_info=share_info,
+            old_guest=old_guest)
+        room = translate.headroom(instance, CONF)
+        if room == headroom.Headroom():
+            return xml
+        LOG.debug('Headroom: up to %d vCPUs, %d MiB', room.max_vcpus,
+                  room.max_memory_mib, instance=instance)
+        return headroom.apply(xml, room, instance.flavor.vcpus,
+                              instance.flavor.memory_mb)
+
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        """Nova's, except for the revert of a live resize: the compute
+        manager's ``revert_resize`` destroys the guest on the destination,
+        which for a live resize is the very guest that runs on; our
+        ``finish_revert_migration`` then reverts it (live, or with one
+        reboot, as the record says)."""
+        if instance.task_state == task_states.RESIZE_REVERTING and \
+                self._live_resize_pending(instance.uuid):
+            LOG.info('Revert of a live resize: the guest keeps running '
+                     'until finish_revert_migration reverts it',
+                     instance=instance)
+            return
+        super().destroy(context, instance, network_info, block_device_info,
+                        destroy_disks, destroy_secrets)
+
+    def _live_resize_pending(self, uuid: str) -> bool:
+        try:
+            record = rd_record.load_pending(
+                InstanceLayout(CONF.instances_path, uuid))
+        except exception.NotFound:
+            return False
+        return record.plan == chooser.LIVE
+
     def init_host(self, host):
         super().init_host(host)
         self.engine.recover()         # logs what it did with each journal
@@ -127,7 +178,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                     transport.for_host(destination.host, CONF),
                     self._call(context, instance, network_info,
                                block_device_info),
-                    timeout, retry_interval)
+                    timeout, retry_interval, nova_flavor=flavor)
                 plan = op.plan()
                 progress.expect(sum(d.actual_size for d in op.disks
                                     if d.role is not DiskRole.SWAP))

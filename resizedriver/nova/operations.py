@@ -36,6 +36,7 @@ from nova.virt.libvirt import guest as libvirt_guest
 from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
+from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver import record as rd_record
@@ -44,6 +45,8 @@ from resizedriver.env import HostEnv
 from resizedriver.guest import Guest
 from resizedriver.layout import InstanceLayout
 from resizedriver.nova import translate
+from resizedriver.model import Topology
+from resizedriver.operations import live
 from resizedriver.operations import revert as rd_revert
 from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import FinishMigration
@@ -123,9 +126,12 @@ def nova_objects(nova: Optional[NovaCall]) -> NovaCall:
 
 class NovaMigrate(MigrateDiskAndPowerOff):
     def __init__(self, env, uuid, new_flavor, dest, transport,
-                 nova: NovaCall, timeout: int, retry_interval: int) -> None:
+                 nova: NovaCall, timeout: int, retry_interval: int,
+                 nova_flavor: Any = None) -> None:
         super().__init__(env, uuid, new_flavor, dest, transport)
         self.nova = nova
+        #: Nova's new flavor object (its extra specs), for live_blockers
+        self.nova_flavor = nova_flavor
         self.timeout = timeout
         self.retry_interval = retry_interval
 
@@ -133,8 +139,12 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         # After a crash these two are not undone by recovery but by Nova's
         # start-up: it plugs every instance's VIFs, and its
         # finish_revert_migration for an instance left RESIZE_MIGRATING
-        # rebuilds the XML, which connects the volumes.
-        return super().plan().insert_after(
+        # rebuilds the XML, which connects the volumes.  (A live resize
+        # powers nothing off and keeps both.)
+        plan = super().plan()
+        if stepname.POWER_OFF not in plan:
+            return plan
+        return plan.insert_after(
             stepname.POWER_OFF,
             Step(stepname.UNPLUG_VIFS, self.nova.unplug_vifs,
                  self.nova.plug_vifs,
@@ -155,6 +165,33 @@ class NovaMigrate(MigrateDiskAndPowerOff):
     def validate(self) -> None:
         self.refuse_vtpm_to_another_host()
         super().validate()
+
+    def live_blockers(self) -> list[str]:
+        """The engine's, and what Nova's side makes unsafe to hot-plug:
+        the compute manager terminates the source's volume connections
+        between migrate and finish, and a guest whose layout Nova pins
+        (dedicated CPUs, NUMA, hugepages, realtime, PCI or mediated
+        devices) would need Nova to place what is added."""
+        why = super().live_blockers()
+        if self.topology is not Topology.SAME_HOST or \
+                self.live_mode == 'never':
+            return why
+        inst = self.nova.instance
+        if translate.volume_connections(self.nova.block_device_info):
+            why.append('Cinder volumes are attached (Nova disconnects them '
+                       'between migrate and finish)')
+        for flavor, which in ((inst.flavor, 'its flavor'),
+                              (self.nova_flavor, 'the new flavor')):
+            if flavor is None:
+                continue
+            pinned = translate.layout_pinned(flavor, inst.image_meta)
+            if pinned:
+                why.append(f'{which} pins the guest\'s layout ({pinned})')
+        if inst.numa_topology is not None:
+            why.append('the instance has a NUMA topology')
+        if inst.pci_devices:
+            why.append('the instance has PCI devices')
+        return why
 
     def check_host_files(self) -> None:
         """Nova's XML is authoritative: ``_get_guest_xml`` regenerates
@@ -226,6 +263,8 @@ class NovaFinish(FinishMigration):
         plan = super().plan()
         if stepname.CREATE_SWAP in plan:     # Nova's image backend does it
             plan.replace(stepname.CREATE_SWAP)
+        if stepname.PLUG_VIFS not in plan:   # live: the guest has them
+            return plan
         # Nova plugs VIFs as part of defining the guest; what it needs
         # first is its images (swap, config drive, ...).
         return plan.replace(
@@ -264,6 +303,20 @@ class NovaFinish(FinishMigration):
         self.guest = n.create_guest(xml, power_on=False,
                                     vifs_already_plugged=True,
                                     post_xml_callback=gen_confdrive)
+
+
+    def define_persistent(self) -> None:
+        """The live plan's define: Nova's XML for the new flavor (with
+        the headroom the driver adds) becomes the definition of the next
+        boot; the running guest goes on as it is.  Not through
+        ``_create_guest_with_network``: that would also write the config
+        drive the running guest has open."""
+        n = nova_objects(self.nova)
+        self.env.host.define(n.driver._get_guest_xml(
+            n.context, n.instance, n.network_info,
+            n.disk_mapping(self.image_meta), self.image_meta,
+            block_device_info=n.block_device_info,
+            share_info=self.share_info))
 
 
 class NovaConfirm(ConfirmMigration):
@@ -361,7 +414,16 @@ class NovaRevert:
         return dict(rd_revert.FinishRevertMigration.context_for(
             self.record, self.power_on), **IMPL)
 
+    @property
+    def is_live(self) -> bool:
+        return self.record is not None and self.record.plan == chooser.LIVE
+
     def plan(self) -> Plan:
+        if self.record is not None and self.is_live:
+            return Plan('finish_revert_migration', self.source.uuid,
+                        live.revert_steps(self.env, self.record,
+                                          self.define_live, None),
+                        forward=True)
         return Plan('finish_revert_migration', self.source.uuid, [
             Step(stepname.MOVE_BACK, self.move_back),
             Step(stepname.DEFINE_AND_START, self.define_and_start),
@@ -374,9 +436,30 @@ class NovaRevert:
         guest is Nova's to define and start (for an instance left
         RESIZE_MIGRATING Nova calls finish_revert_migration again, which
         then finds no record and defines and starts it; one left
-        RESIZE_REVERTING gets a new XML from Nova's next hard reboot)."""
+        RESIZE_REVERTING gets a new XML from Nova's next hard reboot).  A
+        live resize's guest that still runs gets the definition Nova made
+        before the resize back (its own XML, from the record)."""
         plan = self.plan()
+        if self.is_live:
+            assert self.record is not None
+            source_xml = self.record.source_xml
+            return plan.replace(stepname.DEFINE_SOURCE, Step(
+                stepname.DEFINE_SOURCE,
+                lambda: self.env.host.define(source_xml)))
         return plan.replace(stepname.DEFINE_AND_START)
+
+    def define_live(self) -> None:
+        """A live resize's revert: Nova's XML for the old flavor (the
+        instance has it back) is the next boot's definition of a guest
+        that runs on; a guest that is off (rebooted into the old flavor,
+        or found off) is defined and started through Nova."""
+        n = nova_objects(self.nova)
+        current = self.env.host.lookup(self.source.uuid)
+        if current is not None and current.is_running():
+            self.env.host.define(self._nova_xml(n))
+            return
+        self.must_define = True
+        self.define_and_start()
 
     def move_back(self) -> None:
         if rd_revert.restore_source_dir(self.source):
@@ -393,17 +476,21 @@ class NovaRevert:
         if current is not None:
             current.destroy()
         driver._finish_revert_migration_vtpm(n.context, n.instance)
+        guest = n.create_guest(self._nova_xml(n), self.power_on)
+        if self.power_on:
+            guest.wait_running(self.env.conf.resizedriver.start_timeout)
+
+    def _nova_xml(self, n: NovaCall) -> str:
+        """Nova's XML for the instance's (old, again) flavor."""
+        driver = n.driver
         image_meta = n.instance.image_meta
         mdevs = list(driver._get_all_assigned_mediated_devices(n.instance))
-        xml = driver._get_guest_xml(
+        return driver._get_guest_xml(
             n.context, n.instance, n.network_info,
             n.disk_mapping(image_meta), image_meta,
             block_device_info=n.block_device_info, mdevs=mdevs,
             old_guest=driver._get_existing_guest_config(n.instance),
             share_info=self.share_info)
-        guest = n.create_guest(xml, self.power_on)
-        if self.power_on:
-            guest.wait_running(self.env.conf.resizedriver.start_timeout)
 
 
 #: what recovery (``resizedriver.recovery``) rebuilds for a journal that

@@ -31,6 +31,7 @@ from oslo_concurrency import processutils
 from oslo_log import log as logging
 
 from resizedriver import domain_xml
+from resizedriver import headroom
 from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import stepname
@@ -188,13 +189,24 @@ class FinishMigration:
     def plug_vifs(self) -> None:
         vif.plug(domain_xml.vifs(self.record.source_xml), self.record.uuid)
 
+    def _definition(self) -> str:
+        """The source definition for the new flavor and paths, with the
+        headroom it had or the configuration wants."""
+        new = self.record.new_flavor
+        return headroom.resized(
+            self.record.source_xml, flavor=new,
+            virt_type=self.env.virt_type, old_dir=self.record.source.dir,
+            new_dir=self.dest.dir, disks=self.final,
+            wanted=headroom.wanted(self.env.conf, new.vcpus,
+                                   new.memory_mib))
+
     def define(self) -> None:
-        xml = domain_xml.for_flavor(
-            self.record.source_xml, flavor=self.record.new_flavor,
-            virt_type=self.env.virt_type,
-            old_dir=self.record.source.dir, new_dir=self.dest.dir,
-            disks=self.final)
-        self.guest = self.env.host.define(xml)
+        self.guest = self.env.host.define(self._definition())
+
+    def define_persistent(self) -> None:
+        """The live plan's define: the running guest goes on as it is,
+        its next boot is the new flavor's."""
+        self.env.host.define(self._definition())
 
     def undefine(self) -> None:
         if self.record.same_hypervisor:

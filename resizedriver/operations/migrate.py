@@ -14,9 +14,12 @@ step the journal shows begun, so each undo checks what is really there):
   move to _resize     [move back]
   create instance dir [remove]      shared path: same dir name again
   copy disks                        swap is not copied but recreated;
-                                    each copy is read back from the
-                                    device and compared before it gets
-                                    its name
+                                    each source is read once, hashed as
+                                    it is sent; the copy is read back
+                                    from the device while it is written
+                                    and compared before it gets its
+                                    name (``resizedriver.sparse`` says
+                                    why not later, e.g. in finish)
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from resizedriver import hostfiles
 from resizedriver import inventory
 from resizedriver import transport
 from resizedriver.env import HostEnv
-from resizedriver.operations import plans
+from resizedriver.operations import live, plans
 from resizedriver.guest import Guest
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
 from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor,
@@ -52,8 +55,13 @@ class MigrateDiskAndPowerOff:
     offered_plans: tuple[str, ...] = chooser.PLANS
 
     def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
-                 dest: Destination, dest_transport: Transport) -> None:
+                 dest: Destination, dest_transport: Transport,
+                 live_mode: Optional[str] = None) -> None:
         self.env = env
+        #: chooser.LIVE_MODES; default: ``[resizedriver] live_resize``
+        self.live_mode = live_mode or env.conf.resizedriver.live_resize
+        #: how a live resize will be reverted (``live.revert_mode``)
+        self.live_revert = ''
         self.inst = InstanceLayout(env.instances_path, uuid)
         self.new_flavor = new_flavor
         self.dest = dest
@@ -185,9 +193,20 @@ class MigrateDiskAndPowerOff:
         self.choice = chooser.choose(
             self.topology, self.disks,
             use_cow_images=self.env.conf.use_cow_images,
-            offered=self.offered_plans)
+            offered=self.offered_plans, live=self.live_mode,
+            live_blockers=self.live_blockers())
         LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
                  instance_uuid=self.inst.uuid)
+        if self.choice.plan == chooser.LIVE:
+            self.live_revert = live.revert_mode(
+                self.old_flavor, self.new_flavor, live.unplug_supported(
+                    self.env.conf, self.env.host.hypervisor_version()))
+            LOG.info('A revert of this resize will be %s', {
+                live.REVERT_LIVE: 'live (the guest keeps running)',
+                live.REVERT_REBOOT: 'one reboot into the old flavor (the '
+                                    'added vCPUs cannot be unplugged '
+                                    'live here)'}[self.live_revert],
+                instance_uuid=self.inst.uuid)
         if not self.topology.shared_path and \
                 self.transport.exists(self.dest_inst.dir):
             # Ours to delete on rollback only if we made it.
@@ -196,6 +215,18 @@ class MigrateDiskAndPowerOff:
                 f'move it away if it is a leftover')
         self.backing_to_copy = self._backing_to_copy()
         self._check_space()
+
+    def live_blockers(self) -> list[str]:
+        """Why this resize cannot be live (``live.blockers``); only asked
+        where it could be (this host, live not ``never``)."""
+        if self.topology is not Topology.SAME_HOST or \
+                self.live_mode == 'never':
+            return []
+        return live.blockers(
+            self.was_running,
+            self.guest.live_xml() if self.was_running else '',
+            self.old_flavor, self.new_flavor, self.disks,
+            self.env.conf.use_cow_images)
 
     def check_host_files(self) -> None:
         """Refuse host files outside the instance directory that the new
@@ -289,7 +320,9 @@ class MigrateDiskAndPowerOff:
             dst = self.dest_inst.base_path(os.path.basename(backing))
             self.transport.remove_partial(dst, self.inst.uuid)
 
-    def write_record(self) -> None:
+    def write_record(self, path: Optional[str] = None) -> None:
+        """Write the record to ``path`` (default: in the instance dir,
+        which the move to ``_resize`` takes along)."""
         self._record = ResizeRecord(
             uuid=self.inst.uuid, name=self.guest.name,
             source_host=self.env.hostname,
@@ -298,8 +331,8 @@ class MigrateDiskAndPowerOff:
             plan=self.choice.plan,
             old_flavor=self.old_flavor, new_flavor=self.new_flavor,
             source_xml=self.source_xml, disks=self.disks,
-            was_running=self.was_running)
-        self.record.write(self.inst.path(RECORD_NAME))
+            was_running=self.was_running, live_revert=self.live_revert)
+        self.record.write(path or self.inst.path(RECORD_NAME))
 
     def remove_record(self) -> None:
         fileutil.remove_durably(self.inst.path(RECORD_NAME))
@@ -343,7 +376,10 @@ class MigrateDiskAndPowerOff:
         """Copy each disk (verified, fsynced, renamed, directory fsynced
         by ``copy_file``), then make the new instance directory's own
         entry durable, and only then put ``copies_verified`` on record:
-        confirm deletes the source on the strength of it."""
+        confirm deletes the source on the strength of it.  The check is
+        done here, not deferred, because the guest boots from the copy
+        and changes it: only before that start can a read-back prove
+        the copy."""
         names = [d.name for d in self.disks if d.role is not DiskRole.SWAP]
         if os.path.exists(self.inst.in_resize_dir(DISK_INFO)):
             names.append(DISK_INFO)

@@ -6,8 +6,8 @@ plan shares (write the record, power off, define, start, ...), which an
 integration such as the Nova adapter may override; the plan decides which
 steps run, in which order.  The ``copy`` plan's lists are the operation
 modules' own (``copy_steps``); another plan is a module of its own.
-Every plan reverts the same way (``operations/revert.py``): back to the
-untouched ``<uuid>_resize``.
+The ``copy`` and ``overlay`` plans revert the same way
+(``operations/revert.py``): back to the untouched ``<uuid>_resize``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any, Callable
 
 from resizedriver import chooser
-from resizedriver.operations import overlay
+from resizedriver.operations import live, overlay
 from resizedriver.plan import Step
 
 StepsFor = Callable[[Any], list[Step]]
@@ -27,16 +27,29 @@ class Builders:
     migrate: StepsFor
     finish: StepsFor
     confirm: StepsFor
+    revert: StepsFor
 
 
 def _copy_steps(op: Any) -> list[Step]:
     return op.copy_steps()
 
 
+def _cold_revert(op: Any) -> list[Step]:
+    return op.cold_steps()
+
+
+def _live_revert(op: Any) -> list[Step]:
+    return live.revert_steps(op.env, op.record, op.define,
+                             op.start if op.power_on else None)
+
+
 BUILDERS = {
-    chooser.COPY: Builders(_copy_steps, _copy_steps, _copy_steps),
+    chooser.COPY: Builders(_copy_steps, _copy_steps, _copy_steps,
+                           _cold_revert),
     chooser.OVERLAY: Builders(overlay.migrate_steps, overlay.finish_steps,
-                              overlay.confirm_steps),
+                              overlay.confirm_steps, _cold_revert),
+    chooser.LIVE: Builders(live.migrate_steps, live.finish_steps,
+                           live.confirm_steps, _live_revert),
 }
 
 

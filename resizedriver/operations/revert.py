@@ -1,8 +1,10 @@
 """finish_revert_migration: on the source, go back to the kept copy.
 
-Plan (each step is idempotent: Nova calls this again for instances stuck
-in RESIZE_MIGRATING, sometimes after part of it ran, and after a crash
-recovery completes it by running again what the journal lacks as done):
+The plan of the ``copy`` and ``overlay`` resizes (``live`` has its own,
+in ``live.py``).  Each step is idempotent: Nova calls this again for
+instances stuck in RESIZE_MIGRATING, sometimes after part of it ran, and
+after a crash recovery completes it by running again what the journal
+lacks as done:
   drop destination guest   another hypervisor: its own command undefines it
   stop resized guest       on a shared libvirtd it runs from the dest copy
   drop destination copy    when the dest dir is not our own instance dir
@@ -32,6 +34,7 @@ from resizedriver import transport
 from resizedriver import vif
 from resizedriver.env import HostEnv
 from resizedriver.layout import RECORD_NAME, InstanceLayout
+from resizedriver.operations import plans
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 from resizedriver.transport import Transport
@@ -82,6 +85,14 @@ class FinishRevertMigration:
         return self.plan()
 
     def plan(self) -> Plan:
+        """The revert of the plan the resize record names."""
+        return Plan('finish_revert_migration', self.record.uuid,
+                    plans.builders(self.record.plan).revert(self),
+                    forward=True)
+
+    def cold_steps(self) -> list[Step]:
+        """The ``copy`` and ``overlay`` plans' revert (the table at the
+        top of this module)."""
         steps = []
         dest_host = self.record.destination.host
         if dest_host is not None and not self.record.same_hypervisor:
@@ -97,8 +108,7 @@ class FinishRevertMigration:
         if self.power_on:
             steps.append(Step(stepname.START, self.start))
         steps.append(Step(stepname.REMOVE_RECORD, self.remove_record))
-        return Plan('finish_revert_migration', self.record.uuid, steps,
-                    forward=True)
+        return steps
 
     def stop_resized(self) -> None:
         guest = self.env.host.lookup(self.record.uuid)

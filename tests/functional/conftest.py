@@ -13,9 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Iterator, Optional
 
 import pytest
 
+from resizedriver import headroom
 from resizedriver.host import Host
 from tests.lib import guestlog, hostenv, testguest
 
@@ -121,8 +123,10 @@ lock_path = {root}/locks
 _COUNTER = iter(range(10, 200))
 
 
-@pytest.fixture
-def scenario(request, host, sshd) -> Scenario:
+def make_scenario(request, host: Host, sshd: hostenv.LoopbackSshd,
+                  room: Optional[headroom.Headroom] = None):
+    """A scenario's guest (with ``room`` to grow live), booted; yields
+    the scenario and removes it afterwards."""
     n = next(_COUNTER)
     name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
     root = os.path.join(TEST_ROOT, name)
@@ -138,7 +142,7 @@ def scenario(request, host, sshd) -> Scenario:
     guest = testguest.create(
         host, os.path.join(root, 'instances'), name=name,
         mac=f'52:54:00:77:00:{n:02x}', ip=f'169.254.77.{n}/24',
-        bridge=hostenv.BRIDGE)
+        bridge=hostenv.BRIDGE, room=room)
     host.lookup(guest.uuid).start()
     yield Scenario(root, conf_file, host, guest)
     testguest.remove(host, guest)
@@ -146,6 +150,22 @@ def scenario(request, host, sshd) -> Scenario:
         shutil.rmtree(root)
     except OSError:
         pass
+
+
+@pytest.fixture
+def scenario(request, host, sshd) -> Iterator[Scenario]:
+    yield from make_scenario(request, host, sshd)
+
+
+#: the headroom of the live scenarios' guests (1 vCPU, 256 MiB at first)
+LIVE_ROOM = headroom.Headroom(max_vcpus=4, max_memory_mib=1024)
+
+
+@pytest.fixture
+def live_scenario(request, host, sshd) -> Iterator[Scenario]:
+    """A guest started with headroom, as the driver defines one when the
+    operator asks for it."""
+    yield from make_scenario(request, host, sshd, LIVE_ROOM)
 
 
 def pytest_terminal_summary(terminalreporter):

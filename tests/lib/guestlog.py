@@ -87,3 +87,17 @@ def wait_for_boot(path: str, boot: int, timeout: float = 120) -> GuestReport:
         time.sleep(0.5)
     raise AssertionError(f'guest did not reach boot {boot} within '
                          f'{timeout}s; last report from {path}: {report}')
+
+
+def wait_for(path: str, what: str, done, timeout: float = 60) -> GuestReport:
+    """Wait until the current boot's report satisfies ``done`` (the guest
+    reprints what changes, e.g. after a hot-plug)."""
+    deadline = time.monotonic() + timeout
+    report = None
+    while time.monotonic() < deadline:
+        report = read(path)
+        if report and report.ready and done(report):
+            return report
+        time.sleep(0.5)
+    raise AssertionError(f'guest did not report {what} within {timeout}s; '
+                         f'last report from {path}: {report}')

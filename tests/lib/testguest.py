@@ -16,10 +16,12 @@ import os
 import shutil
 import subprocess
 import uuid as uuidlib
+from typing import Optional
 
 import libvirt
 from lxml import etree
 
+from resizedriver import headroom
 from resizedriver.host import Host
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -105,8 +107,10 @@ class TestGuest:
 
 def create(host: Host, instances_path: str, *, name: str, mac: str, ip: str,
            bridge: str, vcpus: int = 1, memory_mib: int = 256,
-           disk_mib: int = 64) -> TestGuest:
-    """Lay out a Nova-style instance and define (not start) its domain."""
+           disk_mib: int = 64,
+           room: Optional[headroom.Headroom] = None) -> TestGuest:
+    """Lay out a Nova-style instance and define (not start) its domain,
+    with ``room`` to grow live (as the driver gives one at spawn)."""
     build = build_guest_image()
     uuid = str(uuidlib.uuid4())
     base_dir = os.path.join(instances_path, '_base')
@@ -124,11 +128,14 @@ def create(host: Host, instances_path: str, *, name: str, mac: str, ip: str,
                 os.path.join(inst_dir, 'kernel'))
     shutil.copy(os.path.join(build, 'initrd.img'),
                 os.path.join(inst_dir, 'ramdisk'))
-    host.define(DOMAIN_XML.format(
+    xml = DOMAIN_XML.format(
         virt_type=host.virt_type('kvm'), name=name, uuid=uuid,
         memory_mib=memory_mib, vcpus=vcpus, dir=inst_dir, ip=ip, mac=mac,
         bridge=bridge, iso=_iso(os.path.dirname(instances_path)),
-        cdrom_dev=CDROM_DEV))
+        cdrom_dev=CDROM_DEV)
+    if room is not None:
+        xml = headroom.apply(xml, room, vcpus, memory_mib)
+    host.define(xml)
     return TestGuest(instances_path, uuid, name, mac, ip)
 
 

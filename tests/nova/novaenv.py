@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import uuid as uuidlib
+from typing import Optional
 
 import nova.conf
 from nova import context as nova_context
@@ -92,11 +93,13 @@ def seed_images(instances_path: str) -> None:
             shutil.copy(os.path.join(build, src), dst)
 
 
-def flavor(flavorid: str, vcpus: int, memory_mb: int, root_gb: int):
+def flavor(flavorid: str, vcpus: int, memory_mb: int, root_gb: int,
+           extra_specs: Optional[dict] = None):
     return objects.Flavor(
         id=int(flavorid), flavorid=flavorid, name=f'rd.{flavorid}',
         vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb, ephemeral_gb=0,
-        swap=0, extra_specs={}, rxtx_factor=1.0, vcpu_weight=None,
+        swap=0, extra_specs=dict(extra_specs or {}), rxtx_factor=1.0,
+        vcpu_weight=None,
         is_public=True, disabled=False, description=None)
 
 

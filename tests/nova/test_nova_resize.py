@@ -16,6 +16,7 @@ import subprocess
 import pytest
 from nova import exception as nova_exception
 from nova import objects
+from nova.compute import task_states
 from nova.virt import driver as nova_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
@@ -62,13 +63,18 @@ def resize(server, new) -> 'objects.Migration':
 
 
 def revert(server, mig) -> None:
-    """revert_resize on the dest, then finish_revert_resize on the source."""
+    """The API's revert (task state RESIZE_REVERTING), then revert_resize
+    on the dest, then finish_revert_resize on the source."""
     drv, inst = server.driver, server.instance
+    inst.task_state = task_states.RESIZE_REVERTING
+    inst.save()
     # Same host: instance storage is shared, so the dest keeps the disks.
     drv.destroy(server.ctx, inst, server.nw, None, destroy_disks=False)
     inst.flavor = inst.old_flavor
     inst.save()
     drv.finish_revert_migration(server.ctx, inst, server.nw, mig, None, True)
+    inst.task_state = None
+    inst.save()
 
 
 def assert_no_resize_left(server):

@@ -19,6 +19,9 @@ class FakeGuest:
     def xml(self) -> str:
         return self._xml
 
+    def live_xml(self) -> str:
+        return self._xml
+
     def is_running(self) -> bool:
         return self.running
 
@@ -70,3 +73,7 @@ class FakeHost:
     @staticmethod
     def virt_type(requested: str) -> str:
         return requested
+
+    @staticmethod
+    def hypervisor_version() -> tuple[int, int, int]:
+        return (7, 2, 22)

@@ -1,0 +1,142 @@
+"""The live plan killed after each of its steps, on a real running guest.
+
+Each cell SIGKILLs the ``resizedriver`` command right after one step of
+the live plan (before the journal records it done), runs ``resizedriver
+recover``, and checks the guest: still running, with the vCPUs and disk
+it prints and the memory and definition the hypervisor reports, and a
+boot counter that moved only where the revert had to reboot (vCPUs added
+that this QEMU cannot unplug).  Rows join the fault table printed at the
+end of the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from resizedriver import headroom
+from tests.functional import faultbench
+from tests.functional.conftest import MiB, Scenario
+from tests.functional.faultbench import KILLED, Bench, Row
+from tests.lib import guestlog
+
+MIGRATE = 'migrate_disk_and_power_off'
+FINISH = 'finish_migration'
+REVERT = 'finish_revert_migration'
+CONFIRM = 'confirm_migration'
+
+#: killed in the resize: the whole resize is rolled back
+ROLLED_BACK = [(MIGRATE, 'write resize record'),
+               (FINISH, 'check live guest'),
+               (FINISH, 'define new flavor'),
+               (FINISH, 'grow memory'),
+               (FINISH, 'grow disks'),
+               (FINISH, 'add vCPUs')]
+#: killed in a revert that reboots (vCPUs were added) or stays live
+#: (memory only), or in a confirm: recover completes it
+REVERT_REBOOT = ['shut down resized guest', 'define source domain',
+                 'start guest', 'remove resize record']
+REVERT_LIVE = ['shrink memory', 'define source domain',
+               'remove resize record']
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    vcpus: int
+    memory_mib: int
+    root_mib: int
+
+    def args(self) -> list[str]:
+        return ['--vcpus', str(self.vcpus), '--memory', str(self.memory_mib),
+                '--root-size', f'{self.root_mib}M']
+
+
+class LiveBench:
+    def __init__(self, bench: Bench) -> None:
+        self.b = bench
+        self.s = bench.s
+        self.now = Size(1, 256, 64)
+        self.boot = 1
+
+    def row(self, operation: str, fault: str) -> Row:
+        row = Row(operation, fault + ' (live)', '')
+        faultbench.TABLE.append(row)
+        return row
+
+    def crash(self, crash_at: str, *args: str) -> None:
+        proc = self.b.cli(*args, crash_at=crash_at, expect_rc=None)
+        assert proc.returncode == KILLED, proc.stderr
+
+    def expect(self, size: Size, pending: bool = False) -> None:
+        """Running with ``size``: the vCPUs and disk the guest prints, the
+        memory the hypervisor plugged, the definition of its next boot."""
+        report = guestlog.wait_for(
+            self.s.guest.console_log(self.s.host), f'{size}', lambda r: (
+                r.boot == self.boot and r.cpu_count == size.vcpus and
+                r.disks == {'vda': size.root_mib * MiB}))
+        assert report.boot == self.boot
+        guest = self.s.host.lookup(self.s.guest.uuid)
+        assert guest.is_running()
+        live = headroom.of_domain(guest.live_xml())
+        assert (live.vcpus, live.memory_mib) == \
+            (size.vcpus, size.memory_mib), live
+        nxt = headroom.of_domain(guest.xml())
+        assert (nxt.vcpus, nxt.memory_mib) == \
+            (size.vcpus, size.memory_mib), nxt
+        if not pending:
+            self.b.expect_settled()
+        self.now = size
+
+
+def test_live_plan_killed_after_each_step(live_scenario: Scenario):
+    lb = LiveBench(Bench(live_scenario))
+    uuid = lb.s.guest.uuid
+
+    for operation, step in ROLLED_BACK:
+        row = lb.row(operation, f'killed after {step!r}')
+        old = lb.now
+        new = Size(old.vcpus + (step == 'add vCPUs'), old.memory_mib + 64,
+                   old.root_mib + 8)
+        lb.crash(f'{operation}:{step}', 'resize', uuid, *new.args())
+        lb.b.recover(row, 'rolled back')
+        disk_grown = step in ('grow disks', 'add vCPUs')
+        if step == 'add vCPUs':
+            lb.boot += 1            # the revert rebooted away the vCPU
+        lb.expect(dataclasses.replace(
+            old, root_mib=new.root_mib if disk_grown else old.root_mib))
+        row.source = ('running throughout' if step != 'add vCPUs' else
+                      'rebooted once into the old flavor') + \
+            ('; disk kept grown' if disk_grown else '')
+        # and the same resize then goes through, live
+        out = lb.b.cli('resize', uuid, *new.args()).stdout
+        assert '(live plan)' in out, out
+        lb.expect(new, pending=True)
+        lb.b.cli('confirm', uuid)
+        row.retry = 'ok (live)'
+
+    for steps, grow_vcpus in ((REVERT_REBOOT, True), (REVERT_LIVE, False)):
+        for step in steps:
+            row = lb.row(REVERT, f'killed after {step!r}')
+            old = lb.now
+            new = Size(old.vcpus + grow_vcpus, old.memory_mib + 64,
+                       old.root_mib)
+            assert '(live plan)' in lb.b.cli('resize', uuid,
+                                             *new.args()).stdout
+            lb.expect(new, pending=True)
+            lb.crash(f'{REVERT}:{step}', 'revert', uuid)
+            lb.b.recover(row, 'completed')
+            lb.boot += grow_vcpus
+            lb.expect(old)
+            row.source = 'rebooted once' if grow_vcpus else \
+                'running throughout'
+            row.retry = 'n/a (completed by recover)'
+
+    row = lb.row(CONFIRM, "killed after 'delete _resize'")
+    new = Size(lb.now.vcpus, lb.now.memory_mib + 64, lb.now.root_mib + 8)
+    lb.b.cli('resize', uuid, *new.args())
+    lb.crash(f'{CONFIRM}:delete _resize', 'confirm', uuid)
+    lb.b.recover(row, 'completed')
+    lb.expect(new)
+    assert not os.path.exists(lb.s.guest.dir + '_resize')
+    row.source = 'running throughout'
+    row.retry = 'n/a (completed by recover)'

@@ -1,0 +1,94 @@
+"""Live resize inside Nova 34: the compute manager's own resize calls,
+the guest never stops.
+
+The flavors grant headroom by extra specs (as an operator would), so the
+spawned guest can grow; what the guest prints (its boot counter above
+all) proves it ran on through migrate, finish, confirm and revert.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from resizedriver import headroom
+from tests.lib import guestlog
+from tests.nova import novaenv
+from tests.nova.test_nova_resize import (assert_no_resize_left, resize,
+                                         revert)
+
+GiB = 1024 ** 3
+KiB = 1024
+ROOM = {headroom.SPEC_VCPUS: '4', headroom.SPEC_MEMORY: '1024'}
+
+
+def roomy(flavorid: str, vcpus: int, memory_mb: int, root_gb: int):
+    return novaenv.flavor(flavorid, vcpus, memory_mb, root_gb, ROOM)
+
+
+def _report(server, what: str, done) -> guestlog.GuestReport:
+    return guestlog.wait_for(os.path.join(server.dir, 'console.log'), what,
+                             done)
+
+
+def _plan(server) -> str:
+    with open(os.path.join(server.dir + '_resize', 'resize.json')) as f:
+        return json.load(f)['plan']
+
+
+def test_live_resize_under_nova_then_confirm(make_server):
+    server = make_server(roomy('11', 1, 256, 1))
+    before = server.wait_boot(1)
+    xml = server.driver._host.get_guest(server.instance).get_xml_desc()
+    assert "model='virtio-mem'" in xml            # spawned with headroom
+
+    mig = resize(server, roomy('12', 2, 512, 2))
+    assert _plan(server) == 'live'
+    assert server.instance.progress == 100
+    after = _report(server, '2 CPUs, +256 MiB, a 2 GiB disk', lambda r: (
+        r.cpu_count == 2 and r.mem_kb - before.mem_kb == 256 * KiB and
+        r.disks == {'vda': 2 * GiB}))
+    assert after.boot == 1                         # never stopped
+    assert server.ping()
+    # Nova's XML for the new flavor is the next boot's, with headroom
+    nxt = headroom.of_domain(
+        server.driver._host.get_guest(server.instance).get_xml_desc(
+            dump_inactive=True))
+    assert (nxt.vcpus, nxt.max_vcpus, nxt.memory_mib) == (2, 4, 512)
+
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_no_resize_left(server)
+    assert server.driver.get_info(server.instance).state == 1
+    assert guestlog.read(os.path.join(server.dir, 'console.log')).boot == 1
+
+
+def test_live_resize_under_nova_then_revert(make_server):
+    server = make_server(roomy('13', 1, 256, 1))
+    before = server.wait_boot(1)
+
+    # memory only: the revert is live too (virtio-mem unplugs), and
+    # Nova's destroy() in revert_resize leaves the guest running
+    mig = resize(server, roomy('14', 1, 512, 1))
+    assert _plan(server) == 'live'
+    _report(server, '+256 MiB', lambda r: r.mem_kb - before.mem_kb ==
+            256 * KiB)
+    revert(server, mig)
+    back = _report(server, 'its old memory', lambda r: r.mem_kb ==
+                   before.mem_kb)
+    assert (back.boot, back.cpu_count) == (1, 1)
+    assert_no_resize_left(server)
+    assert server.ping()
+
+    # a vCPU more: this QEMU cannot unplug it, so the revert reboots once
+    mig = resize(server, roomy('15', 2, 256, 1))
+    _report(server, '2 CPUs', lambda r: r.cpu_count == 2)
+    revert(server, mig)
+    rebooted = server.wait_boot(2)
+    assert (rebooted.cpu_count, rebooted.mem_kb) == (1, before.mem_kb)
+    assert_no_resize_left(server)
+    assert server.ping()
+    # Nova's init_host calls it again for instances stuck mid-resize.
+    server.driver.finish_revert_migration(server.ctx, server.instance,
+                                          server.nw, mig, None, True)
+    assert server.driver.get_info(server.instance).state == 1

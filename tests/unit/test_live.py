@@ -1,0 +1,90 @@
+"""The live plan: when the chooser takes it, and how its revert goes."""
+
+from __future__ import annotations
+
+import pytest
+
+from resizedriver import chooser
+from resizedriver import exception
+from resizedriver import headroom
+from resizedriver.headroom import Headroom
+from resizedriver.model import DiskFile, DiskRole, Flavor, MiB, Topology
+from resizedriver.operations import live
+from tests.unit.test_headroom import XML
+
+OLD = Flavor(vcpus=1, memory_mib=256, root_bytes=64 * MiB)
+ROOMY = headroom.apply(XML, Headroom(4, 1024), 1, 256)
+DISKS = [DiskFile('disk', DiskRole.ROOT, '/i/u/disk', 'qcow2', 64 * MiB,
+                  MiB, '/i/_base/x', 'vda')]
+
+
+def _blockers(new: Flavor, xml: str = ROOMY, running: bool = True,
+              disks: list[DiskFile] = DISKS) -> list[str]:
+    return live.blockers(running, xml, OLD, new, disks, True)
+
+
+def test_growth_within_the_headroom_can_be_live():
+    assert _blockers(Flavor(2, 512, 128 * MiB)) == []
+    # a disk needs no headroom
+    assert _blockers(Flavor(1, 256, 128 * MiB), xml=XML) == []
+
+
+@pytest.mark.parametrize('new, xml, why', [
+    (Flavor(5, 256, 64 * MiB), ROOMY, "beyond the domain's headroom of 4"),
+    (Flavor(1, 2048, 64 * MiB), ROOMY, 'beyond the domain\'s headroom of '
+                                       '1024 MiB'),
+    (Flavor(1, 512, 64 * MiB), XML, 'no virtio-mem device'),
+    (Flavor(1, 257, 64 * MiB), ROOMY, 'whole 2 MiB blocks'),
+    (Flavor(1, 256, 64 * MiB, swap_bytes=MiB), ROOMY, 'swap changes'),
+])
+def test_what_stops_a_live_resize(new, xml, why):
+    assert why in '; '.join(_blockers(new, xml=xml))
+
+
+def test_shrinking_and_stopped_guests_and_conversions_are_not_live():
+    two = headroom.apply(XML, Headroom(4, 0), 2, 256)
+    assert live.blockers(True, two, Flavor(2, 256, 0), OLD, DISKS,
+                         True) == ['fewer vCPUs (2 -> 1)']
+    assert _blockers(Flavor(2, 512, 0), running=False) == \
+        ['the guest is not running']
+    raw = [DiskFile('disk', DiskRole.ROOT, '/i/u/disk', 'raw', 64 * MiB,
+                    MiB, None, 'vda')]
+    assert 'a conversion is a cold resize' in _blockers(
+        Flavor(1, 256, 128 * MiB), disks=raw)[0]
+
+
+def test_the_chooser_takes_live_first_and_says_why_not():
+    choose = chooser.choose
+    assert choose(Topology.SAME_HOST, DISKS, use_cow_images=True,
+                  live='auto').plan == chooser.LIVE
+    why_not = choose(Topology.SAME_HOST, DISKS, use_cow_images=True,
+                     live='auto', live_blockers=['swap changes'])
+    assert why_not.plan == chooser.OVERLAY
+    assert 'not live: swap changes' in why_not.reason
+    assert choose(Topology.SAME_HOST, DISKS, use_cow_images=True,
+                  live='never').plan == chooser.OVERLAY
+    assert choose(Topology.OTHER_HOST, DISKS, use_cow_images=True,
+                  live='auto').plan == chooser.COPY
+    assert choose(Topology.SAME_HOST, DISKS, use_cow_images=True,
+                  live='auto', offered=(chooser.OVERLAY, chooser.COPY)
+                  ).plan == chooser.OVERLAY
+    with pytest.raises(exception.ResizeRefused,
+                       match='not possible: swap changes'):
+        choose(Topology.SAME_HOST, DISKS, use_cow_images=True,
+               live='always', live_blockers=['swap changes'])
+    with pytest.raises(exception.ResizeRefused, match='not this host'):
+        choose(Topology.OTHER_HOST, DISKS, use_cow_images=True,
+               live='always')
+
+
+def test_a_revert_reboots_only_for_vcpus_that_cannot_be_unplugged():
+    class Conf:
+        class resizedriver:
+            vcpu_hot_unplug = True
+    assert not live.unplug_supported(Conf, (7, 2, 22))   # hangs there
+    assert live.unplug_supported(Conf, (9, 0, 0))
+    Conf.resizedriver.vcpu_hot_unplug = False
+    assert not live.unplug_supported(Conf, (9, 0, 0))
+    assert live.revert_mode(OLD, Flavor(2, 256, 0), False) == 'reboot'
+    assert live.revert_mode(OLD, Flavor(2, 256, 0), True) == 'live'
+    assert live.revert_mode(OLD, Flavor(1, 512, 0), False) == 'live'
