@@ -1,17 +1,28 @@
 """The resize engine: Nova's four resize operations, without Nova.
 
-Each method takes the per-instance lock, builds the operation's plan and
-runs it under a journal, so that ``recover`` can roll back or complete it
-after a crash.  Callers (the Nova adapter, the operator CLI) translate
-their own objects into ``Flavor`` / ``Destination`` and back.
+The engine owns the operations' entry points: each method takes the
+per-instance lock, completes an interrupted confirm or revert instead of
+starting it again, loads the pending resize record, decides what a call
+with nothing pending does, and runs the operation's plan under a journal,
+so that ``recover`` can roll back or complete it after a crash.
+
+What the plans are made of comes from an ``Implementation``: factories of
+the operation objects (``MigrateDiskAndPowerOff``, ``FinishMigration``,
+``ConfirmMigration``, ``FinishRevertMigration`` by default).  An
+integration supplies its own, one class per integration (the Nova
+adapter's ``NovaImplementation``, built per call with that call's Nova
+objects), whose operations replace steps with its own (power off, VIFs,
+volumes, the guest XML, define and start) and whose journals name it, so
+that recovery rebuilds its plans (``resizedriver.recovery``).  Callers
+(the Nova adapter, the operator CLI) translate their own objects into
+``Flavor`` / ``Destination`` and the engine's exceptions back.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional, Protocol
 
 from oslo_concurrency import lockutils
 from oslo_config import cfg
@@ -35,8 +46,75 @@ from resizedriver.operations.revert import (DropDestinationGuest,
 from resizedriver.plan import Plan
 from resizedriver.record import ResizeRecord
 from resizedriver.recovery import Recovered
+from resizedriver.transport import Transport
 
 LOG = logging.getLogger(__name__)
+
+
+class Operation(Protocol):
+    """What an entry point runs: the plan, and what its journal keeps for
+    recovery to rebuild it (the operation class's ``from_journal``)."""
+
+    def plan(self) -> Plan: ...
+
+    def journal_context(self) -> dict[str, Any]: ...
+
+
+class Implementation:
+    """The operations the entry points run: the engine's own.
+
+    An integration subclasses it to put its own steps into the plans while
+    the engine keeps the locking, resuming, record and journal handling,
+    which every caller then gets the same way.  Each method is called
+    with the instance's lock held.
+    """
+
+    def migrate(self, env: HostEnv, uuid: str, new_flavor: Flavor,
+                dest: Destination, dest_transport: Transport,
+                live: Optional[str]) -> MigrateDiskAndPowerOff:
+        return MigrateDiskAndPowerOff(env, uuid, new_flavor, dest,
+                                      dest_transport, live)
+
+    def finish(self, env: HostEnv, record: ResizeRecord,
+               power_on: bool) -> Operation:
+        return FinishMigration(env, record, power_on)
+
+    def confirm(self, env: HostEnv, record: ResizeRecord) -> Operation:
+        return ConfirmMigration(env, record)
+
+    def revert(self, env: HostEnv, record: ResizeRecord,
+               power_on: bool) -> Operation:
+        return FinishRevertMigration(
+            env, record, transport.for_host(record.destination.host,
+                                            env.conf), power_on)
+
+    def nothing_to_revert(self, env: HostEnv, uuid: str,
+                          power_on: bool) -> None:
+        """A revert with no pending resize: one that already succeeded
+        (a repeat must be harmless), so the guest only has to run."""
+        guest = env.host.lookup(uuid)
+        if guest is None:
+            raise exception.NotFound(
+                f'nothing to revert for {uuid}: no pending resize and no '
+                f'domain')
+        LOG.info('No pending resize; instance already reverted',
+                 instance_uuid=uuid)
+        if power_on:
+            guest.ensure_running(env.conf.resizedriver.start_timeout)
+
+    def resume(self, env: HostEnv, journal: Journal,
+               power_on: bool) -> Recovered:
+        """Complete the interrupted confirm or revert of ``journal`` for a
+        repeated call (``power_on``: the repeated revert's).  The engine
+        has no objects of a call to add, so it completes it as recovery
+        does, with the plan of the implementation that wrote the journal:
+        one the Nova adapter wrote never gets the engine's define and
+        VIFs (Nova's objects are the authority on those)."""
+        return recovery.recover(env, journal)
+
+
+#: the engine's own operations: what the entry points run by default
+OWN = Implementation()
 
 
 class ResizeEngine:
@@ -68,18 +146,14 @@ class ResizeEngine:
         """Run ``plan`` under a journal holding ``context`` for recovery."""
         plan.run(self.journals.open(plan.name, plan.uuid, context))
 
-    def resume(self, uuid: str, operation: str,
-               plan_for: Optional[Callable[[Journal], Plan]] = None) -> bool:
+    def _resume(self, uuid: str, operation: str, impl: Implementation,
+                power_on: bool) -> bool:
         """Complete an interrupted confirm or revert instead of starting
-        it over: a repeat is how Nova and operators retry them.
-        ``plan_for`` rebuilds the caller's own plan (the Nova adapter's,
-        with the objects of the repeated call) instead of the recovery
-        plan of the journal."""
+        it over: a repeat is how Nova and operators retry them.  ``impl``
+        says with which plan (``Implementation.resume``)."""
         for journal in self.journals.find(uuid):
             if journal.operation == operation:
-                result = (recovery.run(journal,
-                                       functools.partial(plan_for, journal))
-                          if plan_for else recovery.recover(self.env, journal))
+                result = impl.resume(self.env, journal, power_on)
                 if result.error:
                     raise exception.ResizeFailed(
                         str(result), step='recover', rolled_back=False)
@@ -118,7 +192,8 @@ class ResizeEngine:
 
     def migrate_disk_and_power_off(self, uuid: str, new_flavor: Flavor,
                                    dest: Destination,
-                                   live: Optional[str] = None) \
+                                   live: Optional[str] = None,
+                                   impl: Implementation = OWN) \
             -> ResizeRecord:
         """Power off, keep the source as ``<uuid>_resize``, copy to dest
         (or whatever the plan the chooser picks does instead; ``live``:
@@ -127,54 +202,46 @@ class ResizeEngine:
         Refusals (``ResizeRefused``) come before the guest is touched.
         """
         with self.locked(uuid):
-            op = MigrateDiskAndPowerOff(
-                self.env, uuid, new_flavor, dest,
-                transport.for_host(dest.host, self.conf), live)
+            op = impl.migrate(self.env, uuid, new_flavor, dest,
+                              transport.for_host(dest.host, self.conf), live)
             self.run(op.plan(), op.journal_context())
             return op.record
 
-    def finish_migration(self, record: ResizeRecord,
-                         power_on: bool = True) -> None:
+    def finish_migration(self, record: ResizeRecord, power_on: bool = True,
+                         impl: Implementation = OWN) -> None:
         """On the destination: make the copy the resized guest."""
         with self.locked(record.uuid):
-            op = FinishMigration(self.env, record, power_on)
+            op = impl.finish(self.env, record, power_on)
             self.run(op.plan(), op.journal_context())
 
-    def confirm_migration(self, uuid: str) -> None:
+    def confirm_migration(self, uuid: str,
+                          impl: Implementation = OWN) -> None:
+        """Drop the kept source copy.  ``NotFound`` when no resize is
+        pending (and none was interrupted): the caller decides whether
+        that is done (Nova) or a mistake (an operator's wrong host)."""
         with self.locked(uuid):
-            if self.resume(uuid, 'confirm_migration'):
+            if self._resume(uuid, 'confirm_migration', impl,
+                            power_on=False):     # a confirm starts nothing
                 return
             rec = rd_record.load_pending(self._layout(uuid))
-            op = ConfirmMigration(self.env, rec)
+            op = impl.confirm(self.env, rec)
             self.run(op.plan(), op.journal_context())
 
-    def finish_revert_migration(self, uuid: str,
-                                power_on: bool = True) -> None:
-        """Back to the source copy; a repeat after success is harmless."""
+    def finish_revert_migration(self, uuid: str, power_on: bool = True,
+                                impl: Implementation = OWN) -> None:
+        """Back to the source copy; a repeat after success is harmless
+        (``Implementation.nothing_to_revert``)."""
         with self.locked(uuid):
-            if self.resume(uuid, 'finish_revert_migration'):
+            if self._resume(uuid, 'finish_revert_migration', impl,
+                            power_on):
                 return
-            inst = self._layout(uuid)
             try:
-                rec = rd_record.load_pending(inst)
+                rec = rd_record.load_pending(self._layout(uuid))
             except exception.NotFound:
-                self._ensure_running(uuid, power_on)
+                impl.nothing_to_revert(self.env, uuid, power_on)
                 return
-            op = FinishRevertMigration(
-                self.env, rec,
-                transport.for_host(rec.destination.host, self.conf), power_on)
+            op = impl.revert(self.env, rec, power_on)
             self.run(op.plan(), op.journal_context())
-
-    def _ensure_running(self, uuid: str, power_on: bool) -> None:
-        guest = self.env.host.lookup(uuid)
-        if guest is None:
-            raise exception.NotFound(
-                f'nothing to revert for {uuid}: no pending resize and no '
-                f'domain')
-        LOG.info('No pending resize; instance already reverted',
-                 instance_uuid=uuid)
-        if power_on:
-            guest.ensure_running(self.conf.resizedriver.start_timeout)
 
     def drop_destination_guest(self, uuid: str) -> None:
         """On the destination of a reverted move to another hypervisor."""

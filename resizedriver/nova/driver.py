@@ -2,7 +2,11 @@
 
 Everything but the resize contract is Nova's ``LibvirtDriver`` as is
 (spawn, reboot, snapshot, live migration, ...).  The four resize methods
-keep Nova's exact signatures and exception contract:
+translate Nova's objects in (:mod:`resizedriver.nova.translate`), call the
+engine's entry points of the same names with a ``NovaImplementation`` of
+the call (:mod:`resizedriver.nova.operations`: Nova's steps, with the
+call's objects), and translate the engine's exceptions out.  They keep
+Nova's exact signatures and exception contract:
 
 * every refusal is raised before the guest is powered off, as
   ``InstanceFaultRollback(ResizeError)``, so the instance goes back to
@@ -29,7 +33,6 @@ keep Nova's exact signatures and exception contract:
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional
 
 import nova.conf
@@ -43,56 +46,15 @@ from resizedriver import conf as rd_conf
 from resizedriver import exception
 from resizedriver import headroom
 from resizedriver import record as rd_record
-from resizedriver import transport
 from resizedriver.engine import ResizeEngine
 from resizedriver.host import Host
 from resizedriver.layout import InstanceLayout
-from resizedriver.model import DiskRole
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova import translate
 from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
-PROGRESS_STEP = 5          # percent between two instance.save() calls
-
-
-class InstanceProgress:
-    """Turns per-file copy progress into ``instance.progress`` (0-100).
-
-    One per migrate call, handed to that call's operation only: the
-    driver serves several instances at once.
-    """
-
-    def __init__(self, instance: Any) -> None:
-        self.instance = instance
-        self.total = 1
-        self._finished: dict[str, int] = {}
-        self._saved = -PROGRESS_STEP
-
-    def expect(self, total: int) -> None:
-        """The bytes to copy, known once the disks were looked at."""
-        self.total = max(total, 1)
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        if done >= total:
-            self._finished[name] = total
-        copied = sum(self._finished.values()) + (
-            0 if name in self._finished else done)
-        pct = min(100, 100 * copied // self.total)
-        if pct - self._saved >= PROGRESS_STEP or pct == 100:
-            self._save(pct)
-
-    def complete(self) -> None:
-        """The migrate is done: 100, also for a plan that copied nothing
-        (the overlay plan)."""
-        if self._saved != 100:
-            self._save(100)
-
-    def _save(self, pct: int) -> None:
-        self._saved = pct
-        self.instance.progress = pct
-        self.instance.save()
 
 
 class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
@@ -166,24 +128,16 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                    flavor, network_info,
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
-        engine = self.engine
         new_flavor = translate.flavor(flavor, block_device_info)
         destination = translate.destination(dest, CONF)
-        progress = InstanceProgress(instance)
+        impl = nova_ops.NovaImplementation(
+            self._call(context, instance, network_info, block_device_info),
+            timeout=timeout, retry_interval=retry_interval,
+            nova_flavor=flavor)
         try:
-            with engine.locked(instance.uuid):
-                op = nova_ops.NovaMigrate(
-                    dataclasses.replace(engine.env, progress=progress),
-                    instance.uuid, new_flavor, destination,
-                    transport.for_host(destination.host, CONF),
-                    self._call(context, instance, network_info,
-                               block_device_info),
-                    timeout, retry_interval, nova_flavor=flavor)
-                plan = op.plan()
-                progress.expect(sum(d.actual_size for d in op.disks
-                                    if d.role is not DiskRole.SWAP))
-                engine.run(plan, op.journal_context())
-            progress.complete()
+            record = self.engine.migrate_disk_and_power_off(
+                instance.uuid, new_flavor, destination, impl=impl)
+            impl.progress.complete()
         except exception.ResizeRefused as e:
             raise nova_exception.InstanceFaultRollback(
                 nova_exception.ResizeError(reason=str(e))) from e
@@ -192,7 +146,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             if e.rolled_back:
                 raise nova_exception.InstanceFaultRollback(error) from e
             raise error from e
-        return op.record.to_json()
+        return record.to_json()
 
     def finish_migration(self, context, migration, instance, disk_info,
                          network_info, image_meta, resize_instance,
@@ -202,55 +156,32 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         if record.uuid != instance.uuid:
             raise nova_exception.ResizeError(
                 reason=f'disk info is for {record.uuid}, not {instance.uuid}')
-        engine = self.engine
+        impl = nova_ops.NovaImplementation(
+            self._call(context, instance, network_info, block_device_info),
+            migration=migration, image_meta=image_meta,
+            allocations=allocations, share_info=share_info)
         try:
-            with engine.locked(instance.uuid):
-                op = nova_ops.NovaFinish(
-                    engine.env, record, power_on,
-                    self._call(context, instance, network_info,
-                               block_device_info),
-                    migration, image_meta, allocations, share_info)
-                engine.run(op.plan(), op.journal_context())
+            self.engine.finish_migration(record, power_on, impl=impl)
         except exception.ResizeDriverError as e:
             raise nova_exception.ResizeError(reason=str(e)) from e
 
     def confirm_migration(self, context, migration, instance, network_info):
-        engine = self.engine
-        call = self._call(context, instance, network_info)
-        with engine.locked(instance.uuid):
-            if engine.resume(
-                    instance.uuid, 'confirm_migration',
-                    lambda journal: nova_ops.NovaConfirm.from_journal(
-                        engine.env, journal.context, call).plan()):
-                return
-            try:
-                rec = rd_record.load_pending(
-                    InstanceLayout(CONF.instances_path, instance.uuid))
-            except exception.NotFound:
-                LOG.info('Nothing left to confirm', instance=instance)
-                return
-            op = nova_ops.NovaConfirm(engine.env, rec, call)
-            engine.run(op.plan(), op.journal_context())
+        impl = nova_ops.NovaImplementation(
+            self._call(context, instance, network_info))
+        try:
+            self.engine.confirm_migration(instance.uuid, impl=impl)
+        except exception.NotFound:
+            # a confirm already done (the manager may repeat it)
+            LOG.info('Nothing left to confirm', instance=instance)
 
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
-        engine = self.engine
-        call = self._call(context, instance, network_info, block_device_info)
+        impl = nova_ops.NovaImplementation(
+            self._call(context, instance, network_info, block_device_info),
+            share_info=share_info)
         try:
-            with engine.locked(instance.uuid):
-                if engine.resume(
-                        instance.uuid, 'finish_revert_migration',
-                        lambda journal: nova_ops.NovaRevert.from_journal(
-                            engine.env, journal.context, call, power_on,
-                            share_info).plan()):
-                    return
-                op = nova_ops.NovaRevert.for_call(engine.env, call, power_on,
-                                                  share_info)
-                context = op.journal_context()
-                if context is None:
-                    op.plan().run()     # no kept copy: only define, start
-                else:
-                    engine.run(op.plan(), context)
+            self.engine.finish_revert_migration(instance.uuid, power_on,
+                                                impl=impl)
         except exception.ResizeDriverError as e:
             raise nova_exception.ResizeError(reason=str(e)) from e
