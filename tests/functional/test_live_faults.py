@@ -17,7 +17,7 @@ import os
 from resizedriver import headroom
 from tests.functional import faultbench
 from tests.functional.conftest import MiB, Scenario
-from tests.functional.faultbench import KILLED, Bench, Row
+from tests.functional.faultbench import KILLED, Bench, Flavor, Row
 from tests.lib import guestlog
 
 MIGRATE = 'migrate_disk_and_power_off'
@@ -40,22 +40,11 @@ REVERT_LIVE = ['shrink memory', 'define source domain',
                'remove resize record']
 
 
-@dataclasses.dataclass(frozen=True)
-class Size:
-    vcpus: int
-    memory_mib: int
-    root_mib: int
-
-    def args(self) -> list[str]:
-        return ['--vcpus', str(self.vcpus), '--memory', str(self.memory_mib),
-                '--root-size', f'{self.root_mib}M']
-
-
 class LiveBench:
     def __init__(self, bench: Bench) -> None:
         self.b = bench
         self.s = bench.s
-        self.now = Size(1, 256, 64)
+        self.now = Flavor(1, 256, 64)
         self.boot = 1
 
     def row(self, operation: str, fault: str) -> Row:
@@ -67,7 +56,7 @@ class LiveBench:
         proc = self.b.cli(*args, crash_at=crash_at, expect_rc=None)
         assert proc.returncode == KILLED, proc.stderr
 
-    def expect(self, size: Size, pending: bool = False) -> None:
+    def expect(self, size: Flavor, pending: bool = False) -> None:
         """Running with ``size``: the vCPUs and disk the guest prints, the
         memory the hypervisor plugged, the definition of its next boot."""
         report = guestlog.wait_for(
@@ -95,7 +84,7 @@ def test_live_plan_killed_after_each_step(live_scenario: Scenario):
     for operation, step in ROLLED_BACK:
         row = lb.row(operation, f'killed after {step!r}')
         old = lb.now
-        new = Size(old.vcpus + (step == 'add vCPUs'), old.memory_mib + 64,
+        new = Flavor(old.vcpus + (step == 'add vCPUs'), old.memory_mib + 64,
                    old.root_mib + 8)
         lb.crash(f'{operation}:{step}', 'resize', uuid, *new.args())
         lb.b.recover(row, 'rolled back')
@@ -118,7 +107,7 @@ def test_live_plan_killed_after_each_step(live_scenario: Scenario):
         for step in steps:
             row = lb.row(REVERT, f'killed after {step!r}')
             old = lb.now
-            new = Size(old.vcpus + grow_vcpus, old.memory_mib + 64,
+            new = Flavor(old.vcpus + grow_vcpus, old.memory_mib + 64,
                        old.root_mib)
             assert '(live plan)' in lb.b.cli('resize', uuid,
                                              *new.args()).stdout
@@ -132,7 +121,7 @@ def test_live_plan_killed_after_each_step(live_scenario: Scenario):
             row.retry = 'n/a (completed by recover)'
 
     row = lb.row(CONFIRM, "killed after 'delete _resize'")
-    new = Size(lb.now.vcpus, lb.now.memory_mib + 64, lb.now.root_mib + 8)
+    new = Flavor(lb.now.vcpus, lb.now.memory_mib + 64, lb.now.root_mib + 8)
     lb.b.cli('resize', uuid, *new.args())
     lb.crash(f'{CONFIRM}:delete _resize', 'confirm', uuid)
     lb.b.recover(row, 'completed')
