@@ -9,6 +9,8 @@ import os
 
 MiB = 1024 ** 2
 KIND_TEXT = {'cpu': 'CPU/RAM', 'disk': 'disk +1G'}
+DRIVER_TEXT = {'live': 'ours, live', 'ours': 'ours, cold',
+               'upstream': 'Nova 34'}
 COLUMNS = ('resize', 'data', 'driver', 'downtime s', 'migrate s',
            'finish s', 'confirm s', 'written down MiB', 'written total MiB',
            'bg MiB/s')
@@ -56,13 +58,14 @@ def plot(results: list, path: str) -> None:
     # colour: driver; line and marker: kind of resize
     for driver, colour in (('live', 'tab:green'), ('ours', 'tab:blue'),
                            ('upstream', 'tab:red')):
+        label = DRIVER_TEXT[driver]
         for kind, style in zip(KIND_TEXT, ('-o', '--s'), strict=True):
             points = sorted((r.size, r.downtime) for r in results
                             if r.driver == driver and r.kind == kind)
             if points:
                 ax.plot([s / MiB for s, _ in points], [d for _, d in points],
                         style, color=colour,
-                        label=f'{driver}: {KIND_TEXT[kind]}')
+                        label=f'{label}: {KIND_TEXT[kind]}')
     sizes = sorted({r.size for r in results})
     ax.set_xscale('log', base=2)
     ax.set_xticks([s / MiB for s in sizes], [size_text(s) for s in sizes])

@@ -15,7 +15,7 @@ import time
 from lxml import etree
 
 from tests.functional import faultbench
-from tests.functional.conftest import Scenario
+from tests.functional.conftest import MiB, Scenario
 from tests.functional.faultbench import KILLED, Bench, Flavor
 
 MIGRATE = 'migrate_disk_and_power_off'
@@ -266,3 +266,47 @@ def test_power_off_that_never_finishes(scenario: Scenario):
     b.cli('revert', b.uuid, side='A')
     b.expect_on_source(b.reverted(), row)
     row.retry = 'n/a (did not fail); reverted fine'
+
+
+def test_confirm_killed_mid_block_pull(scenario: Scenario):
+    """The command SIGKILLed while QEMU pulls the overlay plan's chain at
+    confirm: the job is libvirt's and goes on without it; recover
+    completes the confirm (waits for the job, flushes, deletes _resize)
+    and the guest's bytes are what they were."""
+    b = Bench(scenario)
+    # Data for the pull to copy: 48 MiB in the root overlay (guest off;
+    # qemu-io is much faster than the guest writing under TCG).
+    guest = scenario.host.lookup(b.uuid)
+    guest.power_off(60, 2)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
+                    f'write -P 0x5a {MiB} {48 * MiB}',
+                    os.path.join(b.here, b.uuid, 'disk')], check=True,
+                   capture_output=True)
+    guest.start()
+    b.expect_guest(b.flavor)
+    b.retry(same_path=True)                  # an overlay resize pending
+    row = faultbench.Row(CONFIRM, 'killed mid block pull (same path)', '')
+    faultbench.TABLE.append(row)
+    before = b.fingerprint()
+
+    proc = b.cli('confirm', b.uuid, crash_at=f'{CONFIRM}:mid pull',
+                 expect_rc=None)
+    assert proc.returncode == KILLED, proc.stderr
+    domain = scenario.host.lookup(b.uuid)
+    job = domain.block_job('vda')
+    assert job is not None and 0 < job.cur < job.end, job   # mid-way
+    # The throttle was the test's; an interrupted pull runs at full speed.
+    subprocess.run(['virsh', 'blockjob', b.uuid, 'vda', '--bandwidth', '0'],
+                   check=True, capture_output=True)
+    b.recover(row, 'completed')
+    row.outcome += f' (QEMU\'s pull was at {job.cur * 100 // job.end}%)'
+    b.pending = False
+    b.expect_guest(b.flavor)                 # ran on, as resized
+    assert b.fingerprint() == before
+    info = subprocess.run(['qemu-img', 'info', '-U', '-f', 'qcow2',
+                           os.path.join(b.here, b.uuid, 'disk')],
+                          check=True, capture_output=True, text=True).stdout
+    assert f'backing file: {os.path.join(b.here, "_base")}/' in info, info
+    b.expect_settled()
+    row.source = 'folded, _resize deleted; guest bytes unchanged'
+    row.retry = 'n/a (completed by recover)'
