@@ -148,7 +148,8 @@ def _fit_topology(topo: Optional[etree._Element], vcpus: int) -> None:
     if vcpus % per_socket == 0:
         topo.set('sockets', str(vcpus // per_socket))
     else:
-        topo.attrib.update(sockets=str(vcpus), cores='1', threads='1')
+        topo.attrib.update({'sockets': str(vcpus), 'cores': '1',
+                            'threads': '1'})
         if 'dies' in topo.attrib:
             topo.set('dies', '1')
 

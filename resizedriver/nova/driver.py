@@ -97,9 +97,13 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         manager's ``revert_resize`` destroys the guest on the destination,
         which for a live resize is the very guest that runs on; our
         ``finish_revert_migration`` then reverts it (live, or with one
-        reboot, as the record says)."""
+        reboot, as the record says).  Not with volumes attached (one may
+        have been attached while RESIZED): the manager terminates their
+        connections next, so the guest must go, and the revert then
+        defines and starts it with Nova's XML, which connects them."""
         if instance.task_state == task_states.RESIZE_REVERTING and \
-                self._live_resize_pending(instance.uuid):
+                self._live_resize_pending(instance.uuid) and \
+                not translate.volume_connections(block_device_info):
             LOG.info('Revert of a live resize: the guest keeps running '
                      'until finish_revert_migration reverts it',
                      instance=instance)

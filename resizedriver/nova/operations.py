@@ -241,6 +241,13 @@ class NovaMigrate(MigrateDiskAndPowerOff):
             pinned = translate.layout_pinned(flavor, inst.image_meta)
             if pinned:
                 why.append(f'{which} pins the guest\'s layout ({pinned})')
+        if self.nova_flavor is not None:
+            changed = translate.extra_specs_changed(inst.flavor,
+                                                    self.nova_flavor)
+            if changed:
+                why.append(f'the new flavor changes more than sizes '
+                           f'({", ".join(changed)}): Nova\'s XML for it '
+                           f'needs a boot')
         if inst.numa_topology is not None:
             why.append('the instance has a NUMA topology')
         if inst.pci_devices:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from typing import Any, Optional
 
@@ -9,9 +10,12 @@ from nova import block_device as nova_block_device
 from nova import exception as nova_exception
 from nova.virt import driver as nova_driver
 from nova.virt import hardware
+from oslo_log import log as logging
 
 from resizedriver import headroom as rd_headroom
 from resizedriver.model import GiB, MiB, Destination, Flavor
+
+LOG = logging.getLogger(__name__)
 
 
 def flavor(nova_flavor: Any,
@@ -75,17 +79,62 @@ def layout_pinned(nova_flavor: Any, image_meta: Any) -> str:
     return ', '.join(found)
 
 
+#: flavor extra specs / image properties that fix the guest's CPU
+#: topology: vCPU headroom would change the sockets Nova chose
+TOPOLOGY_SPECS = ('hw:cpu_sockets', 'hw:cpu_cores', 'hw:cpu_threads',
+                  'hw:cpu_max_sockets', 'hw:cpu_max_cores',
+                  'hw:cpu_max_threads')
+TOPOLOGY_PROPS = tuple(k.replace(':', '_') for k in TOPOLOGY_SPECS)
+
+
+def _image_prop(image_meta: Any, name: str) -> Any:
+    props = getattr(image_meta, 'properties', None)
+    return props.get(name) if props is not None else None
+
+
 def headroom(instance: Any, conf: Any) -> rd_headroom.Headroom:
     """The headroom for ``instance``'s flavor: the configuration, the
     flavor's extra specs, the image's properties (Nova keeps every image
     property in system metadata as ``image_<name>``).  None for an
-    instance whose layout Nova pins: it places vCPUs and memory itself."""
+    instance whose layout Nova pins (it places vCPUs and memory itself);
+    no vCPU headroom where the flavor or image fixes the CPU topology, no
+    memory headroom where memory is encrypted (SEV locks it) or the guest
+    is not x86-64.  A malformed image property is logged and ignored:
+    the image is the user's, the instance must still boot."""
     flv = instance.flavor
+    image_meta = instance.image_meta
+    specs = flv.extra_specs or {}
     if instance.numa_topology is not None or \
-            layout_pinned(flv, instance.image_meta):
+            layout_pinned(flv, image_meta):
         return rd_headroom.Headroom()
     sysmeta = instance.system_metadata or {}
     image = {k: sysmeta.get(f'image_{k}') for k in (
         rd_headroom.IMAGE_VCPUS, rd_headroom.IMAGE_MEMORY)}
-    return rd_headroom.wanted(conf, flv.vcpus, flv.memory_mb,
-                              flv.extra_specs or {}, image)
+    try:
+        room = rd_headroom.wanted(conf, flv.vcpus, flv.memory_mb, specs,
+                                  image)
+    except ValueError as e:
+        LOG.warning('Headroom ignored: %s', e, instance=instance)
+        return rd_headroom.Headroom()
+    if any(k in specs for k in TOPOLOGY_SPECS) or \
+            any(_image_prop(image_meta, k) for k in TOPOLOGY_PROPS):
+        room = dataclasses.replace(room, max_vcpus=0)
+    arch = _image_prop(image_meta, 'hw_architecture')
+    if (str(specs.get('hw:mem_encryption', '')).lower() in ('true', '1',
+                                                          'yes') or
+            _image_prop(image_meta, 'hw_mem_encryption') or
+            (arch and arch != 'x86_64')):
+        room = dataclasses.replace(room, max_memory_mib=0)
+    return room
+
+
+def extra_specs_changed(old: Any, new: Any) -> list[str]:
+    """The extra specs that differ between two flavors, but for ours
+    (headroom): a live resize changes sizes only, so a flavor that also
+    changes limits, devices or CPU features must go cold for Nova's XML
+    to take effect."""
+    a = {k: v for k, v in (old.extra_specs or {}).items()
+         if not k.startswith('resizedriver:')}
+    b = {k: v for k, v in (new.extra_specs or {}).items()
+         if not k.startswith('resizedriver:')}
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

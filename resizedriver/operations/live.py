@@ -172,7 +172,7 @@ def finish_steps(op: 'FinishMigration') -> list[Step]:
              lambda: restore_definition(env, rec)),
         Step(stepname.GROW_MEMORY,
              lambda: set_memory(env, rec, rec.new_flavor.memory_mib),
-             lambda: set_memory(env, rec, rec.old_flavor.memory_mib)),
+             lambda: undo_memory(env, rec)),
         Step(stepname.GROW_DISKS, lambda: grow_disks(env, rec)),
         Step(stepname.ADD_VCPUS,
              lambda: set_vcpus(env, rec, rec.new_flavor.vcpus)),
@@ -226,6 +226,18 @@ def set_memory(env: 'HostEnv', rec: 'ResizeRecord',
     _wait(env, guest, lambda now: (now.virtio_mem is not None and
                                    now.virtio_mem.current_mib == want),
           f'virtio-mem to plug {want} MiB')
+
+
+def undo_memory(env: 'HostEnv', rec: 'ResizeRecord') -> None:
+    """Back to the old memory; nothing to do for a guest that is off
+    (after a host crash): it boots from the old definition, restored by
+    the undo of the define step."""
+    guest = env.host.lookup(rec.uuid)
+    if guest is None or not guest.is_running():
+        LOG.info('Guest is off: its memory comes back with its old '
+                 'definition', instance_uuid=rec.uuid)
+        return
+    set_memory(env, rec, rec.old_flavor.memory_mib)
 
 
 def grow_disks(env: 'HostEnv', rec: 'ResizeRecord') -> None:
@@ -294,14 +306,14 @@ def revert_steps(env: 'HostEnv', rec: 'ResizeRecord',
     guest = env.host.lookup(rec.uuid)
     running = guest is not None and guest.is_running()
     steps = []
+    why_reboot = _why_reboot(guest, rec) if guest is not None and running \
+        else None
     if not running:
         LOG.info('Revert of a live resize: the guest is off, it gets its '
                  'old definition back', instance_uuid=rec.uuid)
-    elif rec.live_revert == REVERT_REBOOT and guest is not None and \
-            headroom.of_domain(guest.live_xml()).vcpus > rec.old_flavor.vcpus:
-        LOG.info('Revert of a live resize: vCPUs cannot be taken away '
-                 'live here, the guest reboots once into the old flavor',
-                 instance_uuid=rec.uuid)
+    elif why_reboot:
+        LOG.info('Revert of a live resize: %s; the guest reboots once '
+                 'into the old flavor', why_reboot, instance_uuid=rec.uuid)
         steps.append(Step(stepname.SHUT_DOWN_RESIZED,
                           lambda: shut_down(env, rec)))
         running = False
@@ -320,6 +332,20 @@ def revert_steps(env: 'HostEnv', rec: 'ResizeRecord',
     steps.append(Step(stepname.REMOVE_RECORD,
                       lambda: remove_record_dir(rec.source)))
     return steps
+
+
+def _why_reboot(guest: Guest, rec: 'ResizeRecord') -> Optional[str]:
+    """Why the running guest cannot be reverted live (None if it can): it
+    has vCPUs that cannot be unplugged here, or it no longer runs as the
+    live resize left it (booted since, e.g. by a host reboot, with the
+    new flavor's memory: virtio-mem cannot take boot memory away)."""
+    now = headroom.of_domain(guest.live_xml())
+    if rec.live_revert == REVERT_REBOOT and now.vcpus > rec.old_flavor.vcpus:
+        return 'vCPUs cannot be taken away live here'
+    if now.boot_memory_mib > rec.old_flavor.memory_mib:
+        return (f'it booted with {now.boot_memory_mib} MiB since, more '
+                f'than the old flavor\'s {rec.old_flavor.memory_mib}')
+    return None
 
 
 def shut_down(env: 'HostEnv', rec: 'ResizeRecord') -> None:

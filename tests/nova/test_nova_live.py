@@ -92,3 +92,42 @@ def test_live_resize_under_nova_then_revert(make_server):
     server.driver.finish_revert_migration(server.ctx, server.instance,
                                           server.nw, mig, None, True)
     assert server.driver.get_info(server.instance).state == 1
+
+
+def test_headroom_follows_flavor_image_and_what_pins_the_guest(driver):
+    """Which instances get headroom, on real Nova objects (no guest)."""
+    from resizedriver.nova import translate
+    ctx = novaenv.admin_context()
+    nw = novaenv.network_info('52:54:00:77:02:01')
+
+    def room(flavor, **image_properties):
+        inst = novaenv.instance(ctx, flavor, '169.254.77.250/24', nw,
+                                **image_properties)
+        return translate.headroom(inst, novaenv.CONF)
+
+    assert room(roomy('21', 1, 256, 1)) == headroom.Headroom(4, 1024)
+    # the user's image may lower it; a malformed value is ignored
+    assert room(roomy('22', 1, 256, 1), resizedriver_max_vcpus='2') == \
+        headroom.Headroom(2, 1024)
+    assert room(roomy('23', 1, 256, 1),
+                resizedriver_max_vcpus='many') == headroom.Headroom()
+    # a topology the image fixes keeps its sockets: no vCPU headroom
+    assert room(roomy('24', 1, 256, 1), hw_cpu_sockets='1') == \
+        headroom.Headroom(0, 1024)
+    # dedicated CPUs: Nova places them, none at all
+    pinned = novaenv.flavor('25', 1, 256, 1,
+                            dict(ROOM, **{'hw:cpu_policy': 'dedicated'}))
+    assert room(pinned) == headroom.Headroom()
+
+
+def test_a_flavor_that_changes_more_than_sizes_resizes_cold(make_server):
+    server = make_server(roomy('26', 1, 256, 1))
+    server.wait_boot(1)
+    limited = novaenv.flavor('27', 1, 512, 1,
+                             dict(ROOM, **{'quota:cpu_shares': '2048'}))
+    mig = resize(server, limited)
+    assert _plan(server) == 'overlay'          # Nova's XML needs a boot
+    assert server.wait_boot(2).mem_kb > 0
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_no_resize_left(server)

@@ -123,3 +123,15 @@ def test_a_cold_resize_keeps_only_headroom_the_source_really_had():
     now = headroom.of_domain(headroom.resized(
         roomy, flavor=Flavor(1, 256, 0), wanted=Headroom(), **kw))
     assert (now.vcpus, now.max_vcpus, now.max_memory_mib) == (1, 4, 1024)
+
+
+def test_headroom_over_a_topology_that_does_not_divide_it():
+    """Review: lxml's attrib.update takes no keywords; a topology of 1
+    socket x 4 cores under a maximum of 6 crashed every define."""
+    xml = XML.replace("<devices>", "<cpu><topology sockets='1' dies='1' "
+                      "cores='4' threads='1'/></cpu><devices>")
+    root = _root(headroom.apply(xml, Headroom(6, 0), 4, 256))
+    topo = root.find('./cpu/topology')
+    assert (topo.get('sockets'), topo.get('cores'), topo.get('threads')) == \
+        ('6', '1', '1')
+    assert root.find('vcpu').text == '6'

@@ -88,3 +88,65 @@ def test_a_revert_reboots_only_for_vcpus_that_cannot_be_unplugged():
     assert live.revert_mode(OLD, Flavor(2, 256, 0), False) == 'reboot'
     assert live.revert_mode(OLD, Flavor(2, 256, 0), True) == 'live'
     assert live.revert_mode(OLD, Flavor(1, 512, 0), False) == 'live'
+
+
+class _Host:
+    def __init__(self, guest) -> None:
+        self.guest = guest
+
+    def lookup(self, uuid):
+        return self.guest
+
+
+class _Guest:
+    def __init__(self, live_xml: str, running: bool = True) -> None:
+        self._xml = live_xml
+        self.running = running
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def live_xml(self) -> str:
+        return self._xml
+
+
+def _record(new: Flavor, live_revert: str = 'live'):
+    import types
+    from resizedriver.layout import InstanceLayout
+    return types.SimpleNamespace(
+        uuid='11111111-2222-3333-4444-555555555555', old_flavor=OLD,
+        new_flavor=new, disks=DISKS, live_revert=live_revert,
+        source=InstanceLayout('/i', '11111111-2222-3333-4444-555555555555'))
+
+
+def _env(guest):
+    import types
+    return types.SimpleNamespace(host=_Host(guest))
+
+
+def _names(steps) -> list[str]:
+    return [s.name for s in steps]
+
+
+def test_a_revert_reboots_a_guest_that_booted_with_the_new_memory():
+    """Review: a host reboot while RESIZED boots the guest with the new
+    flavor's memory (Nova's hard reboot); a live revert would ask
+    virtio-mem for a negative size."""
+    booted_new = headroom.apply(XML, Headroom(4, 1024), 1, 512)
+    steps = live.revert_steps(_env(_Guest(booted_new)),
+                              _record(Flavor(1, 512, 64 * MiB)),
+                              lambda: None, lambda: None)
+    assert _names(steps)[0] == 'shut down resized guest'
+    # booted with the old memory, plugged the new: live
+    steps = live.revert_steps(_env(_Guest(ROOMY)),
+                              _record(Flavor(1, 512, 64 * MiB)),
+                              lambda: None, lambda: None)
+    assert _names(steps)[0] == 'shrink memory'
+
+
+def test_undoing_memory_of_a_guest_that_is_off_is_done():
+    """Review: after a host crash mid finish the guest is off; the undo
+    of 'grow memory' must not fail recovery for ever (the next boot has
+    the old definition's memory anyway)."""
+    live.undo_memory(_env(_Guest(ROOMY, running=False)),
+                     _record(Flavor(1, 512, 64 * MiB)))
