@@ -86,23 +86,26 @@ def choose(topology: Topology, disks: list[DiskFile], *,
         raise exception.ResizeRefused(
             f'a live resize was asked for but is not possible: '
             f'{why_not_live}')
-    growable = [d for d in disks if d.role in GROWABLE]
-    why_not = None
-    if OVERLAY not in offered:
-        why_not = 'this integration does not offer it'
-    elif topology is not Topology.SAME_HOST:
-        why_not = f'the destination is {topology.value}, not this host'
-    elif not use_cow_images:
-        why_not = 'use_cow_images is false: raw disks need a conversion'
-    elif any(d.format != 'qcow2' or not d.target_dev for d in growable):
-        why_not = ('a root or ephemeral disk is not a qcow2 disk device: '
-                   'it would need a conversion')
+    why_not = (_not_here(OVERLAY, topology, offered) or
+               _needs_conversion(disks, use_cow_images))
     live_note = '' if live == 'never' else f'; not live: {why_not_live}'
     if why_not is None:
         return Choice(OVERLAY, 'same host, qcow2 disks: nothing is copied '
                                f'while the guest is down{live_note}')
     return Choice(COPY, f'overlay plan not possible ({why_not})'
                         f'{live_note}')
+
+
+def _needs_conversion(disks: list[DiskFile],
+                      use_cow_images: bool) -> Optional[str]:
+    """Why the overlay plan would need a conversion (None: it does not)."""
+    if not use_cow_images:
+        return 'use_cow_images is false: raw disks need a conversion'
+    if any(d.format != 'qcow2' or not d.target_dev for d in disks
+           if d.role in GROWABLE):
+        return ('a root or ephemeral disk is not a qcow2 disk device: it '
+                'would need a conversion')
+    return None
 
 
 def _why_not_live(topology: Topology, offered: tuple[str, ...], live: str,
@@ -113,12 +116,20 @@ def _why_not_live(topology: Topology, offered: tuple[str, ...], live: str,
             f'{live!r}')
     if live == 'never':
         return 'live resize is "never"'
-    if LIVE not in offered:
+    why_not = _not_here(LIVE, topology, offered)
+    if why_not is None and blockers:
+        return '; '.join(blockers)
+    return why_not
+
+
+def _not_here(plan: str, topology: Topology,
+              offered: tuple[str, ...]) -> Optional[str]:
+    """Why a same-host plan cannot run (None: it may): not offered, or
+    the destination is elsewhere."""
+    if plan not in offered:
         return 'this integration does not offer it'
     if topology is not Topology.SAME_HOST:
         return f'the destination is {topology.value}, not this host'
-    if blockers:
-        return '; '.join(blockers)
     return None
 
 

@@ -4,8 +4,9 @@ Everything but the resize contract is Nova's ``LibvirtDriver`` as is
 (spawn, reboot, snapshot, live migration, ...).  The four resize methods
 translate Nova's objects in (:mod:`resizedriver.nova.translate`), call the
 engine's entry points of the same names with a ``NovaImplementation`` of
-the call (:mod:`resizedriver.nova.operations`: Nova's steps, with the
-call's objects), and translate the engine's exceptions out.  They keep
+the call (:mod:`resizedriver.nova.implementation`: the Nova steps of
+:mod:`resizedriver.nova.operations`, with the call's objects), and
+translate the engine's exceptions out.  They keep
 Nova's exact signatures and exception contract:
 
 * every refusal is raised before the guest is powered off, as
@@ -50,6 +51,7 @@ from resizedriver.engine import ResizeEngine
 from resizedriver.host import Host
 from resizedriver.layout import InstanceLayout
 from resizedriver.nova import operations as nova_ops
+from resizedriver.nova.implementation import NovaImplementation
 from resizedriver.nova import translate
 from resizedriver.record import ResizeRecord
 
@@ -134,7 +136,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                    timeout=0, retry_interval=0):
         new_flavor = translate.flavor(flavor, block_device_info)
         destination = translate.destination(dest, CONF)
-        impl = nova_ops.NovaImplementation(
+        impl = NovaImplementation(
             self._call(context, instance, network_info, block_device_info),
             timeout=timeout, retry_interval=retry_interval,
             nova_flavor=flavor)
@@ -160,7 +162,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         if record.uuid != instance.uuid:
             raise nova_exception.ResizeError(
                 reason=f'disk info is for {record.uuid}, not {instance.uuid}')
-        impl = nova_ops.NovaImplementation(
+        impl = NovaImplementation(
             self._call(context, instance, network_info, block_device_info),
             migration=migration, image_meta=image_meta,
             allocations=allocations, share_info=share_info)
@@ -170,7 +172,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             raise nova_exception.ResizeError(reason=str(e)) from e
 
     def confirm_migration(self, context, migration, instance, network_info):
-        impl = nova_ops.NovaImplementation(
+        impl = NovaImplementation(
             self._call(context, instance, network_info))
         try:
             self.engine.confirm_migration(instance.uuid, impl=impl)
@@ -181,7 +183,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
-        impl = nova_ops.NovaImplementation(
+        impl = NovaImplementation(
             self._call(context, instance, network_info, block_device_info),
             share_info=share_info)
         try:

@@ -46,13 +46,12 @@ from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver import recovery
-from resizedriver.engine import Implementation, Operation
 from resizedriver.env import HostEnv
 from resizedriver.guest import Guest
-from resizedriver.journal import Journal
 from resizedriver.layout import InstanceLayout
 from resizedriver.nova import translate
-from resizedriver.model import Destination, DiskRole, Flavor, Topology
+from resizedriver.nova.progress import InstanceProgress
+from resizedriver.model import DiskRole
 from resizedriver.operations import live
 from resizedriver.operations import revert as rd_revert
 from resizedriver.operations.confirm import ConfirmMigration
@@ -60,13 +59,10 @@ from resizedriver.operations.finish import FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
-from resizedriver.recovery import Recovered
-from resizedriver.transport import Transport
 
 LOG = logging.getLogger(__name__)
 #: in every journal context of these plans (see ``resizedriver.recovery``)
 IMPL = {recovery.IMPL: 'nova'}
-PROGRESS_STEP = 5          # percent between two instance.save() calls
 
 
 def undefine(env: HostEnv, uuid: str, keep_state: bool) -> None:
@@ -134,44 +130,6 @@ def nova_objects(nova: Optional[NovaCall]) -> NovaCall:
     return nova
 
 
-class InstanceProgress:
-    """Turns per-file copy progress into ``instance.progress`` (0-100).
-
-    One per migrate call, handed to that call's operation only: the
-    driver serves several instances at once.
-    """
-
-    def __init__(self, instance: Any) -> None:
-        self.instance = instance
-        self.total = 1
-        self._finished: dict[str, int] = {}
-        self._saved = -PROGRESS_STEP
-
-    def expect(self, total: int) -> None:
-        """The bytes to copy, known once the disks were looked at."""
-        self.total = max(total, 1)
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        if done >= total:
-            self._finished[name] = total
-        copied = sum(self._finished.values()) + (
-            0 if name in self._finished else done)
-        pct = min(100, 100 * copied // self.total)
-        if pct - self._saved >= PROGRESS_STEP or pct == 100:
-            self._save(pct)
-
-    def complete(self) -> None:
-        """The migrate is done: 100, also for a plan that copied nothing
-        (the overlay plan)."""
-        if self._saved != 100:
-            self._save(100)
-
-    def _save(self, pct: int) -> None:
-        self._saved = pct
-        self.instance.progress = pct
-        self.instance.save()
-
-
 class NovaMigrate(MigrateDiskAndPowerOff):
     def __init__(self, env, uuid, new_flavor, dest, transport,
                  live_mode: Optional[str], nova: NovaCall, timeout: int,
@@ -220,16 +178,13 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         self.refuse_vtpm_to_another_host()
         super().validate()
 
-    def live_blockers(self) -> list[str]:
-        """The engine's, and what Nova's side makes unsafe to hot-plug:
-        the compute manager terminates the source's volume connections
-        between migrate and finish, and a guest whose layout Nova pins
-        (dedicated CPUs, NUMA, hugepages, realtime, PCI or mediated
-        devices) would need Nova to place what is added."""
-        why = super().live_blockers()
-        if self.topology is not Topology.SAME_HOST or \
-                self.live_mode == 'never':
-            return why
+    def integration_live_blockers(self) -> list[str]:
+        """What Nova's side makes unsafe to hot-plug: the compute manager
+        terminates the source's volume connections between migrate and
+        finish, and a guest whose layout Nova pins (dedicated CPUs, NUMA,
+        hugepages, realtime, PCI or mediated devices) would need Nova to
+        place what is added."""
+        why: list[str] = []
         inst = self.nova.instance
         if translate.volume_connections(self.nova.block_device_info):
             why.append('Cinder volumes are attached (Nova disconnects them '
@@ -541,76 +496,6 @@ class NovaRevert:
             block_device_info=n.block_device_info, mdevs=mdevs,
             old_guest=driver._get_existing_guest_config(n.instance),
             share_info=self.share_info)
-
-
-class NovaImplementation(Implementation):
-    """The operations above for one compute-manager call, made by the
-    engine's entry points under the instance's lock.
-
-    It holds what the call brings beyond the engine's arguments: its Nova
-    objects and, for the one operation that uses each, migrate's timeouts,
-    new flavor object and progress, finish's migration, image metadata
-    and allocations, and the share info of finish and revert.
-    """
-
-    def __init__(self, call: NovaCall, *, timeout: int = 0,
-                 retry_interval: int = 0, nova_flavor: Any = None,
-                 migration: Any = None, image_meta: Any = None,
-                 allocations: Any = None, share_info: Any = None) -> None:
-        self.call = call
-        self.timeout = timeout
-        self.retry_interval = retry_interval
-        self.nova_flavor = nova_flavor
-        self.migration = migration
-        self.image_meta = image_meta
-        self.allocations = allocations
-        self.share_info = share_info
-        #: the call's own: two instances may be resizing at once
-        self.progress = InstanceProgress(call.instance)
-
-    def migrate(self, env: HostEnv, uuid: str, new_flavor: Flavor,
-                dest: Destination, dest_transport: Transport,
-                live: Optional[str]) -> NovaMigrate:
-        return NovaMigrate(env, uuid, new_flavor, dest, dest_transport,
-                           live, self.call, self.timeout,
-                           self.retry_interval, self.progress,
-                           nova_flavor=self.nova_flavor)
-
-    def finish(self, env: HostEnv, record: ResizeRecord,
-               power_on: bool) -> NovaFinish:
-        return NovaFinish(env, record, power_on, self.call, self.migration,
-                          self.image_meta, self.allocations, self.share_info)
-
-    def confirm(self, env: HostEnv, record: ResizeRecord) -> NovaConfirm:
-        return NovaConfirm(env, record, self.call)
-
-    def revert(self, env: HostEnv, record: ResizeRecord,
-               power_on: bool) -> NovaRevert:
-        return NovaRevert(env, record.uuid, record, self.call, power_on,
-                          self.share_info)
-
-    def nothing_to_revert(self, env: HostEnv, uuid: str,
-                          power_on: bool) -> None:
-        """Nova calls revert again at start-up for an instance stuck mid-
-        resize, whose guest it may have destroyed: with no kept copy to
-        move back, define and start it from Nova's XML (no journal:
-        there is nothing a crash could leave half done)."""
-        NovaRevert(env, uuid, None, self.call, power_on,
-                   self.share_info).plan().run()
-
-    def resume(self, env: HostEnv, journal: Journal,
-               power_on: bool) -> Recovered:
-        """A repeated call has Nova's objects: complete the interrupted
-        confirm or revert with Nova's full plan, not the disk work only
-        that recovery at start-up can do, whichever implementation wrote
-        the journal."""
-        def rebuild() -> Operation:
-            if journal.operation == 'confirm_migration':
-                return NovaConfirm.from_journal(env, journal.context,
-                                                self.call)
-            return NovaRevert.from_journal(env, journal.context, self.call,
-                                           power_on, self.share_info)
-        return recovery.run(journal, lambda: rebuild().plan())
 
 
 #: what recovery (``resizedriver.recovery``) rebuilds for a journal that

@@ -217,8 +217,9 @@ class MigrateDiskAndPowerOff:
         self._check_space()
 
     def live_blockers(self) -> list[str]:
-        """Why this resize cannot be live (``live.blockers``); only asked
-        where it could be (this host, live not ``never``)."""
+        """Why this resize cannot be live (``live.blockers``, then the
+        integration's own); only asked where it could be (this host, live
+        not ``never``)."""
         if self.topology is not Topology.SAME_HOST or \
                 self.live_mode == 'never':
             return []
@@ -226,7 +227,11 @@ class MigrateDiskAndPowerOff:
             self.was_running,
             self.guest.live_xml() if self.was_running else '',
             self.old_flavor, self.new_flavor, self.disks,
-            self.env.conf.use_cow_images)
+            self.env.conf.use_cow_images) + self.integration_live_blockers()
+
+    def integration_live_blockers(self) -> list[str]:
+        """What the integration (Nova) makes unsafe to hot-plug."""
+        return []
 
     def check_host_files(self) -> None:
         """Refuse host files outside the instance directory that the new
