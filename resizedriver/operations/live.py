@@ -59,6 +59,7 @@ from oslo_log import log as logging
 from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import headroom
+from resizedriver import qemuprocess
 from resizedriver import stepname
 from resizedriver.guest import Guest
 from resizedriver.layout import RECORD_NAME, InstanceLayout
@@ -352,4 +353,6 @@ def shut_down(env: 'HostEnv', rec: 'ResizeRecord') -> None:
     guest = env.host.lookup(rec.uuid)
     if guest is not None:
         conf = env.conf.resizedriver
-        guest.power_off(conf.shutdown_timeout, conf.shutdown_retry_interval)
+        qemuprocess.stop_and_wait(
+            guest.name, rec.uuid, lambda: guest.power_off(
+                conf.shutdown_timeout, conf.shutdown_retry_interval))

@@ -36,6 +36,7 @@ from resizedriver import stepname
 from resizedriver import fileutil
 from resizedriver import hostfiles
 from resizedriver import inventory
+from resizedriver import qemuprocess
 from resizedriver import transport
 from resizedriver.env import HostEnv
 from resizedriver.operations import live, plans
@@ -148,7 +149,8 @@ class MigrateDiskAndPowerOff:
         steps += [
             Step(stepname.WRITE_RECORD, self.write_record,
                  self.remove_record),
-            Step(stepname.POWER_OFF, self.power_off, self.power_on_again),
+            Step(stepname.POWER_OFF, self.power_off_step,
+                 self.power_on_again),
         ]
         move = Step(stepname.MOVE_TO_RESIZE, self.move_to_resize,
                     self.move_back)
@@ -341,6 +343,13 @@ class MigrateDiskAndPowerOff:
 
     def remove_record(self) -> None:
         fileutil.remove_durably(self.inst.path(RECORD_NAME))
+
+    def power_off_step(self) -> None:
+        """Power off (ours or the integration's :meth:`power_off`) and
+        wait for the QEMU process to be gone (``qemuprocess`` says
+        why)."""
+        qemuprocess.stop_and_wait(self.guest.name, self.inst.uuid,
+                                  self.power_off)
 
     def power_off(self) -> None:
         conf = self.env.conf.resizedriver

@@ -82,7 +82,7 @@ def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
         Step(stepname.STAGE_OVERLAYS, stage,
              lambda: staging.remove(op.inst)),
         Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
-        Step(stepname.POWER_OFF, op.power_off, op.power_on_again),
+        Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
         Step(stepname.MOVE_TO_RESIZE, op.move_to_resize, op.move_back),
         Step(stepname.PUT_STAGED_IN_PLACE,
              lambda: staging.put_in_place(op.inst),

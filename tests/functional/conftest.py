@@ -19,7 +19,7 @@ import pytest
 
 from resizedriver import headroom
 from resizedriver.host import Host
-from tests.lib import guestlog, hostenv, testguest
+from tests.lib import guestlog, hostb, hostenv, testguest
 
 TEST_ROOT = '/var/lib/resizedriver-tests'
 MiB = 1024 * 1024
@@ -45,6 +45,12 @@ def sshd():
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope='session')
+def host_b(host) -> hostb.HostB:
+    """Host B, made (or found up) by tools/host-b."""
+    return hostb.HostB.setup()
 
 
 @dataclasses.dataclass
@@ -92,17 +98,20 @@ class Scenario:
             if d.target_dev != testguest.CDROM_DEV]
 
 
-def write_config(root: str, sshd: hostenv.LoopbackSshd,
-                 transport: str = 'ssh') -> str:
-    """The config file of a scenario rooted at ``root``: instances path
-    ``<root>/instances``, the loopback sshd as the "second host", the
-    destination half run by this same interpreter.  Returns its path."""
-    conf_file = os.path.join(root, 'resizedriver.conf')
+def write_config(root: str, sshd: 'hostenv.LoopbackSshd | hostb.HostB',
+                 transport: str = 'ssh', instances: str = '',
+                 name: str = 'resizedriver', remote_conf: str = '') -> str:
+    """The config file ``<root>/<name>.conf`` of a scenario rooted at
+    ``root``: instances path ``instances`` (default ``<root>/instances``),
+    ``sshd`` as the "second host", the destination half run by this same
+    interpreter with ``remote_conf`` (default: this file), locks of its
+    own.  Returns its path."""
+    conf_file = os.path.join(root, f'{name}.conf')
     remote = (f'{sys.executable} -m resizedriver.cmd.cli '
-              f'--config-file {conf_file}')
+              f'--config-file {remote_conf or conf_file}')
     with open(conf_file, 'w') as f:
         f.write(f"""[DEFAULT]
-instances_path = {root}/instances
+instances_path = {instances or os.path.join(root, 'instances')}
 use_cow_images = true
 [libvirt]
 virt_type = kvm
@@ -115,7 +124,7 @@ ssh_port = {sshd.port}
 ssh_identity_file = {sshd.key}
 ssh_options = {','.join(sshd.client_options())}
 remote_command = {remote}
-lock_path = {root}/locks
+lock_path = {root}/locks-{name}
 """)
     return conf_file
 

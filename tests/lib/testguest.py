@@ -115,7 +115,7 @@ def create(host: Host, instances_path: str, *, name: str, mac: str, ip: str,
     uuid = str(uuidlib.uuid4())
     base_dir = os.path.join(instances_path, '_base')
     os.makedirs(base_dir, exist_ok=True)
-    base = os.path.join(base_dir, hashlib.sha1(IMAGE_ID.encode()).hexdigest())
+    base = base_image_path(instances_path)
     if not os.path.exists(base):
         subprocess.run(['qemu-img', 'create', '-f', 'raw', base,
                         f'{disk_mib}M'], check=True, stdout=subprocess.DEVNULL)
@@ -137,6 +137,13 @@ def create(host: Host, instances_path: str, *, name: str, mac: str, ip: str,
         xml = headroom.apply(xml, room, vcpus, memory_mib)
     host.define(xml)
     return TestGuest(instances_path, uuid, name, mac, ip)
+
+
+def base_image_path(instances_path: str) -> str:
+    """Where Nova's image cache keeps the test image: ``_base/<sha1 of
+    the image id>``."""
+    return os.path.join(instances_path, '_base',
+                        hashlib.sha1(IMAGE_ID.encode()).hexdigest())
 
 
 def _iso(directory: str) -> str:

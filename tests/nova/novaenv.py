@@ -49,21 +49,29 @@ class VirtAPI(nova_virtapi.VirtAPI):
         pass
 
 
-def configure(root: str) -> None:
+def configure(root: str, instances_path: str = '',
+              host: str = 'rdtest-compute', my_ip: str = '127.0.0.1',
+              node: str = '') -> None:
+    """Nova's configuration for a compute node under ``root`` (one cell
+    database there); a ``node`` name gives it state and lock paths of its
+    own, as on another machine."""
+    suffix = f'-{node}' if node else ''
     objects.register_all()
     CONF([], project='nova', default_config_files=[])
     nova.conf.neutron.register_dynamic_opts(CONF)
     nova.conf.devices.register_dynamic_opts(CONF)
     for name, value, group in (
             ('compute_driver', COMPUTE_DRIVER, None),
-            ('instances_path', os.path.join(root, 'instances'), None),
-            ('state_path', os.path.join(root, 'state'), None),
-            ('host', 'rdtest-compute', None),
-            ('my_ip', '127.0.0.1', None),
+            ('instances_path',
+             instances_path or os.path.join(root, 'instances'), None),
+            ('state_path', os.path.join(root, 'state' + suffix), None),
+            ('host', host, None),
+            ('my_ip', my_ip, None),
             ('use_cow_images', True, None),
             ('vif_plugging_timeout', 0, None),
             ('virt_type', 'kvm' if kvm_usable() else 'qemu', 'libvirt'),
-            ('lock_path', os.path.join(root, 'locks'), 'oslo_concurrency'),
+            ('lock_path', os.path.join(root, 'locks' + suffix),
+             'oslo_concurrency'),
             ('connection', f'sqlite:///{root}/nova.sqlite', 'database')):
         CONF.set_override(name, value, group)
     # A real (sqlite) cell database: Nova looks up VIFs, BDMs and lazy
@@ -81,13 +89,18 @@ def load_driver():
     return drv
 
 
-def seed_images(instances_path: str) -> None:
-    """Put the guest where Nova's image cache looks: _base/<sha1(id)>."""
+def seed_images(instances_path: str,
+                images: tuple[str, ...] = (IMAGE_ID, KERNEL_ID,
+                                           RAMDISK_ID)) -> None:
+    """Put the guest where Nova's image cache looks: _base/<sha1(id)>
+    (there is no Glance to fetch them from)."""
     build = testguest.build_guest_image()
     base = os.path.join(instances_path, '_base')
     os.makedirs(base, exist_ok=True)
     for image_id, src in ((IMAGE_ID, 'base.raw'), (KERNEL_ID, 'vmlinuz'),
                           (RAMDISK_ID, 'initrd.img')):
+        if image_id not in images:
+            continue
         dst = os.path.join(base, hashlib.sha1(image_id.encode()).hexdigest())
         if not os.path.exists(dst):
             shutil.copy(os.path.join(build, src), dst)

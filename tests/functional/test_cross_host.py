@@ -1,0 +1,198 @@
+"""Cold resize and migration from this host (A) to host B (tools/host-b).
+
+B is another hypervisor: its own libvirtd, machine-id, instances
+filesystem (at the same path as A's, as Nova deployments have it) and
+network namespace, reached over ssh on a link-local veth.  So here the
+paths for a truly separate host run: the disks and ``_base`` cross the
+wire, the guest is defined on B's libvirtd, confirm undefines A's domain,
+revert drops B's.  Every assertion on resources is on what the guest
+prints on its console on B.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import subprocess
+from typing import Iterator
+
+import pytest
+
+from resizedriver.host import Host
+from tests.functional.conftest import (MiB, TEST_ROOT, Scenario,
+                                       write_config)
+from tests.lib import guestlog, hostb, hostenv, testguest
+
+_NUMBERS = iter(range(200, 250))
+_BASE = os.path.basename(testguest.base_image_path(''))
+
+
+@dataclasses.dataclass
+class CrossScenario(Scenario):
+    b: hostb.HostB = dataclasses.field(default=None)   # type: ignore
+
+    @property
+    def instances(self) -> str:
+        return self.b.instances
+
+    @property
+    def b_host(self) -> Host:
+        return self.b.host()
+
+    def wait_boot_on_b(self, boot: int) -> guestlog.GuestReport:
+        log = self.guest.console_log(self.b_host)
+        return guestlog.wait_for_boot(self.b.path(log), boot)
+
+    def b_path(self, *parts: str) -> str:
+        return self.b.path(os.path.join(self.b.instances, *parts))
+
+    def remove_everywhere(self, guest: testguest.TestGuest) -> None:
+        """The guest's domains and directories on A and on B."""
+        for host, path in ((self.host, lambda p: p),
+                           (self.b_host, self.b.path)):
+            testguest.remove(host, guest)
+            for d in glob.glob(path(os.path.join(self.b.instances,
+                                                 guest.uuid + '*'))):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _cross_scenario(request, host: Host, b: hostb.HostB,
+                    transport: str) -> Iterator[CrossScenario]:
+    n = next(_NUMBERS)
+    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
+    root = os.path.join(TEST_ROOT, name)
+    for h in (host, b.host()):
+        stale = h.lookup(name)
+        if stale is not None:
+            testguest.remove(h, testguest.TestGuest('', stale.uuid, name,
+                                                    '', ''))
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    os.makedirs(b.instances, exist_ok=True)
+    b_conf = write_config(root, b, transport, instances=b.instances,
+                          name='b')
+    a_conf = write_config(root, b, transport, instances=b.instances,
+                          name='a', remote_conf=b_conf)
+    guest = testguest.create(
+        host, b.instances, name=name, mac=f'52:54:00:78:00:{n:02x}',
+        ip=f'169.254.77.{n}/24', bridge=hostenv.BRIDGE)
+    host.lookup(guest.uuid).start()
+    s = CrossScenario(root, a_conf, host, guest, b=b)
+    yield s
+    s.remove_everywhere(guest)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cross(request, host, host_b) -> Iterator[CrossScenario]:
+    yield from _cross_scenario(request, host, host_b,
+                               getattr(request, 'param', 'ssh'))
+
+
+def _record(s: CrossScenario) -> dict:
+    with open(os.path.join(s.instances, s.guest.uuid + '_resize',
+                           'resize.json')) as f:
+        return json.load(f)
+
+
+def _assert_up_on_b(s: CrossScenario, before: guestlog.GuestReport,
+                    boot: int) -> None:
+    after = s.wait_boot_on_b(boot)
+    assert after.cpu_count == 2
+    assert after.mem_kb - before.mem_kb > 200 * 1024
+    assert after.disks == {'vda': 128 * MiB}
+    assert after.macs == {'eth0': s.guest.mac}
+    assert s.b.ping(s.guest.ip.split('/')[0]), 'guest does not answer on B'
+    assert s.b_host.lookup(s.guest.uuid).is_running()
+    # Its disk is B's own, on B's _base, on B's filesystem.
+    disk = s.b_path(s.guest.uuid, 'disk')
+    info = json.loads(subprocess.run(
+        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', disk],
+        check=True, capture_output=True, text=True).stdout)
+    assert info['backing-filename'] == os.path.join(s.instances, '_base',
+                                                    _BASE)
+
+
+def _assert_gone(host: Host, s: CrossScenario, exists) -> None:
+    assert host.lookup(s.guest.uuid) is None
+    assert not exists(s.guest.uuid)
+    assert not exists(s.guest.uuid + '_resize')
+
+
+def _resize_to_b(s: CrossScenario, *extra: str) -> str:
+    return s.cli('--verbose', 'resize', s.guest.name, '--dest-host',
+                 s.b.addr, *extra).stderr
+
+
+def test_cold_resize_to_host_b_over_ssh_then_confirm(cross: CrossScenario):
+    s = cross
+    first = s.wait_boot(1)
+    assert first.cpu_count == 1 and first.disks == {'vda': 64 * MiB}
+    # B's image cache starts without our image (no instance of B uses it:
+    # the fixtures remove what they made).
+    b_base = s.b_path('_base', _BASE)
+    if os.path.exists(b_base):
+        os.unlink(b_base)
+
+    out = _resize_to_b(s, '--vcpus', '2', '--memory', '512',
+                       '--root-size', '128M')
+    assert 'Plan copy' in out and 'the destination is other-host' in out
+    assert 'copy backing files' in out
+    record = _record(s)
+    assert (record['topology'], record['plan']) == ('other-host', 'copy')
+    _assert_up_on_b(s, first, boot=2)
+    # A's source is untouched until confirm: defined, off, in _resize.
+    assert not s.host.lookup(s.guest.uuid).is_running()
+    assert os.path.isdir(os.path.join(s.instances, s.guest.uuid + '_resize'))
+
+    s.cli('confirm', s.guest.name)
+    _assert_gone(s.host, s,
+                 lambda d: os.path.exists(os.path.join(s.instances, d)))
+    assert s.b_host.lookup(s.guest.uuid).is_running()
+    assert s.cli('status').stdout.strip() == 'no resize pending'
+
+    # A second instance from the same image (shut off): B's _base gains
+    # nothing, the copy there is reused as it is.
+    held = os.stat(b_base)
+    second = testguest.create(s.host, s.instances, name=s.guest.name + '-2',
+                              mac='52:54:00:78:01:01', ip='169.254.77.251/24',
+                              bridge=hostenv.BRIDGE)
+    try:
+        out = s.cli('--verbose', 'resize', second.name, '--dest-host',
+                    s.b.addr, '--no-start').stderr
+        assert 'copy backing files' not in out
+        now = os.stat(b_base)
+        assert (now.st_ino, now.st_mtime_ns) == (held.st_ino,
+                                                 held.st_mtime_ns)
+        assert not s.b_host.lookup(second.uuid).is_running()
+        s.cli('confirm', second.name)
+        assert s.host.lookup(second.uuid) is None
+    finally:
+        s.remove_everywhere(second)
+
+
+@pytest.mark.parametrize('cross', ['rsync'], indirect=True)
+def test_cold_resize_to_host_b_over_rsync_then_revert(cross: CrossScenario):
+    s = cross
+    first = s.wait_boot(1)
+    source_disk = os.path.join(s.instances, s.guest.uuid, 'disk')
+
+    wire = s.b.wire_bytes()
+    _resize_to_b(s, '--vcpus', '2', '--memory', '512', '--root-size',
+                 '128M')
+    assert s.b.wire_bytes() > wire
+    _assert_up_on_b(s, first, boot=2)
+
+    s.cli('revert', s.guest.name)
+    back = s.wait_boot(2)     # the untouched source had booted once
+    assert (back.cpu_count, back.mem_kb, back.disks) == \
+        (first.cpu_count, first.mem_kb, first.disks)
+    assert back.macs == {'eth0': s.guest.mac}
+    assert hostenv.ping(s.guest.ip.split('/')[0])
+    assert s.host.lookup(s.guest.uuid).is_running()
+    assert os.path.exists(source_disk)
+    _assert_gone(s.b_host, s, lambda d: os.path.exists(s.b_path(d)))
+    assert s.cli('status').stdout.strip() == 'no resize pending'

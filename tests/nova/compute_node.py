@@ -1,0 +1,139 @@
+"""One compute node's half of a Nova call, in a process of its own.
+
+``python -m tests.nova.compute_node ROOT HOST CALL`` plays nova-compute on
+host ``HOST`` (``a``: this machine; ``b``: run inside host B's namespaces
+by ``tools/host-b run``) for one manager step, with our driver loaded from
+the nova.conf line and ``init_host`` run first, as a service start would.
+Both nodes share one cell database under ``ROOT`` (as compute nodes share
+their cell's), have their own state and lock paths, and the same
+instances path, each on its own filesystem.  The request comes on stdin
+and the answer goes to stdout as JSON; the disk info string travels from
+A's ``resize_instance`` to B's ``finish_resize`` as the RPC carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+from tests.nova import novaenv
+
+#: instances path of both nodes (tools/host-b gives B its own filesystem
+#: there)
+INSTANCES = '/var/lib/nova/instances'
+NODES = {'a': ('rdtest-compute-a', '169.254.78.1'),
+         'b': ('rdtest-compute-b', '169.254.78.2')}
+
+
+def _configure(root: str, node: str, ssh: dict[str, Any]) -> Any:
+    host, ip = NODES[node]
+    novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
+                      node=node)
+    drv = novaenv.load_driver()
+    for name in ('ssh_user', 'ssh_identity_file', 'ssh_options'):
+        novaenv.CONF.set_override(name, ssh[name], 'resizedriver')
+    drv.init_host(host=host)
+    return drv
+
+
+def _instance(ctx, uuid: str):
+    from nova import objects
+    return objects.Instance.get_by_uuid(
+        ctx, uuid, expected_attrs=['flavor', 'info_cache',
+                                   'system_metadata', 'metadata'])
+
+
+def run(drv, req: dict[str, Any]) -> dict[str, Any]:
+    from nova import objects
+    from nova.compute import task_states
+    ctx = novaenv.admin_context()
+    call = req['call']
+    if call == 'spawn':
+        novaenv.seed_images(INSTANCES)
+        flv = novaenv.flavor(*req['flavor'])
+        nw = novaenv.network_info(req['mac'])
+        inst = novaenv.instance(ctx, flv, req['ip'], nw)
+        drv.spawn(ctx, inst, novaenv.image_meta(req['ip']), [], None, {},
+                  network_info=nw)
+        novaenv.wire_taps(nw)
+        return {'uuid': inst.uuid}
+    inst = _instance(ctx, req['uuid'])
+    nw = inst.get_network_info()
+    if call == 'resize_instance':
+        new = novaenv.flavor(*req['flavor'])
+        mig = objects.Migration(
+            context=ctx, instance_uuid=inst.uuid,
+            source_compute=NODES['a'][0], dest_compute=NODES['b'][0],
+            dest_host=NODES['b'][1], migration_type='resize',
+            status='migrating', old_instance_type_id=inst.flavor.id,
+            new_instance_type_id=new.id)
+        mig.create()
+        inst.old_flavor, inst.new_flavor = inst.flavor, new
+        inst.save()
+        disk_info = drv.migrate_disk_and_power_off(
+            ctx, inst, mig.dest_host, new, nw, None, 60, 2)
+        inst.flavor = new                   # manager: _set_instance_info
+        inst.host = NODES['b'][0]
+        inst.save()
+        return {'disk_info': disk_info, 'migration': mig.id}
+    mig = (objects.Migration.get_by_id(ctx, req['migration'])
+           if 'migration' in req else None)
+    if call == 'finish_resize':
+        # Nova on B fetches the kernel and ramdisk from Glance into its
+        # image cache; there is no Glance here, so they are put there as
+        # it would.  The root disk's backing file is the resize's to copy.
+        novaenv.seed_images(INSTANCES, (novaenv.KERNEL_ID,
+                                        novaenv.RAMDISK_ID))
+        drv.finish_migration(ctx, mig, inst, req['disk_info'], nw,
+                             novaenv.image_meta(req['ip']), True, {}, None,
+                             True)
+        novaenv.wire_taps(nw)
+    elif call == 'confirm_resize':
+        drv.confirm_migration(ctx, mig, inst, nw)
+    elif call == 'revert_resize':
+        inst.task_state = task_states.RESIZE_REVERTING
+        inst.save()
+        # Not shared storage: the destination's disks go (the manager's
+        # destroy_disks = not shared).
+        drv.destroy(ctx, inst, nw, None, destroy_disks=True)
+    elif call == 'finish_revert_resize':
+        inst.flavor = inst.old_flavor
+        inst.host = NODES['a'][0]
+        inst.save()
+        drv.finish_revert_migration(ctx, inst, nw, mig, None, True)
+        inst.task_state = None
+        inst.save()
+        novaenv.wire_taps(nw)
+    elif call == 'destroy':
+        drv.destroy(ctx, inst, nw, None, destroy_disks=True)
+    else:
+        raise SystemExit(f'unknown call {call!r}')
+    return {}
+
+
+def main() -> None:
+    root, node, call = sys.argv[1:4]
+    req = json.load(sys.stdin)
+    req['call'] = call
+    # Nova's connection-event thread never ends (see conftest): leave by
+    # os._exit, after saying what happened.
+    try:
+        drv = _configure(root, node, req.pop('ssh'))
+        try:
+            answer = run(drv, req)
+        finally:
+            drv.cleanup_host(host=NODES[node][0])
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.write(json.dumps(answer))
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,166 @@
+"""A Nova resize from this host (A) to host B (tools/host-b), each half
+in its own nova-compute process on its own host.
+
+``migrate_disk_and_power_off`` runs in a process on A against A's
+libvirtd, ``finish_migration`` in a process inside B's namespaces against
+B's libvirtd, with the disk info string handed over as the RPC would;
+then confirm on A, or the revert path (``destroy`` on B, then
+``finish_revert_migration`` on A).  The guest's own console on B and on A
+says what it got.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from resizedriver.host import Host
+from tests.lib import guestlog, hostb, hostenv
+from tests.lib.testguest import REPO
+from tests.nova import compute_node
+
+ROOT = '/var/lib/resizedriver-tests/nova-cross-host'
+GiB = 1024 ** 3
+SMALL = ('1', 1, 256, 1)
+BIG = ('2', 2, 512, 2)
+_N = iter(range(230, 250))
+
+
+@pytest.fixture(scope='module')
+def b() -> hostb.HostB:
+    if os.geteuid() != 0:
+        pytest.fail('the Nova tests drive the system libvirtd: run as root')
+    hostenv.setup_host()
+    hostenv.ensure_bridge()
+    shutil.rmtree(ROOT, ignore_errors=True)
+    os.makedirs(ROOT)
+    return hostb.HostB.setup()
+
+
+class Node:
+    """One compute node: each call is one nova-compute process."""
+
+    def __init__(self, name: str, b: hostb.HostB) -> None:
+        self.name = name
+        self.b = b
+
+    def __call__(self, call: str, **req) -> dict:
+        req['ssh'] = {'ssh_user': 'root', 'ssh_identity_file': self.b.key,
+                      'ssh_options': self.b.client_options()}
+        argv = [sys.executable, '-m', 'tests.nova.compute_node', ROOT,
+                self.name, call]
+        if self.name == 'b':
+            argv = [hostb.SCRIPT, 'run'] + argv
+        proc = subprocess.run(
+            argv, input=json.dumps(req), capture_output=True, text=True,
+            timeout=600, cwd=REPO, env={**os.environ, 'PYTHONPATH': REPO})
+        assert proc.returncode == 0, (
+            f'{call} on {self.name} failed:\n{proc.stderr[-6000:]}')
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class CrossServer:
+    def __init__(self, b: hostb.HostB) -> None:
+        n = next(_N)
+        self.b = b
+        self.a_node, self.b_node = Node('a', b), Node('b', b)
+        self.ip = f'169.254.77.{n}/24'
+        self.mac = f'52:54:00:77:02:{n:02x}'
+        self.uuid = self.a_node('spawn', flavor=SMALL, ip=self.ip,
+                                mac=self.mac)['uuid']
+        self.a_host = Host('qemu:///system')
+
+    def dir(self, suffix: str = '') -> str:
+        return os.path.join(compute_node.INSTANCES, self.uuid + suffix)
+
+    def console_on_a(self, boot: int) -> guestlog.GuestReport:
+        return guestlog.wait_for_boot(os.path.join(self.dir(),
+                                                   'console.log'), boot)
+
+    def console_on_b(self, boot: int) -> guestlog.GuestReport:
+        return guestlog.wait_for_boot(
+            self.b.path(os.path.join(self.dir(), 'console.log')), boot)
+
+    def resize_to_b(self) -> int:
+        """resize_instance on A, finish_resize on B; the migration id."""
+        out = self.a_node('resize_instance', uuid=self.uuid, flavor=BIG)
+        record = json.loads(out['disk_info'])
+        assert (record['topology'], record['plan']) == ('other-host',
+                                                        'copy')
+        self.b_node('finish_resize', uuid=self.uuid, ip=self.ip,
+                    migration=out['migration'], disk_info=out['disk_info'])
+        return out['migration']
+
+    def remove(self) -> None:
+        for node, host in ((self.a_node, self.a_host),
+                           (self.b_node, self.b.host())):
+            if host.lookup(self.uuid) is not None:
+                node('destroy', uuid=self.uuid)
+        # what a failed test may have left (a failed finish leaves the
+        # copy on B for the revert to drop)
+        for view in (lambda p: p, self.b.path):
+            for suffix in ('', '_resize'):
+                shutil.rmtree(view(self.dir(suffix)), ignore_errors=True)
+
+
+@pytest.fixture
+def server(b):
+    s = CrossServer(b)
+    yield s
+    s.remove()
+
+
+def _assert_resized_on_b(s: CrossServer, before) -> None:
+    after = s.console_on_b(2)
+    assert after.cpu_count == 2
+    assert after.mem_kb - before.mem_kb > 200 * 1024
+    assert after.disks == {'vda': 2 * GiB}
+    assert after.macs == {'eth0': s.mac}
+    assert s.b.ping(s.ip.split('/')[0]), 'guest does not answer on B'
+    assert s.b.host().lookup(s.uuid).is_running()
+
+
+def test_nova_resize_to_host_b_then_confirm(server: CrossServer):
+    s = server
+    before = s.console_on_a(1)
+    assert (before.cpu_count, before.disks) == (1, {'vda': 1 * GiB})
+
+    migration = s.resize_to_b()
+    _assert_resized_on_b(s, before)
+    # A's source is untouched until confirm.
+    assert os.path.isdir(s.dir('_resize'))
+    assert not s.a_host.lookup(s.uuid).is_running()
+
+    s.a_node('confirm_resize', uuid=s.uuid, migration=migration)
+    assert s.a_host.lookup(s.uuid) is None
+    assert not os.path.exists(s.dir()) and not os.path.exists(
+        s.dir('_resize'))
+    assert s.b.host().lookup(s.uuid).is_running()
+    assert os.path.exists(s.b.path(s.dir()))
+
+
+def test_nova_resize_to_host_b_then_revert(server: CrossServer):
+    s = server
+    before = s.console_on_a(1)
+
+    migration = s.resize_to_b()
+    _assert_resized_on_b(s, before)
+
+    s.b_node('revert_resize', uuid=s.uuid, migration=migration)
+    assert s.b.host().lookup(s.uuid) is None
+    assert not os.path.exists(s.b.path(s.dir()))
+    s.a_node('finish_revert_resize', uuid=s.uuid, migration=migration)
+    back = s.console_on_a(2)      # the untouched source had booted once
+    assert (back.cpu_count, back.mem_kb, back.disks) == \
+        (before.cpu_count, before.mem_kb, before.disks)
+    assert back.macs == {'eth0': s.mac}
+    assert hostenv.ping(s.ip.split('/')[0])
+    assert not os.path.exists(s.dir('_resize'))
+    # Nova's init_host repeats it for instances stuck mid-revert.
+    s.a_node('finish_revert_resize', uuid=s.uuid, migration=migration)
+    assert s.a_host.lookup(s.uuid).is_running()
