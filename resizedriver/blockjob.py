@@ -127,6 +127,44 @@ def pull(guest: Guest, target_dev: str, base: Optional[str], timeout: float,
              instance_uuid=guest.uuid)
 
 
+def commit_active(guest: Guest, target_dev: str, base: str,
+                  timeout: float) -> None:
+    """Fold ``target_dev``'s active image down into ``base``, its
+    immediate backing file, while the guest runs, and switch the guest to
+    ``base`` (an active commit and its pivot): how a pre-copy snapshot is
+    taken back.  Idempotent: a chain already topped by ``base`` is left
+    alone.  The top is only read and then left behind unused; until the
+    pivot the guest's writes go to both."""
+    if backing_chain(guest, target_dev)[0] == base:
+        return
+    if guest.block_job(target_dev) is None:
+        LOG.info('Committing the top of %s into %s', target_dev, base,
+                 instance_uuid=guest.uuid)
+        guest.block_commit_active(target_dev, base)
+    deadline = time.monotonic() + timeout
+    while True:
+        job = guest.block_job(target_dev)
+        if job is None:
+            raise FoldFailed(f'{target_dev}: the commit into {base} ended '
+                             f'before it could be pivoted (the job failed:'
+                             f' see the libvirtd log)')
+        if job.end and job.cur == job.end:
+            break
+        if time.monotonic() >= deadline:
+            guest.abort_block_job(target_dev)
+            raise FoldFailed(f'{target_dev}: the commit into {base} did not '
+                             f'catch up within {timeout:.0f} s; aborted, '
+                             f'the guest still writes to its top')
+        time.sleep(POLL_SECONDS)
+    guest.pivot_block_job(target_dev)
+    while guest.block_job(target_dev) is not None:
+        time.sleep(POLL_SECONDS)
+    chain = backing_chain(guest, target_dev)
+    if chain[0] != base:
+        raise FoldFailed(f'{target_dev}: after the pivot the chain is '
+                         f'{chain}, not topped by {base}')
+
+
 def reattach(path: str, resize_layer: str, qemu_img: QemuImg) -> None:
     """After a crash, before the guest starts again: point the active
     overlay ``path`` back at its ``<uuid>_resize`` layer (header only).

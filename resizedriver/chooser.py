@@ -26,7 +26,13 @@ rule  topology   instance / config            plan
                                               nothing is copied while it is
                                               down; the chain is folded back
                                               live
-3     any        any                          ``copy``: power off, move the
+3     other-     the guest runs, every root/  ``precopy`` (``operations/
+      host       ephemeral disk is qcow2 on   precopy.py``): the disks are
+                 a disk device,               copied while the guest runs,
+                 ``use_cow_images`` and       then only what it wrote since,
+                 ``pre_copy`` are true, the   with it down: downtime does
+                 caller offers it             not grow with the disks
+4     any        any                          ``copy``: power off, move the
                                               source to ``<uuid>_resize``,
                                               copy its disks to the
                                               destination (``migrate.py``,
@@ -38,9 +44,10 @@ Live resize ``always`` refuses, before anything is touched, a resize rule
 ``operations.live.blockers`` (and an integration's own, e.g. Nova's
 attached volumes or pinned CPUs) and logged with the plan chosen instead.
 
-The ``overlay`` and ``copy`` plans revert the same way (``revert.py``):
-back to the untouched ``<uuid>_resize``; ``live`` reverts live, or with
-one reboot where the hypervisor cannot take vCPUs away.
+The ``overlay``, ``precopy`` and ``copy`` plans revert the same way
+(``revert.py``): back to the untouched ``<uuid>_resize`` (``precopy``
+first folds the guest's last writes back into it); ``live`` reverts
+live, or with one reboot where the hypervisor cannot take vCPUs away.
 """
 
 from __future__ import annotations
@@ -54,11 +61,12 @@ from resizedriver.model import GROWABLE, DiskFile, Topology
 COPY = 'copy'
 OVERLAY = 'overlay'
 LIVE = 'live'
+PRECOPY = 'precopy'
 #: how live a resize may be (``--live``, ``[resizedriver] live_resize``)
 LIVE_MODES = ('auto', 'always', 'never')
 #: every plan this version can run (and so finish, confirm, revert and
 #: recover); a record naming another was written by a newer version.
-PLANS = (LIVE, OVERLAY, COPY)
+PLANS = (LIVE, OVERLAY, PRECOPY, COPY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,12 +79,15 @@ class Choice:
 def choose(topology: Topology, disks: list[DiskFile], *,
            use_cow_images: bool, offered: tuple[str, ...] = PLANS,
            live: str = 'never',
-           live_blockers: Sequence[str] = ()) -> Choice:
+           live_blockers: Sequence[str] = (), running: bool = False,
+           pre_copy: bool = False) -> Choice:
     """The plan for this resize, by the rule table above.
 
     ``offered``: the plans the caller can run (an integration that has not
     been proven with a plan leaves it out).  ``live``: one of
     ``LIVE_MODES``; ``live_blockers``: why this resize cannot be live.
+    ``running``: the guest runs; ``pre_copy``: ``[resizedriver]
+    pre_copy``.
     """
     why_not_live = _why_not_live(topology, offered, live, live_blockers)
     if why_not_live is None:
@@ -92,8 +103,29 @@ def choose(topology: Topology, disks: list[DiskFile], *,
     if why_not is None:
         return Choice(OVERLAY, 'same host, qcow2 disks: nothing is copied '
                                f'while the guest is down{live_note}')
-    return Choice(COPY, f'overlay plan not possible ({why_not})'
-                        f'{live_note}')
+    why_not_precopy = _why_not_precopy(topology, offered, disks,
+                                       use_cow_images, running, pre_copy)
+    if why_not_precopy is None:
+        return Choice(PRECOPY, 'another host, the guest runs, qcow2 disks: '
+                               'copied while it runs, then only what it '
+                               'wrote since')
+    return Choice(COPY, f'overlay plan not possible ({why_not}); pre-copy '
+                        f'not possible ({why_not_precopy}){live_note}')
+
+
+def _why_not_precopy(topology: Topology, offered: tuple[str, ...],
+                     disks: list[DiskFile], use_cow_images: bool,
+                     running: bool, pre_copy: bool) -> Optional[str]:
+    if PRECOPY not in offered:
+        return 'this integration does not offer it'
+    if topology is not Topology.OTHER_HOST:
+        return f'the destination is {topology.value}, not another host ' \
+               f'with its own storage'
+    if not pre_copy:
+        return 'pre_copy is false'
+    if not running:
+        return 'the guest is not running'
+    return _needs_conversion(disks, use_cow_images)
 
 
 def _needs_conversion(disks: list[DiskFile],

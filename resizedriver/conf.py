@@ -80,6 +80,13 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
                     'meanwhile); a pull still running then is aborted, '
                     'which leaves the chain valid, and confirm pulls '
                     'again.'),
+    cfg.BoolOpt('pre_copy', default=True,
+                help='Move a running guest with qcow2 disks to another host '
+                     'by pre-copy: its disks are copied while it runs (an '
+                     'external disk-only snapshot freezes them), and only '
+                     'what it wrote meanwhile while it is down, so the '
+                     'downtime does not grow with the disks.  False: the '
+                     'copy plan (everything copied while it is down).'),
     cfg.IntOpt('max_virtual_size_gb', default=16384, min=1,
                help='Refuse disk images claiming a larger virtual size.'),
     cfg.StrOpt('live_resize', default='auto',

@@ -117,6 +117,30 @@ class Guest:
         return BlockJob(int(info['type']), int(info['cur']),
                         int(info['end']))
 
+    def block_commit_active(self, target_dev: str, base: str) -> None:
+        """Start committing the active image of ``target_dev`` into its
+        immediate backing file ``base`` (named and shallow: never into a
+        shared ``_base``); it then mirrors until pivoted."""
+        self._domain.blockCommit(
+            target_dev, base, None, 0,
+            libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE |
+            libvirt.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW)
+
+    def pivot_block_job(self, target_dev: str) -> None:
+        """End a ready active commit by switching the guest to its base."""
+        self._domain.blockJobAbort(target_dev,
+                                   libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+
+    def snapshot_disks(self, snapshot_xml: str) -> None:
+        """An external disk-only snapshot, atomic across the disks, kept
+        in no libvirt metadata (the files are the whole state): each
+        named disk goes on writing to a new overlay over its current
+        image, in the live and the persistent definition."""
+        self._domain.snapshotCreateXML(
+            snapshot_xml, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC)
+
     def abort_block_job(self, target_dev: str) -> None:
         """Cancel it and wait until QEMU has (a pull leaves the backing
         pointer as it was: what it copied up is the same data)."""

@@ -14,6 +14,7 @@ the source (``discover``) and the destination (``check_copy``).
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from resizedriver import domain_xml
 from resizedriver import headroom
@@ -33,9 +34,11 @@ def inside(path: str, directory: str) -> bool:
     return os.path.dirname(real) == os.path.realpath(directory)
 
 
-def _checked(path: str, inst: InstanceLayout) -> tuple[str, DiskRole]:
-    """The name and role of a file of the instance directory."""
-    name = os.path.basename(path)
+def _checked(path: str, inst: InstanceLayout,
+             name: Optional[str] = None) -> tuple[str, DiskRole]:
+    """The name and role of a file of the instance directory (``name``:
+    the instance file it stands for, default its own)."""
+    name = name or os.path.basename(path)
     if not inside(path, inst.dir):
         raise exception.UnsafePath(
             f'{path} resolves outside the instance directory {inst.dir}')
@@ -135,34 +138,55 @@ def discover(xml: str, inst: InstanceLayout, qemu_img: QemuImg) \
 
 
 def check_copy(disk: DiskFile, inst: InstanceLayout,
-               qemu_img: QemuImg) -> None:
-    """Refuse a disk copied here unless it is what the record says it is.
+               qemu_img: QemuImg, path: Optional[str] = None) -> None:
+    """Refuse a disk copied here (to ``path``, default ``disk.path``)
+    unless it is what the record says it is.
 
     The record is the other host's word.  The copy is read as the format
     the record claims; its header must name exactly the backing file the
     record does, whose namesake must be a plain raw file in our ``_base``
     (the path the header names is the other host's and is never opened).
     """
-    _checked(disk.path, inst)
+    path = path or disk.path
+    _checked(path, inst, disk.name)
     if (disk.format == 'file') != (disk.role in BOOT_ROLES):
         raise exception.UnsupportedDisk(
-            f'{disk.path}: format {disk.format!r} does not fit a '
+            f'{path}: format {disk.format!r} does not fit a '
             f'{disk.role.value} file')
     if disk.format == 'file':
         return
-    info = inspect_disk(disk.path, disk.format, qemu_img)
+    info = inspect_disk(path, disk.format, qemu_img)
     if info.virtual_size != disk.virtual_size:
         raise exception.UnsupportedDisk(
-            f'{disk.path} is {info.format}/{info.virtual_size}, the source '
+            f'{path} is {info.format}/{info.virtual_size}, the source '
             f'sent {disk.format}/{disk.virtual_size}')
     if info.backing_file != disk.backing_file:
         raise exception.UnsafePath(
-            f'{disk.path}: backing file {info.backing_file!r}, the source '
+            f'{path}: backing file {info.backing_file!r}, the source '
             f'sent {disk.backing_file!r}')
     if disk.backing_file:
-        check_base(disk.path,
+        check_base(path,
                    inst.base_path(os.path.basename(disk.backing_file)),
                    inst.base_dir)
+
+
+def check_top(disk: DiskFile, inst: InstanceLayout, qemu_img: QemuImg,
+              layer: str) -> None:
+    """Refuse the copied top of a pre-copied disk (``disk.path``) unless
+    it is a plain qcow2 of the recorded size backed by exactly ``layer``
+    (checked with :func:`check_copy`), recorded as qcow2."""
+    _checked(disk.path, inst)
+    header = read_header(disk.path)
+    if header.format != 'qcow2' or header.data_file:
+        raise exception.UnsupportedDisk(
+            f'{disk.path}: not a plain qcow2 image: refused')
+    info = qemu_img.info(disk.path, 'qcow2')
+    if (info.backing_file, info.backing_format) != (layer, 'qcow2') or \
+            info.virtual_size != disk.virtual_size:
+        raise exception.UnsupportedDisk(
+            f'{disk.path}: backing {info.backing_file!r} as '
+            f'{info.backing_format!r}, {info.virtual_size} bytes; wanted '
+            f'{layer!r} as qcow2, {disk.virtual_size} bytes')
 
 
 def current_flavor(xml: str, disks: list[DiskFile]) -> Flavor:

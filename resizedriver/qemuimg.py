@@ -194,6 +194,12 @@ class QemuImg:
         self._run('rebase', '-u', '-f', 'qcow2', '-F', backing_fmt,
                   '-b', backing, path)
 
+    def commit(self, path: str, size: int) -> None:
+        """Write the qcow2 overlay ``path``'s data into the backing file
+        its header names (recorded as qcow2: never probed), leaving
+        ``path`` as it is (``-d``): idempotent until ``path`` is gone."""
+        self._run('commit', '-f', 'qcow2', '-d', path, size=size)
+
     def rebase_safe(self, path: str, backing: Optional[str],
                     backing_fmt: str, size: int) -> None:
         """Make the qcow2 ``path`` read the same data backed by ``backing``

@@ -19,6 +19,9 @@ CREATE_INSTANCE_DIR = 'create instance dir'
 COPY_DISKS = 'copy disks'
 STAGE_OVERLAYS = 'stage overlays'
 PUT_STAGED_IN_PLACE = 'put staged dir in place'
+SNAPSHOT_FOR_PRECOPY = 'snapshot disks for pre-copy'
+PRECOPY_DISKS = 'pre-copy disks'
+COPY_TOPS = 'copy what changed'
 
 # finish_migration
 CHECK_COPIES = 'check copied disks'
@@ -38,6 +41,8 @@ DEFINE_NEW_FLAVOR = 'define new flavor'
 GROW_MEMORY = 'grow memory'
 GROW_DISKS = 'grow disks'
 ADD_VCPUS = 'add vCPUs'
+CHECK_PRECOPIED = 'check pre-copied disks'
+FOLD_PRECOPY = 'fold pre-copied layers'
 
 # confirm_migration
 CHECK_VERIFIED = 'check copies were verified'
@@ -55,6 +60,7 @@ REMOVE_RECORD = 'remove resize record'
 SHUT_DOWN_RESIZED = 'shut down resized guest'
 SHRINK_MEMORY = 'shrink memory'
 REMOVE_VCPUS = 'remove vCPUs'
+FOLD_TOPS_BACK = 'fold snapshot tops back'
 
 # drop_destination_guest
 DROP_GUEST = 'destroy and undefine guest'

@@ -52,7 +52,7 @@ from resizedriver.layout import InstanceLayout
 from resizedriver.nova import translate
 from resizedriver.nova.progress import InstanceProgress
 from resizedriver.model import DiskRole
-from resizedriver.operations import live
+from resizedriver.operations import live, precopy
 from resizedriver.operations import revert as rd_revert
 from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import FinishMigration
@@ -429,8 +429,11 @@ class NovaRevert:
                         live.revert_steps(self.env, self.record,
                                           self.define_live, None),
                         forward=True)
-        return Plan('finish_revert_migration', self.source.uuid, [
-            Step(stepname.MOVE_BACK, self.move_back),
+        steps = [Step(stepname.MOVE_BACK, self.move_back)]
+        if self.record is not None and \
+                self.record.plan == chooser.PRECOPY:
+            steps.append(precopy.revert_fold_step(self.env, self.record))
+        return Plan('finish_revert_migration', self.source.uuid, steps + [
             Step(stepname.DEFINE_AND_START, self.define_and_start),
             Step(stepname.REMOVE_RECORD,
                  lambda: rd_revert.remove_record(self.source)),

@@ -111,6 +111,12 @@ class FinishMigration:
             steps.append(Step(stepname.REBASE, self.rebase))
         if any(c.format != f.format for c, f in self.pairs):
             steps.append(Step(stepname.CONVERT, self.convert))
+        return steps + self.steps_after_checks()
+
+    def steps_after_checks(self) -> list[Step]:
+        """From extend to start: what every plan that copies does once
+        its copies are checked (and in the formats wanted)."""
+        steps: list[Step] = []
         if any(c.virtual_size != f.virtual_size for c, f in self.pairs):
             steps.append(Step(stepname.EXTEND, self.extend))
         if self.record.new_flavor.swap_bytes:

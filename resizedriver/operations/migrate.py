@@ -196,7 +196,8 @@ class MigrateDiskAndPowerOff:
             self.topology, self.disks,
             use_cow_images=self.env.conf.use_cow_images,
             offered=self.offered_plans, live=self.live_mode,
-            live_blockers=self.live_blockers())
+            live_blockers=self.live_blockers(), running=self.was_running,
+            pre_copy=self.env.conf.resizedriver.pre_copy)
         LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
                  instance_uuid=self.inst.uuid)
         if self.choice.plan == chooser.LIVE:
@@ -292,7 +293,7 @@ class MigrateDiskAndPowerOff:
 
     # -- steps ------------------------------------------------------------
 
-    def _copy(self, src: str, dst: str) -> None:
+    def copy(self, src: str, dst: str) -> None:
         """Copy verified and durable (see ``Transport.copy_file``), under
         this instance's partial names."""
         progress = self.env.progress
@@ -306,7 +307,7 @@ class MigrateDiskAndPowerOff:
         self.transport.makedirs(self.dest_inst.base_dir)
         for backing in self.backing_to_copy:
             dst = self.dest_inst.base_path(os.path.basename(backing))
-            self._copy(backing, dst)
+            self.copy(backing, dst)
         # the <instances>/_base entry, if mkdir -p just made it
         self.transport.sync_dir(self.dest.instances_path)
 
@@ -398,7 +399,7 @@ class MigrateDiskAndPowerOff:
         if os.path.exists(self.inst.in_resize_dir(DISK_INFO)):
             names.append(DISK_INFO)
         for name in names:
-            self._copy(self.inst.in_resize_dir(name),
+            self.copy(self.inst.in_resize_dir(name),
                        self.dest_inst.path(name))
         self.transport.sync_dir(self.dest.instances_path)
         self.record.copies_verified = True

@@ -16,7 +16,8 @@ import dataclasses
 from typing import Any, Callable
 
 from resizedriver import chooser
-from resizedriver.operations import live, overlay
+from resizedriver import stepname
+from resizedriver.operations import live, overlay, precopy
 from resizedriver.plan import Step
 
 StepsFor = Callable[[Any], list[Step]]
@@ -38,6 +39,13 @@ def _cold_revert(op: Any) -> list[Step]:
     return op.cold_steps()
 
 
+def _precopy_revert(op: Any) -> list[Step]:
+    steps = op.cold_steps()
+    at = [s.name for s in steps].index(stepname.MOVE_BACK) + 1
+    return steps[:at] + [precopy.revert_fold_step(op.env, op.record)] + \
+        steps[at:]
+
+
 def _live_revert(op: Any) -> list[Step]:
     return live.revert_steps(op.env, op.record, op.define,
                              op.start if op.power_on else None)
@@ -48,6 +56,8 @@ BUILDERS = {
                            _cold_revert),
     chooser.OVERLAY: Builders(overlay.migrate_steps, overlay.finish_steps,
                               overlay.confirm_steps, _cold_revert),
+    chooser.PRECOPY: Builders(precopy.migrate_steps, precopy.finish_steps,
+                              _copy_steps, _precopy_revert),
     chooser.LIVE: Builders(live.migrate_steps, live.finish_steps,
                            live.confirm_steps, _live_revert),
 }

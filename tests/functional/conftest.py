@@ -100,12 +100,13 @@ class Scenario:
 
 def write_config(root: str, sshd: 'hostenv.LoopbackSshd | hostb.HostB',
                  transport: str = 'ssh', instances: str = '',
-                 name: str = 'resizedriver', remote_conf: str = '') -> str:
+                 name: str = 'resizedriver', remote_conf: str = '',
+                 extra: str = '') -> str:
     """The config file ``<root>/<name>.conf`` of a scenario rooted at
     ``root``: instances path ``instances`` (default ``<root>/instances``),
     ``sshd`` as the "second host", the destination half run by this same
     interpreter with ``remote_conf`` (default: this file), locks of its
-    own.  Returns its path."""
+    own, ``extra`` lines in ``[resizedriver]``.  Returns its path."""
     conf_file = os.path.join(root, f'{name}.conf')
     remote = (f'{sys.executable} -m resizedriver.cmd.cli '
               f'--config-file {remote_conf or conf_file}')
@@ -125,7 +126,7 @@ ssh_identity_file = {sshd.key}
 ssh_options = {','.join(sshd.client_options())}
 remote_command = {remote}
 lock_path = {root}/locks-{name}
-""")
+{extra}""")
     return conf_file
 
 

@@ -59,8 +59,8 @@ class CrossScenario(Scenario):
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def _cross_scenario(request, host: Host, b: hostb.HostB,
-                    transport: str) -> Iterator[CrossScenario]:
+def _cross_scenario(request, host: Host, b: hostb.HostB, transport: str,
+                    pre_copy: bool) -> Iterator[CrossScenario]:
     n = next(_NUMBERS)
     name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
     root = os.path.join(TEST_ROOT, name)
@@ -72,10 +72,11 @@ def _cross_scenario(request, host: Host, b: hostb.HostB,
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     os.makedirs(b.instances, exist_ok=True)
+    extra = f'pre_copy = {pre_copy}\n'
     b_conf = write_config(root, b, transport, instances=b.instances,
-                          name='b')
+                          name='b', extra=extra)
     a_conf = write_config(root, b, transport, instances=b.instances,
-                          name='a', remote_conf=b_conf)
+                          name='a', remote_conf=b_conf, extra=extra)
     guest = testguest.create(
         host, b.instances, name=name, mac=f'52:54:00:78:00:{n:02x}',
         ip=f'169.254.77.{n}/24', bridge=hostenv.BRIDGE)
@@ -88,8 +89,15 @@ def _cross_scenario(request, host: Host, b: hostb.HostB,
 
 @pytest.fixture
 def cross(request, host, host_b) -> Iterator[CrossScenario]:
+    """A cold move (the copy plan: ``pre_copy = false``)."""
     yield from _cross_scenario(request, host, host_b,
-                               getattr(request, 'param', 'ssh'))
+                               getattr(request, 'param', 'ssh'), False)
+
+
+@pytest.fixture
+def precopy(request, host, host_b) -> Iterator[CrossScenario]:
+    """A move as configured by default: pre-copy for a running guest."""
+    yield from _cross_scenario(request, host, host_b, 'ssh', True)
 
 
 def _record(s: CrossScenario) -> dict:
@@ -196,3 +204,63 @@ def test_cold_resize_to_host_b_over_rsync_then_revert(cross: CrossScenario):
     assert os.path.exists(source_disk)
     _assert_gone(s.b_host, s, lambda d: os.path.exists(s.b_path(d)))
     assert s.cli('status').stdout.strip() == 'no resize pending'
+
+
+def _assert_nova_layout_on_b(s: CrossScenario) -> None:
+    """The pre-copied layer folded away: disk -> _base, nothing else."""
+    disk = s.b_path(s.guest.uuid, 'disk')
+    info = json.loads(subprocess.run(
+        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', disk],
+        check=True, capture_output=True, text=True).stdout)
+    assert info['backing-filename'] == os.path.join(s.instances, '_base',
+                                                    _BASE)
+    assert sorted(os.listdir(s.b_path(s.guest.uuid))) == [
+        'console.log', 'disk', 'kernel', 'ramdisk']
+
+
+def test_precopy_to_host_b_revert_then_again_and_confirm(
+        precopy: CrossScenario):
+    """The disks cross while the guest runs; its last writes (the clean
+    shutdown's mark on its disk, made after the pre-copy began) reach B,
+    and come back to A on revert."""
+    s = precopy
+    first = s.wait_boot(1)
+    assert first.shutdown_mark == 'none'
+
+    wire = s.b.wire_bytes()
+    out = _resize_to_b(s, '--vcpus', '2', '--memory', '512',
+                       '--root-size', '128M')
+    assert 'Plan precopy' in out, out
+    assert 'pre-copy disks' in out and 'copy what changed' in out
+    assert s.b.wire_bytes() > wire
+    record = _record(s)
+    assert (record['topology'], record['plan']) == ('other-host', 'precopy')
+    on_b = s.wait_boot_on_b(2)
+    assert on_b.shutdown_mark == '1'     # written after the snapshot
+    _assert_up_on_b(s, first, boot=2)
+    _assert_nova_layout_on_b(s)
+    # A keeps its chain (top over the frozen disk) until confirm.
+    kept = os.path.join(s.instances, s.guest.uuid + '_resize')
+    assert os.path.exists(os.path.join(kept, 'disk.top'))
+
+    s.cli('revert', s.guest.name)
+    back = s.wait_boot(2)
+    assert (back.cpu_count, back.mem_kb, back.disks) == \
+        (first.cpu_count, first.mem_kb, first.disks)
+    assert back.shutdown_mark == '1'     # the bytes of its clean shutdown
+    assert not os.path.exists(os.path.join(s.instances, s.guest.uuid,
+                                           'disk.top'))
+    _assert_gone(s.b_host, s, lambda d: os.path.exists(s.b_path(d)))
+    assert hostenv.ping(s.guest.ip.split('/')[0])
+
+    out = _resize_to_b(s, '--vcpus', '2', '--memory', '512',
+                       '--root-size', '128M')
+    assert 'Plan precopy' in out
+    again = s.wait_boot_on_b(3)
+    assert again.shutdown_mark == '2'
+    _assert_up_on_b(s, first, boot=3)
+    _assert_nova_layout_on_b(s)
+    s.cli('confirm', s.guest.name)
+    _assert_gone(s.host, s,
+                 lambda d: os.path.exists(os.path.join(s.instances, d)))
+    assert s.b_host.lookup(s.guest.uuid).is_running()

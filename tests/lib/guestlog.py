@@ -25,6 +25,8 @@ class GuestReport:
     disks: dict = dataclasses.field(default_factory=dict)
     macs: dict = dataclasses.field(default_factory=dict)
     ip: str = ''
+    #: the boot whose clean shutdown was the disk's last write ('none')
+    shutdown_mark: str = ''
     ready: bool = False
 
     @property
@@ -66,6 +68,8 @@ def parse(text: str) -> Optional[GuestReport]:
             report.macs[sub] = value
         elif key == 'ip':
             report.ip = value
+        elif key == 'shutdown-mark':
+            report.shutdown_mark = value
     return report
 
 

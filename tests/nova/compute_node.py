@@ -28,13 +28,13 @@ NODES = {'a': ('rdtest-compute-a', '169.254.78.1'),
          'b': ('rdtest-compute-b', '169.254.78.2')}
 
 
-def _configure(root: str, node: str, ssh: dict[str, Any]) -> Any:
+def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
     host, ip = NODES[node]
     novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
                       node=node)
     drv = novaenv.load_driver()
-    for name in ('ssh_user', 'ssh_identity_file', 'ssh_options'):
-        novaenv.CONF.set_override(name, ssh[name], 'resizedriver')
+    for name, value in options.items():
+        novaenv.CONF.set_override(name, value, 'resizedriver')
     drv.init_host(host=host)
     return drv
 
@@ -121,7 +121,7 @@ def main() -> None:
     # Nova's connection-event thread never ends (see conftest): leave by
     # os._exit, after saying what happened.
     try:
-        drv = _configure(root, node, req.pop('ssh'))
+        drv = _configure(root, node, req.pop('options'))
         try:
             answer = run(drv, req)
         finally:

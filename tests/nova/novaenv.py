@@ -11,6 +11,7 @@ the names Nova's image cache gives them, so spawn needs no Glance.
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import hashlib
 import os
 import shutil
@@ -102,7 +103,10 @@ def seed_images(instances_path: str,
         if image_id not in images:
             continue
         dst = os.path.join(base, hashlib.sha1(image_id.encode()).hexdigest())
-        if not os.path.exists(dst):
+        # a rebuilt guest under the same image id replaces a stale copy
+        # (an instances path that outlives a test session keeps one)
+        if not os.path.exists(dst) or not filecmp.cmp(
+                os.path.join(build, src), dst, shallow=False):
             shutil.copy(os.path.join(build, src), dst)
 
 

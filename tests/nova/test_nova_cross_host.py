@@ -45,13 +45,17 @@ def b() -> hostb.HostB:
 class Node:
     """One compute node: each call is one nova-compute process."""
 
-    def __init__(self, name: str, b: hostb.HostB) -> None:
+    def __init__(self, name: str, b: hostb.HostB, pre_copy: bool) -> None:
         self.name = name
         self.b = b
+        self.pre_copy = pre_copy
 
     def __call__(self, call: str, **req) -> dict:
-        req['ssh'] = {'ssh_user': 'root', 'ssh_identity_file': self.b.key,
-                      'ssh_options': self.b.client_options()}
+        """Run ``call`` there with nova.conf's [resizedriver] options."""
+        req['options'] = {'ssh_user': 'root',
+                          'ssh_identity_file': self.b.key,
+                          'ssh_options': self.b.client_options(),
+                          'pre_copy': self.pre_copy}
         argv = [sys.executable, '-m', 'tests.nova.compute_node', ROOT,
                 self.name, call]
         if self.name == 'b':
@@ -65,10 +69,13 @@ class Node:
 
 
 class CrossServer:
-    def __init__(self, b: hostb.HostB) -> None:
+    def __init__(self, b: hostb.HostB, plan: str) -> None:
         n = next(_N)
         self.b = b
-        self.a_node, self.b_node = Node('a', b), Node('b', b)
+        self.plan = plan
+        pre_copy = plan == 'precopy'
+        self.a_node = Node('a', b, pre_copy)
+        self.b_node = Node('b', b, pre_copy)
         self.ip = f'169.254.77.{n}/24'
         self.mac = f'52:54:00:77:02:{n:02x}'
         self.uuid = self.a_node('spawn', flavor=SMALL, ip=self.ip,
@@ -91,7 +98,7 @@ class CrossServer:
         out = self.a_node('resize_instance', uuid=self.uuid, flavor=BIG)
         record = json.loads(out['disk_info'])
         assert (record['topology'], record['plan']) == ('other-host',
-                                                        'copy')
+                                                        self.plan)
         self.b_node('finish_resize', uuid=self.uuid, ip=self.ip,
                     migration=out['migration'], disk_info=out['disk_info'])
         return out['migration']
@@ -109,8 +116,11 @@ class CrossServer:
 
 
 @pytest.fixture
-def server(b):
-    s = CrossServer(b)
+def server(request, b):
+    """A running instance on A that moves by ``request.param``'s plan:
+    ``precopy`` (the default for a running guest) or ``copy``
+    (``pre_copy = false``)."""
+    s = CrossServer(b, request.param)
     yield s
     s.remove()
 
@@ -125,6 +135,7 @@ def _assert_resized_on_b(s: CrossServer, before) -> None:
     assert s.b.host().lookup(s.uuid).is_running()
 
 
+@pytest.mark.parametrize('server', ['precopy', 'copy'], indirect=True)
 def test_nova_resize_to_host_b_then_confirm(server: CrossServer):
     s = server
     before = s.console_on_a(1)
@@ -132,6 +143,11 @@ def test_nova_resize_to_host_b_then_confirm(server: CrossServer):
 
     migration = s.resize_to_b()
     _assert_resized_on_b(s, before)
+    if s.plan == 'precopy':
+        # its clean shutdown on A wrote after the pre-copy began
+        assert s.console_on_b(2).shutdown_mark == '1'
+        assert sorted(os.listdir(s.b.path(s.dir()))) == [
+            'console.log', 'disk', 'disk.info', 'kernel', 'ramdisk']
     # A's source is untouched until confirm.
     assert os.path.isdir(s.dir('_resize'))
     assert not s.a_host.lookup(s.uuid).is_running()
@@ -144,6 +160,7 @@ def test_nova_resize_to_host_b_then_confirm(server: CrossServer):
     assert os.path.exists(s.b.path(s.dir()))
 
 
+@pytest.mark.parametrize('server', ['precopy'], indirect=True)
 def test_nova_resize_to_host_b_then_revert(server: CrossServer):
     s = server
     before = s.console_on_a(1)
@@ -158,6 +175,8 @@ def test_nova_resize_to_host_b_then_revert(server: CrossServer):
     back = s.console_on_a(2)      # the untouched source had booted once
     assert (back.cpu_count, back.mem_kb, back.disks) == \
         (before.cpu_count, before.mem_kb, before.disks)
+    assert back.shutdown_mark == '1'      # the bytes of its clean shutdown
+    assert not os.path.exists(os.path.join(s.dir(), 'disk.top'))
     assert back.macs == {'eth0': s.mac}
     assert hostenv.ping(s.ip.split('/')[0])
     assert not os.path.exists(s.dir('_resize'))

@@ -1,0 +1,285 @@
+"""The ``precopy`` plan: a move to another host whose downtime does not
+grow with the disks.
+
+While the guest still runs on the source, an external disk-only snapshot
+(libvirt ``DISK_ONLY | NO_METADATA | ATOMIC``, the mechanism of oVirt
+VDSM's live storage migration) freezes each root/ephemeral disk: the
+guest goes on writing to a new top ``<name>.top`` above it, and the
+frozen image -- the bulk -- is copied to the destination as
+``<name>.precopy`` with no hurry.  Only then is the guest shut down, and
+what it wrote since (the top, as large as the writes during the pre-copy,
+whatever the disk's size) is copied as the destination's ``<name>``, its
+header pointed at ``<name>.precopy``.  The destination boots on that
+two-layer chain and, once the guest runs, folds it back to Nova's
+``<uuid>/disk -> _base/...`` layout with a live block pull
+(``resizedriver.blockjob``), deleting ``<name>.precopy`` after.  The
+destination's ``<name>`` keeps Nova's name, so Nova's XML for it is right
+as it is.
+
+The source's chain (``<name>.top -> <name> -> _base``) stays intact until
+confirm: a revert folds the top into ``<name>`` offline (``qemu-img
+commit``: exactly the bytes the guest had at its clean shutdown) before
+the source is defined again.
+
+Why not the alternatives: ``blockCopy``/drive-mirror to an NBD export on
+the destination needs QEMU on the destination serving a disk before any
+guest is defined there, and a network block protocol between the hosts
+(NBD's kernel module is not available on these hosts; QEMU's own server
+would be, but it is one more daemon per disk with its own failure modes
+mid-resize); persistent dirty bitmaps need a second copy pass of our own
+over the bitmap.  A snapshot plus two plain copies reuse the verified,
+sparse, hashed-while-streaming copy of the ``copy`` plan.  One round:
+the top holds what the guest writes during one pre-copy; a guest writing
+faster than the wire would need more rounds (not built: see the notes).
+
+migrate_disk_and_power_off (steps with an undo in brackets):
+  copy backing files     [remove partial]   guest running
+  create dest dir        [remove]
+  snapshot disks for pre-copy  [fold tops back: live active commit +
+                                pivot, or offline commit if the guest is
+                                off; then the saved definition]
+  pre-copy disks                            the frozen images as
+                                            <name>.precopy, kernel,
+                                            ramdisk, config drive,
+                                            disk.info: all while it runs
+  write resize record    [remove]
+  power off              [start]
+  move instance dir to _resize [move back]
+  copy what changed                         each top as the dest's
+                                            <name>, backed by
+                                            <name>.precopy (header only)
+
+finish_migration:
+  check pre-copied disks                    layer as the record says,
+                                            top backed by exactly it
+  (extend, swap, disk.info, VIFs, define, start: as the copy plan)
+  fold pre-copied layers                    live pull once started (or
+                                            offline rebase), then the
+                                            layer goes
+
+confirm_migration: the copy plan's (the tops go with ``_resize``).
+finish_revert_migration: the copy plan's, with ``fold snapshot tops
+back`` after ``move _resize back``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import TYPE_CHECKING, Callable, Optional
+
+from lxml import etree
+from oslo_log import log as logging
+
+from resizedriver import blockjob
+from resizedriver import domain_xml
+from resizedriver import exception
+from resizedriver import fileutil
+from resizedriver import inventory
+from resizedriver import stepname
+from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
+from resizedriver.model import GROWABLE, DiskFile, DiskRole
+from resizedriver.plan import Step
+
+if TYPE_CHECKING:
+    from resizedriver.env import HostEnv
+    from resizedriver.operations.finish import FinishMigration
+    from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+    from resizedriver.qemuimg import QemuImg
+    from resizedriver.record import ResizeRecord
+
+LOG = logging.getLogger(__name__)
+#: the source's new active layer above a frozen disk
+TOP = '.top'
+#: the destination's copy of the frozen disk, below its copy of the top
+LAYER = '.precopy'
+
+
+def _growable(disks: list[DiskFile]) -> list[DiskFile]:
+    return [d for d in disks if d.role in GROWABLE]
+
+
+# -- migrate ----------------------------------------------------------------
+
+def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
+    steps = []
+    if op.backing_to_copy:
+        steps.append(Step(stepname.COPY_BACKING, op.copy_backing,
+                          op.remove_copied_backing))
+    return steps + [
+        Step(stepname.CREATE_DEST_DIR, op.create_dest_dir,
+             op.remove_dest_dir),
+        Step(stepname.SNAPSHOT_FOR_PRECOPY, lambda: snapshot(op),
+             lambda: fold_tops_back(op.env, op.inst, op.disks,
+                                    lambda: op.env.host.define(
+                                        op.source_xml))),
+        Step(stepname.PRECOPY_DISKS, lambda: precopy(op)),
+        Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
+        Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
+        Step(stepname.MOVE_TO_RESIZE, op.move_to_resize, op.move_back),
+        Step(stepname.COPY_TOPS, lambda: copy_tops(op)),
+    ]
+
+
+def snapshot_xml(live_xml: str, inst: InstanceLayout,
+                 disks: list[DiskFile]) -> str:
+    """Every root/ephemeral disk gets an external top in its directory;
+    every other disk of the domain is left out explicitly (libvirt's
+    default for a disk-only snapshot is to snapshot them all)."""
+    tops = {d.target_dev: inst.path(d.name + TOP) for d in _growable(disks)}
+    root = etree.Element('domainsnapshot')
+    etree.SubElement(root, 'memory', snapshot='no')
+    listed = etree.SubElement(root, 'disks')
+    for disk in domain_xml.parse(live_xml).iterfind('./devices/disk'):
+        target = disk.find('target')
+        dev = target.get('dev') if target is not None else None
+        if dev is None:
+            continue
+        entry = etree.SubElement(listed, 'disk', name=dev)
+        if dev in tops:
+            entry.set('snapshot', 'external')
+            etree.SubElement(entry, 'driver', type='qcow2')
+            etree.SubElement(entry, 'source', file=tops[dev])
+        else:
+            entry.set('snapshot', 'no')
+    return domain_xml.to_string(root)
+
+
+def snapshot(op: 'MigrateDiskAndPowerOff') -> None:
+    for disk in _growable(op.disks):
+        top = op.inst.path(disk.name + TOP)
+        if os.path.lexists(top):
+            raise exception.ResizeDriverError(
+                f'{top} exists already: a pre-copy left it; refusing to '
+                f'write over it')
+    op.guest.snapshot_disks(snapshot_xml(op.guest.live_xml(), op.inst,
+                                         op.disks))
+    LOG.info('Disks frozen for the pre-copy; the guest writes to new tops',
+             instance_uuid=op.inst.uuid)
+
+
+def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
+                   disks: list[DiskFile],
+                   redefine: Optional[Callable[[], object]]) -> None:
+    """Undo of the snapshot, and the revert's step: every top's data back
+    in its disk, the top gone.  Checks what is there: no top, nothing to
+    do.  A running guest is committed live and pivoted; a guest that is
+    off, or none, offline, and then ``redefine`` (if any) puts back a
+    definition that does not name the tops (a revert defines one of its
+    own next)."""
+    tops = [(d, inst.path(d.name + TOP)) for d in _growable(disks)
+            if os.path.lexists(inst.path(d.name + TOP))]
+    if not tops:
+        return
+    guest = env.host.lookup(inst.uuid)
+    qemu_img = env.qemu_img()
+    for disk, top in tops:
+        if guest is not None and guest.is_running():
+            assert disk.target_dev is not None     # the chooser made sure
+            blockjob.commit_active(guest, disk.target_dev,
+                                   inst.path(disk.name),
+                                   env.conf.resizedriver.fold_timeout)
+        else:
+            LOG.info('Committing %s into %s offline', top, disk.name,
+                     instance_uuid=inst.uuid)
+            qemu_img.commit(top, size=os.path.getsize(top))
+    if guest is not None and not guest.is_running() and redefine:
+        redefine()          # it names the tops since the snapshot
+    for _disk, top in tops:
+        fileutil.remove_durably(top)
+
+
+def precopy(op: 'MigrateDiskAndPowerOff') -> None:
+    """Everything but the tops, while the guest runs: the frozen disks as
+    ``<name>.precopy``, the files that do not change as themselves."""
+    for disk in op.disks:
+        if disk.role is DiskRole.SWAP:
+            continue
+        dest_name = disk.name + LAYER if disk.role in GROWABLE else \
+            disk.name
+        op.copy(op.inst.path(disk.name), op.dest_inst.path(dest_name))
+    if os.path.exists(op.inst.path(DISK_INFO)):
+        op.copy(op.inst.path(DISK_INFO), op.dest_inst.path(DISK_INFO))
+    op.transport.sync_dir(op.dest_inst.dir)
+
+
+def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
+    """With the guest off: each top as the destination's ``<name>``, over
+    its pre-copied layer; then ``copies_verified`` on record, as the copy
+    plan does."""
+    remote_img = op.env.qemu_img(op.transport)
+    for disk in _growable(op.disks):
+        dest = op.dest_inst.path(disk.name)
+        op.copy(op.inst.in_resize_dir(disk.name + TOP), dest)
+        remote_img.rebase_unsafe(dest, op.dest_inst.path(disk.name + LAYER),
+                                 'qcow2')
+    op.transport.sync_dir(op.dest.instances_path)
+    op.record.copies_verified = True
+    op.record.write(op.inst.in_resize_dir(RECORD_NAME))
+
+
+# -- finish -----------------------------------------------------------------
+
+def finish_steps(op: 'FinishMigration') -> list[Step]:
+    return ([Step(stepname.CHECK_PRECOPIED, lambda: check_precopied(op))] +
+            op.steps_after_checks() +
+            [Step(stepname.FOLD_PRECOPY, lambda: fold_layers(op))])
+
+
+def check_precopied(op: 'FinishMigration') -> None:
+    """As ``FinishMigration.check_disks``, each root/ephemeral disk as its
+    layer (the record's description) under a top backed by exactly it."""
+    op.check_source_definition()
+    for disk in op.copied:
+        if disk.role in GROWABLE:
+            layer = op.dest.path(disk.name + LAYER)
+            inventory.check_copy(disk, op.dest, op.qemu_img, path=layer)
+            inventory.check_top(disk, op.dest, op.qemu_img, layer)
+        else:
+            inventory.check_copy(disk, op.dest, op.qemu_img)
+
+
+def fold_layers(op: 'FinishMigration') -> None:
+    """Nova's layout again on this host: each top pulls its layer in
+    (live once the guest runs; offline when it was not started), then the
+    layer goes.  The chain is valid all along, so a crash anywhere leaves
+    a guest that boots and a pull that starts over."""
+    guest = op.env.host.lookup(op.record.uuid)
+    progress = op.env.progress
+    for copied, final in op.pairs:
+        if copied.role not in GROWABLE:
+            continue
+        layer = op.dest.path(copied.name + LAYER)
+        if not os.path.lexists(layer):
+            continue
+        if guest is not None and guest.is_running():
+            assert copied.target_dev is not None
+            report: Optional[blockjob.PullProgress] = None
+            if progress is not None:
+                report = functools.partial(_report, progress,
+                                           f'{copied.name} (fold)')
+            blockjob.pull(guest, copied.target_dev, final.backing_file,
+                          op.env.conf.resizedriver.fold_timeout, report)
+        else:
+            _rebase_offline(op.qemu_img, final, layer)
+        fileutil.remove_durably(layer)
+
+
+def _report(progress: Callable[[str, int, int], None], name: str,
+            done: int, total: int) -> None:
+    progress(name, done, total)
+
+
+def _rebase_offline(qemu_img: 'QemuImg', final: DiskFile,
+                    layer: str) -> None:
+    size = os.path.getsize(layer) + final.virtual_size
+    qemu_img.rebase_safe(final.path, final.backing_file, 'raw', size=size)
+
+
+# -- revert -----------------------------------------------------------------
+
+def revert_fold_step(env: 'HostEnv', record: 'ResizeRecord') -> Step:
+    """``fold snapshot tops back`` for a revert: after the move back, the
+    source's disks get what the guest wrote into the tops."""
+    return Step(stepname.FOLD_TOPS_BACK, lambda: fold_tops_back(
+        env, record.source, record.disks, None))
