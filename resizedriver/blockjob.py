@@ -163,6 +163,10 @@ def commit_active(guest: Guest, target_dev: str, base: str,
     if chain[0] != base:
         raise FoldFailed(f'{target_dev}: after the pivot the chain is '
                          f'{chain}, not topped by {base}')
+    # What the commit wrote into ``base`` may still be only in QEMU's
+    # metadata cache (as after a pull: see the module docstring); the top,
+    # which holds it too, may go only once it is on disk.
+    guest.flush_disks()
 
 
 def reattach(path: str, resize_layer: str, qemu_img: QemuImg) -> None:

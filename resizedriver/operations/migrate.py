@@ -73,6 +73,8 @@ class MigrateDiskAndPowerOff:
         self.topology = Topology.of(dest.same_hypervisor, False)
         self.choice = chooser.Choice(chooser.COPY, 'not validated yet')
         self.disks: list[DiskFile] = []
+        #: the definition before the resize (read in validation)
+        self.source_xml = ''
         self.backing_to_copy: list[str] = []
         self._record: Optional[ResizeRecord] = None
         self.was_running = False
@@ -111,7 +113,8 @@ class MigrateDiskAndPowerOff:
                 'topology': self.topology.value,
                 'plan': self.choice.plan,
                 'was_running': self.was_running,
-                'backing_to_copy': self.backing_to_copy}
+                'backing_to_copy': self.backing_to_copy,
+                'source_xml': self.source_xml}
 
     @classmethod
     def from_journal(cls, env: HostEnv,
@@ -129,6 +132,8 @@ class MigrateDiskAndPowerOff:
         op.was_running = (bool(context['was_running']) and
                           bool(context.get('power_on_in_recovery', True)))
         op.backing_to_copy = [str(p) for p in context['backing_to_copy']]
+        # what an undo puts back (journals before it was kept: none needed)
+        op.source_xml = str(context.get('source_xml', ''))
         plan = chooser.check_known(str(context.get('plan', chooser.COPY)))
         op.choice = chooser.Choice(plan, 'from the journal')
         return op

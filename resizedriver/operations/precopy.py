@@ -78,7 +78,7 @@ from resizedriver import fileutil
 from resizedriver import inventory
 from resizedriver import stepname
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
-from resizedriver.model import GROWABLE, DiskFile, DiskRole
+from resizedriver.model import GROWABLE, DiskFile, DiskRole, role_for_name
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
@@ -110,9 +110,8 @@ def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
         Step(stepname.CREATE_DEST_DIR, op.create_dest_dir,
              op.remove_dest_dir),
         Step(stepname.SNAPSHOT_FOR_PRECOPY, lambda: snapshot(op),
-             lambda: fold_tops_back(op.env, op.inst, op.disks,
-                                    lambda: op.env.host.define(
-                                        op.source_xml))),
+             lambda: fold_tops_back(op.env, op.inst, lambda: op.env.host
+                                    .define(op.source_xml))),
         Step(stepname.PRECOPY_DISKS, lambda: precopy(op)),
         Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
         Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
@@ -159,34 +158,54 @@ def snapshot(op: 'MigrateDiskAndPowerOff') -> None:
 
 
 def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
-                   disks: list[DiskFile],
                    redefine: Optional[Callable[[], object]]) -> None:
     """Undo of the snapshot, and the revert's step: every top's data back
-    in its disk, the top gone.  Checks what is there: no top, nothing to
-    do.  A running guest is committed live and pivoted; a guest that is
-    off, or none, offline, and then ``redefine`` (if any) puts back a
-    definition that does not name the tops (a revert defines one of its
-    own next)."""
-    tops = [(d, inst.path(d.name + TOP)) for d in _growable(disks)
-            if os.path.lexists(inst.path(d.name + TOP))]
+    in its disk, the top gone.  Needs nothing but what is there (after a
+    crash the journal knows no disks): the tops in the instance directory
+    and the definitions that read them.  A guest running on a top is
+    committed live and pivoted; a top only a stopped definition (or no
+    domain) reads is committed offline; a top nothing reads any more was
+    pivoted away from, its data is in the disk already, it just goes.
+    ``redefine`` (if any) then replaces a stopped definition that named a
+    top (a revert defines one of its own next)."""
+    tops = _tops(inst)
     if not tops:
         return
     guest = env.host.lookup(inst.uuid)
+    running = guest is not None and guest.is_running()
+    stale_definition = guest is not None and not running and any(
+        _dev_reading(guest.xml(), top) for _name, top in tops)
     qemu_img = env.qemu_img()
-    for disk, top in tops:
-        if guest is not None and guest.is_running():
-            assert disk.target_dev is not None     # the chooser made sure
-            blockjob.commit_active(guest, disk.target_dev,
-                                   inst.path(disk.name),
-                                   env.conf.resizedriver.fold_timeout)
-        else:
-            LOG.info('Committing %s into %s offline', top, disk.name,
+    for name, top in tops:
+        if guest is not None and running:
+            dev = _dev_reading(guest.live_xml(), top)
+            if dev is not None:
+                blockjob.commit_active(guest, dev, inst.path(name),
+                                       env.conf.resizedriver.fold_timeout)
+        elif guest is None or _dev_reading(guest.xml(), top):
+            LOG.info('Committing %s into %s offline', top, name,
                      instance_uuid=inst.uuid)
             qemu_img.commit(top, size=os.path.getsize(top))
-    if guest is not None and not guest.is_running() and redefine:
-        redefine()          # it names the tops since the snapshot
-    for _disk, top in tops:
+    if stale_definition and redefine is not None:
+        redefine()
+    for _name, top in tops:
         fileutil.remove_durably(top)
+
+
+def _tops(inst: InstanceLayout) -> list[tuple[str, str]]:
+    """(disk name, top path) of each snapshot top in the directory."""
+    if not os.path.isdir(inst.dir):
+        return []
+    return [(f[:-len(TOP)], inst.path(f)) for f in sorted(os.listdir(inst.dir))
+            if f.endswith(TOP) and role_for_name(f[:-len(TOP)]) in GROWABLE]
+
+
+def _dev_reading(xml: str, path: str) -> Optional[str]:
+    """The target dev whose active image is ``path`` in ``xml``."""
+    for disk in domain_xml.file_disks(xml):
+        if disk.path == path:
+            return disk.target_dev
+    return None
 
 
 def precopy(op: 'MigrateDiskAndPowerOff') -> None:
@@ -282,4 +301,4 @@ def revert_fold_step(env: 'HostEnv', record: 'ResizeRecord') -> Step:
     """``fold snapshot tops back`` for a revert: after the move back, the
     source's disks get what the guest wrote into the tops."""
     return Step(stepname.FOLD_TOPS_BACK, lambda: fold_tops_back(
-        env, record.source, record.disks, None))
+        env, record.source, None))

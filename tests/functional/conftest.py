@@ -167,6 +167,24 @@ def scenario(request, host, sshd) -> Iterator[Scenario]:
     yield from make_scenario(request, host, sshd)
 
 
+@pytest.fixture
+def cross(request, host, host_b):
+    """A guest on A that moves to host B cold (the copy plan:
+    ``pre_copy = false``), over ``request.param`` (default ssh)."""
+    from tests.functional import crosshost
+    yield from crosshost.make_cross_scenario(
+        request, host, host_b, getattr(request, 'param', 'ssh'), False)
+
+
+@pytest.fixture
+def precopy(request, host, host_b):
+    """A guest on A that moves to host B as configured by default:
+    pre-copy, it runs."""
+    from tests.functional import crosshost
+    yield from crosshost.make_cross_scenario(request, host, host_b, 'ssh',
+                                             True)
+
+
 #: the headroom of the live scenarios' guests (1 vCPU, 256 MiB at first)
 LIVE_ROOM = headroom.Headroom(max_vcpus=4, max_memory_mib=1024)
 

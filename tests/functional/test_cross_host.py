@@ -11,94 +11,16 @@ prints on its console on B.
 
 from __future__ import annotations
 
-import dataclasses
-import glob
 import json
 import os
-import shutil
 import subprocess
-from typing import Iterator
 
 import pytest
 
 from resizedriver.host import Host
-from tests.functional.conftest import (MiB, TEST_ROOT, Scenario,
-                                       write_config)
-from tests.lib import guestlog, hostb, hostenv, testguest
-
-_NUMBERS = iter(range(200, 250))
-_BASE = os.path.basename(testguest.base_image_path(''))
-
-
-@dataclasses.dataclass
-class CrossScenario(Scenario):
-    b: hostb.HostB = dataclasses.field(default=None)   # type: ignore
-
-    @property
-    def instances(self) -> str:
-        return self.b.instances
-
-    @property
-    def b_host(self) -> Host:
-        return self.b.host()
-
-    def wait_boot_on_b(self, boot: int) -> guestlog.GuestReport:
-        log = self.guest.console_log(self.b_host)
-        return guestlog.wait_for_boot(self.b.path(log), boot)
-
-    def b_path(self, *parts: str) -> str:
-        return self.b.path(os.path.join(self.b.instances, *parts))
-
-    def remove_everywhere(self, guest: testguest.TestGuest) -> None:
-        """The guest's domains and directories on A and on B."""
-        for host, path in ((self.host, lambda p: p),
-                           (self.b_host, self.b.path)):
-            testguest.remove(host, guest)
-            for d in glob.glob(path(os.path.join(self.b.instances,
-                                                 guest.uuid + '*'))):
-                shutil.rmtree(d, ignore_errors=True)
-
-
-def _cross_scenario(request, host: Host, b: hostb.HostB, transport: str,
-                    pre_copy: bool) -> Iterator[CrossScenario]:
-    n = next(_NUMBERS)
-    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
-    root = os.path.join(TEST_ROOT, name)
-    for h in (host, b.host()):
-        stale = h.lookup(name)
-        if stale is not None:
-            testguest.remove(h, testguest.TestGuest('', stale.uuid, name,
-                                                    '', ''))
-    shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(root)
-    os.makedirs(b.instances, exist_ok=True)
-    extra = f'pre_copy = {pre_copy}\n'
-    b_conf = write_config(root, b, transport, instances=b.instances,
-                          name='b', extra=extra)
-    a_conf = write_config(root, b, transport, instances=b.instances,
-                          name='a', remote_conf=b_conf, extra=extra)
-    guest = testguest.create(
-        host, b.instances, name=name, mac=f'52:54:00:78:00:{n:02x}',
-        ip=f'169.254.77.{n}/24', bridge=hostenv.BRIDGE)
-    host.lookup(guest.uuid).start()
-    s = CrossScenario(root, a_conf, host, guest, b=b)
-    yield s
-    s.remove_everywhere(guest)
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def cross(request, host, host_b) -> Iterator[CrossScenario]:
-    """A cold move (the copy plan: ``pre_copy = false``)."""
-    yield from _cross_scenario(request, host, host_b,
-                               getattr(request, 'param', 'ssh'), False)
-
-
-@pytest.fixture
-def precopy(request, host, host_b) -> Iterator[CrossScenario]:
-    """A move as configured by default: pre-copy for a running guest."""
-    yield from _cross_scenario(request, host, host_b, 'ssh', True)
-
+from tests.functional.conftest import MiB
+from tests.functional.crosshost import BASE, CrossScenario
+from tests.lib import guestlog, hostenv, testguest
 
 def _record(s: CrossScenario) -> dict:
     with open(os.path.join(s.instances, s.guest.uuid + '_resize',
@@ -121,7 +43,7 @@ def _assert_up_on_b(s: CrossScenario, before: guestlog.GuestReport,
         ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', disk],
         check=True, capture_output=True, text=True).stdout)
     assert info['backing-filename'] == os.path.join(s.instances, '_base',
-                                                    _BASE)
+                                                    BASE)
 
 
 def _assert_gone(host: Host, s: CrossScenario, exists) -> None:
@@ -141,7 +63,7 @@ def test_cold_resize_to_host_b_over_ssh_then_confirm(cross: CrossScenario):
     assert first.cpu_count == 1 and first.disks == {'vda': 64 * MiB}
     # B's image cache starts without our image (no instance of B uses it:
     # the fixtures remove what they made).
-    b_base = s.b_path('_base', _BASE)
+    b_base = s.b_path('_base', BASE)
     if os.path.exists(b_base):
         os.unlink(b_base)
 
@@ -213,7 +135,7 @@ def _assert_nova_layout_on_b(s: CrossScenario) -> None:
         ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', disk],
         check=True, capture_output=True, text=True).stdout)
     assert info['backing-filename'] == os.path.join(s.instances, '_base',
-                                                    _BASE)
+                                                    BASE)
     assert sorted(os.listdir(s.b_path(s.guest.uuid))) == [
         'console.log', 'disk', 'kernel', 'ramdisk']
 

@@ -1,0 +1,78 @@
+"""Host B scenarios: a guest on this host (A) that moves to host B.
+
+``CrossScenario`` is a ``Scenario`` whose instances path is B's too (the
+path tools/host-b gives B its own filesystem at), with B's libvirtd, files
+and console at hand.  The fixtures are in ``conftest``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import shutil
+from typing import Iterator
+
+from resizedriver.host import Host
+from tests.functional.conftest import TEST_ROOT, Scenario, write_config
+from tests.lib import guestlog, hostb, hostenv, testguest
+
+_NUMBERS = iter(range(200, 250))
+BASE = os.path.basename(testguest.base_image_path(''))
+
+
+@dataclasses.dataclass
+class CrossScenario(Scenario):
+    b: hostb.HostB = dataclasses.field(default=None)   # type: ignore
+
+    @property
+    def instances(self) -> str:
+        return self.b.instances
+
+    @property
+    def b_host(self) -> Host:
+        return self.b.host()
+
+    def wait_boot_on_b(self, boot: int) -> guestlog.GuestReport:
+        log = self.guest.console_log(self.b_host)
+        return guestlog.wait_for_boot(self.b.path(log), boot)
+
+    def b_path(self, *parts: str) -> str:
+        return self.b.path(os.path.join(self.b.instances, *parts))
+
+    def remove_everywhere(self, guest: testguest.TestGuest) -> None:
+        """The guest's domains and directories on A and on B."""
+        for host, path in ((self.host, lambda p: p),
+                           (self.b_host, self.b.path)):
+            testguest.remove(host, guest)
+            for d in glob.glob(path(os.path.join(self.b.instances,
+                                                 guest.uuid + '*'))):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def make_cross_scenario(request, host: Host, b: hostb.HostB, transport: str,
+                    pre_copy: bool) -> Iterator[CrossScenario]:
+    n = next(_NUMBERS)
+    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
+    root = os.path.join(TEST_ROOT, name)
+    for h in (host, b.host()):
+        stale = h.lookup(name)
+        if stale is not None:
+            testguest.remove(h, testguest.TestGuest('', stale.uuid, name,
+                                                    '', ''))
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    os.makedirs(b.instances, exist_ok=True)
+    extra = f'pre_copy = {pre_copy}\n'
+    b_conf = write_config(root, b, transport, instances=b.instances,
+                          name='b', extra=extra)
+    a_conf = write_config(root, b, transport, instances=b.instances,
+                          name='a', remote_conf=b_conf, extra=extra)
+    guest = testguest.create(
+        host, b.instances, name=name, mac=f'52:54:00:78:00:{n:02x}',
+        ip=f'169.254.77.{n}/24', bridge=hostenv.BRIDGE)
+    host.lookup(guest.uuid).start()
+    s = CrossScenario(root, a_conf, host, guest, b=b)
+    yield s
+    s.remove_everywhere(guest)
+    shutil.rmtree(root, ignore_errors=True)
