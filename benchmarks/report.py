@@ -29,32 +29,52 @@ def _row(r) -> tuple[str, ...]:
 
 
 def table(results: list, note: str) -> str:
-    rows = [COLUMNS] + [_row(r) for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return format_table(COLUMNS, [_row(r) for r in results], note)
+
+
+def format_table(columns: tuple[str, ...], rows: list[tuple[str, ...]],
+                 note: str) -> str:
+    """A reStructuredText simple table, then ``note``."""
+    every = [columns] + rows
+    widths = [max(len(row[i]) for row in every) for i in range(len(columns))]
     rule = '  '.join('=' * w for w in widths)
 
     def line(row: tuple[str, ...]) -> str:
         return '  '.join(c.ljust(w)
                          for c, w in zip(row, widths, strict=True)).rstrip()
-    lines = [rule, line(COLUMNS), rule, *map(line, rows[1:]), rule]
+    lines = [rule, line(columns), rule, *map(line, rows), rule]
     return '\n'.join(lines) + f'\n\n{note}'
 
 
 def save(results: list, directory: str, note: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, 'results.json'), 'w') as f:
-        json.dump({'note': note,
-                   'results': [dataclasses.asdict(r) for r in results]},
-                  f, indent=1)
+    save_named(results, directory, note, 'results')
     plot(results, os.path.join(directory, 'downtime.png'))
 
 
-def plot(results: list, path: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    from matplotlib import pyplot
+def save_named(results: list, directory: str, note: str, name: str) -> None:
+    """``<directory>/<name>.json``: the note and every result."""
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f'{name}.json'), 'w') as f:
+        json.dump({'note': note,
+                   'results': [dataclasses.asdict(r) for r in results]},
+                  f, indent=1)
 
-    fig, ax = pyplot.subplots(figsize=(6.4, 4))
+
+def plot_cross(results: list, names: dict[str, str], path: str) -> None:
+    """Cross-host downtime against the data written, one line a driver."""
+    fig, ax = _axes()
+    for driver, colour in (('ours', 'tab:blue'), ('upstream', 'tab:red')):
+        points = sorted((r.size, r.downtime) for r in results
+                        if r.driver == driver)
+        if points:
+            ax.plot([s / MiB for s, _ in points], [d for _, d in points],
+                    '-o', color=colour, label=names[driver])
+    _finish(fig, ax, results, path,
+            'resize A -> B: resizedriver vs. Nova 34 LibvirtDriver')
+
+
+def plot(results: list, path: str) -> None:
+    fig, ax = _axes()
     # colour: driver; line and marker: kind of resize
     for driver, colour in (('live', 'tab:green'), ('ours', 'tab:blue'),
                            ('upstream', 'tab:red')):
@@ -66,12 +86,26 @@ def plot(results: list, path: str) -> None:
                 ax.plot([s / MiB for s, _ in points], [d for _, d in points],
                         style, color=colour,
                         label=f'{label}: {KIND_TEXT[kind]}')
+    _finish(fig, ax, results, path,
+            'same-host resize: resizedriver vs. Nova 34 LibvirtDriver')
+
+
+def _axes():
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot
+    return pyplot.subplots(figsize=(6.4, 4))
+
+
+def _finish(fig, ax, results: list, path: str, title: str) -> None:
+    """Axes, labels and title of a downtime-against-size plot; saved."""
+    from matplotlib import pyplot
     sizes = sorted({r.size for r in results})
     ax.set_xscale('log', base=2)
     ax.set_xticks([s / MiB for s in sizes], [size_text(s) for s in sizes])
     ax.set_xlabel('data written into the root overlay')
     ax.set_ylabel('guest downtime (s, from its console)')
-    ax.set_title('same-host resize: resizedriver vs. Nova 34 LibvirtDriver')
+    ax.set_title(title)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend()

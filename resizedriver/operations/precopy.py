@@ -52,6 +52,8 @@ migrate_disk_and_power_off (steps with an undo in brackets):
 finish_migration:
   check pre-copied disks                    layer as the record says,
                                             top backed by exactly it
+  rebase overlays                           only when _base moved (another
+                                            instances path): the layers
   (extend, swap, disk.info, VIFs, define, start: as the copy plan)
   fold pre-copied layers                    live pull once started (or
                                             offline rebase), then the
@@ -240,9 +242,30 @@ def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
 # -- finish -----------------------------------------------------------------
 
 def finish_steps(op: 'FinishMigration') -> list[Step]:
-    return ([Step(stepname.CHECK_PRECOPIED, lambda: check_precopied(op))] +
-            op.steps_after_checks() +
+    steps = [Step(stepname.CHECK_PRECOPIED, lambda: check_precopied(op))]
+    if _moved_bases(op):
+        steps.append(Step(stepname.REBASE, lambda: rebase_layers(op)))
+    return (steps + op.steps_after_checks() +
             [Step(stepname.FOLD_PRECOPY, lambda: fold_layers(op))])
+
+
+def _moved_bases(op: 'FinishMigration') -> list[tuple[str, str]]:
+    """(layer, this host's backing file) of each layer whose header names
+    the source's ``_base`` at another path."""
+    moved = []
+    for disk in op.copied:
+        if disk.role in GROWABLE and disk.backing_file:
+            here = op.dest.base_path(os.path.basename(disk.backing_file))
+            if here != disk.backing_file:
+                moved.append((op.dest.path(disk.name + LAYER), here))
+    return moved
+
+
+def rebase_layers(op: 'FinishMigration') -> None:
+    """Point each layer at this host's ``_base`` (header only; the check
+    compared the file there with the source's)."""
+    for layer, backing in _moved_bases(op):
+        op.qemu_img.rebase_unsafe(layer, backing, 'raw')
 
 
 def check_precopied(op: 'FinishMigration') -> None:

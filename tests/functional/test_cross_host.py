@@ -37,7 +37,11 @@ def _assert_up_on_b(s: CrossScenario, before: guestlog.GuestReport,
     assert after.macs == {'eth0': s.guest.mac}
     assert s.b.ping(s.guest.ip.split('/')[0]), 'guest does not answer on B'
     assert s.b_host.lookup(s.guest.uuid).is_running()
-    # Its disk is B's own, on B's _base, on B's filesystem.
+    _assert_on_bs_base(s)
+
+
+def _assert_on_bs_base(s: CrossScenario) -> None:
+    """Its disk is B's own, backed by B's _base, on B's filesystem."""
     disk = s.b_path(s.guest.uuid, 'disk')
     info = json.loads(subprocess.run(
         ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', disk],
@@ -130,12 +134,7 @@ def test_cold_resize_to_host_b_over_rsync_then_revert(cross: CrossScenario):
 
 def _assert_nova_layout_on_b(s: CrossScenario) -> None:
     """The pre-copied layer folded away: disk -> _base, nothing else."""
-    disk = s.b_path(s.guest.uuid, 'disk')
-    info = json.loads(subprocess.run(
-        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2', disk],
-        check=True, capture_output=True, text=True).stdout)
-    assert info['backing-filename'] == os.path.join(s.instances, '_base',
-                                                    BASE)
+    _assert_on_bs_base(s)
     assert sorted(os.listdir(s.b_path(s.guest.uuid))) == [
         'console.log', 'disk', 'kernel', 'ramdisk']
 

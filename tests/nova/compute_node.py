@@ -1,14 +1,18 @@
 """One compute node's half of a Nova call, in a process of its own.
 
-``python -m tests.nova.compute_node ROOT HOST CALL`` plays nova-compute on
-host ``HOST`` (``a``: this machine; ``b``: run inside host B's namespaces
-by ``tools/host-b run``) for one manager step, with our driver loaded from
-the nova.conf line and ``init_host`` run first, as a service start would.
-Both nodes share one cell database under ``ROOT`` (as compute nodes share
-their cell's), have their own state and lock paths, and the same
-instances path, each on its own filesystem.  The request comes on stdin
-and the answer goes to stdout as JSON; the disk info string travels from
-A's ``resize_instance`` to B's ``finish_resize`` as the RPC carries it.
+``python -m tests.nova.compute_node ROOT NODE [OPTIONS]`` plays
+nova-compute on host ``NODE`` (``a``: this machine; ``b``: run inside host
+B's namespaces by ``tools/host-b run``): it loads the driver from the
+nova.conf line (``OPTIONS``, JSON: ``compute_driver``, default ours, and
+``resizedriver``, that group's options) and runs ``init_host``, as a
+service start would, and only then reads one manager step's request from
+stdin (JSON, ``call`` and its arguments; a caller may start the process
+ahead, as the service is up before the RPC arrives) and answers on stdout
+(JSON, with the driver call's own ``seconds``).  Both nodes share one
+cell database under ``ROOT`` (as compute nodes share their cell's), have
+their own state and lock paths, and the same instances path, each on its
+own filesystem.  The disk info string travels from A's
+``resize_instance`` to B's ``finish_resize`` as the RPC carries it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -24,16 +29,18 @@ from tests.nova import novaenv
 #: instances path of both nodes (tools/host-b gives B its own filesystem
 #: there)
 INSTANCES = '/var/lib/nova/instances'
-NODES = {'a': ('rdtest-compute-a', '169.254.78.1'),
-         'b': ('rdtest-compute-b', '169.254.78.2')}
+NODES = {'a': ('rdtest-compute-a', '169.254.79.1'),
+         'b': ('rdtest-compute-b', '169.254.79.2')}
 
 
 def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
     host, ip = NODES[node]
     novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
                       node=node)
+    novaenv.CONF.set_override('compute_driver', options.get(
+        'compute_driver', novaenv.COMPUTE_DRIVER))
     drv = novaenv.load_driver()
-    for name, value in options.items():
+    for name, value in options.get('resizedriver', {}).items():
         novaenv.CONF.set_override(name, value, 'resizedriver')
     drv.init_host(host=host)
     return drv
@@ -51,17 +58,29 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
     from nova.compute import task_states
     ctx = novaenv.admin_context()
     call = req['call']
+    cmdline = req.get('cmdline', '')
+    if call == 'seed':
+        # what Glance would give this node's image cache
+        novaenv.seed_images(INSTANCES)
+        return {}
     if call == 'spawn':
         novaenv.seed_images(INSTANCES)
         flv = novaenv.flavor(*req['flavor'])
         nw = novaenv.network_info(req['mac'])
-        inst = novaenv.instance(ctx, flv, req['ip'], nw)
-        drv.spawn(ctx, inst, novaenv.image_meta(req['ip']), [], None, {},
-                  network_info=nw)
+        inst = novaenv.instance(ctx, flv, req['ip'], nw, cmdline)
+        drv.spawn(ctx, inst, novaenv.image_meta(req['ip'], cmdline), [],
+                  None, {}, network_info=nw)
         novaenv.wire_taps(nw)
         return {'uuid': inst.uuid}
     inst = _instance(ctx, req['uuid'])
     nw = inst.get_network_info()
+    if call in ('power_off', 'power_on'):
+        if call == 'power_off':
+            drv.power_off(inst, 60, 2)
+        else:
+            drv.power_on(ctx, inst, nw)
+            novaenv.wire_taps(nw)
+        return {}
     if call == 'resize_instance':
         new = novaenv.flavor(*req['flavor'])
         mig = objects.Migration(
@@ -88,8 +107,8 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         novaenv.seed_images(INSTANCES, (novaenv.KERNEL_ID,
                                         novaenv.RAMDISK_ID))
         drv.finish_migration(ctx, mig, inst, req['disk_info'], nw,
-                             novaenv.image_meta(req['ip']), True, {}, None,
-                             True)
+                             novaenv.image_meta(req['ip'], cmdline), True,
+                             {}, None, True)
         novaenv.wire_taps(nw)
     elif call == 'confirm_resize':
         drv.confirm_migration(ctx, mig, inst, nw)
@@ -115,15 +134,17 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    root, node, call = sys.argv[1:4]
-    req = json.load(sys.stdin)
-    req['call'] = call
+    root, node = sys.argv[1:3]
+    options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     # Nova's connection-event thread never ends (see conftest): leave by
     # os._exit, after saying what happened.
     try:
-        drv = _configure(root, node, req.pop('options'))
+        drv = _configure(root, node, options)
         try:
+            req = json.load(sys.stdin)
+            started = time.monotonic()
             answer = run(drv, req)
+            answer['seconds'] = time.monotonic() - started
         finally:
             drv.cleanup_host(host=NODES[node][0])
     except BaseException:

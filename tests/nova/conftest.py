@@ -17,14 +17,19 @@ from tests.nova import novaenv
 ROOT = '/var/lib/resizedriver-tests/nova'
 
 
-@pytest.fixture(scope='session')
-def driver():
+def prepare(root: str) -> None:
+    """As root: the host set up, an empty ``root`` for this session."""
     if os.geteuid() != 0:
         pytest.fail('the Nova tests drive the system libvirtd: run as root')
     hostenv.setup_host()
     hostenv.ensure_bridge()
-    shutil.rmtree(ROOT, ignore_errors=True)
-    os.makedirs(ROOT)
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+
+
+@pytest.fixture(scope='session')
+def driver():
+    prepare(ROOT)
     novaenv.configure(ROOT)
     drv = novaenv.load_driver()
     drv.init_host(host=novaenv.CONF.host)

@@ -120,15 +120,20 @@ def flavor(flavorid: str, vcpus: int, memory_mb: int, root_gb: int,
         is_public=True, disabled=False, description=None)
 
 
-def image_meta(ip: str, **properties: str):
-    """The test image; ``properties`` as Glance image properties
-    (``hw_qemu_guest_agent='yes'``, ...)."""
+def _cmdline(ip: str, extra: str = '') -> str:
+    return f'console=ttyS0 quiet rdip={ip} {extra}'.strip()
+
+
+def image_meta(ip: str, cmdline: str = '', **properties: str):
+    """The test image; ``cmdline`` more kernel parameters (``rdwrite=``),
+    ``properties`` as Glance image properties (``hw_qemu_guest_agent=
+    'yes'``, ...)."""
     return objects.ImageMeta.from_dict({
         'id': IMAGE_ID, 'name': 'resizedriver-test', 'disk_format': 'raw',
         'container_format': 'bare', 'size': 64 * 1024 * 1024,
         'min_disk': 0, 'min_ram': 0, 'status': 'active',
         'properties': {'kernel_id': KERNEL_ID, 'ramdisk_id': RAMDISK_ID,
-                       'os_command_line': f'console=ttyS0 quiet rdip={ip}',
+                       'os_command_line': _cmdline(ip, cmdline),
                        **properties}})
 
 
@@ -154,7 +159,8 @@ def wire_taps(nw) -> None:
                         hostenv.BRIDGE, 'up'], check=True)
 
 
-def instance(ctx, flv, ip: str, nw, **image_properties: str):
+def instance(ctx, flv, ip: str, nw, cmdline: str = '',
+             **image_properties: str):
     uuid = str(uuidlib.uuid4())
     inst = objects.Instance(
         context=ctx, uuid=uuid,
@@ -170,8 +176,7 @@ def instance(ctx, flv, ip: str, nw, **image_properties: str):
         system_metadata={'image_base_image_ref': IMAGE_ID,
                          'image_kernel_id': KERNEL_ID,
                          'image_ramdisk_id': RAMDISK_ID,
-                         'image_os_command_line':
-                             f'console=ttyS0 quiet rdip={ip}',
+                         'image_os_command_line': _cmdline(ip, cmdline),
                          **{f'image_{k}': v
                             for k, v in image_properties.items()}},
         metadata={})

@@ -22,7 +22,7 @@ import pytest
 from resizedriver.host import Host
 from tests.lib import guestlog, hostb, hostenv
 from tests.lib.testguest import REPO
-from tests.nova import compute_node
+from tests.nova import compute_node, conftest
 
 ROOT = '/var/lib/resizedriver-tests/nova-cross-host'
 GiB = 1024 ** 3
@@ -33,12 +33,7 @@ _N = iter(range(230, 250))
 
 @pytest.fixture(scope='module')
 def b() -> hostb.HostB:
-    if os.geteuid() != 0:
-        pytest.fail('the Nova tests drive the system libvirtd: run as root')
-    hostenv.setup_host()
-    hostenv.ensure_bridge()
-    shutil.rmtree(ROOT, ignore_errors=True)
-    os.makedirs(ROOT)
+    conftest.prepare(ROOT)
     return hostb.HostB.setup()
 
 
@@ -52,12 +47,13 @@ class Node:
 
     def __call__(self, call: str, **req) -> dict:
         """Run ``call`` there with nova.conf's [resizedriver] options."""
-        req['options'] = {'ssh_user': 'root',
-                          'ssh_identity_file': self.b.key,
-                          'ssh_options': self.b.client_options(),
-                          'pre_copy': self.pre_copy}
+        options = {'resizedriver': {
+            'ssh_user': 'root', 'ssh_identity_file': self.b.key,
+            'ssh_options': self.b.client_options(),
+            'pre_copy': self.pre_copy}}
+        req['call'] = call
         argv = [sys.executable, '-m', 'tests.nova.compute_node', ROOT,
-                self.name, call]
+                self.name, json.dumps(options)]
         if self.name == 'b':
             argv = [hostb.SCRIPT, 'run'] + argv
         proc = subprocess.run(
