@@ -138,9 +138,11 @@ def _ready_after(watch: probes.ConsoleWatch, after: float) -> probes.Line:
 
 def _plan(disk_info: str) -> str:
     try:
-        return str(json.loads(disk_info).get('plan', ''))
+        info = json.loads(disk_info)
     except ValueError:
-        return ''                 # upstream's disk info is its own
+        return ''
+    # upstream's disk info is a list of its own
+    return str(info.get('plan', '')) if isinstance(info, dict) else ''
 
 
 def run_case(bench: Bench, driver: str, size: int, rate: int,
