@@ -62,7 +62,7 @@ def save_named(results: list, directory: str, note: str, name: str) -> None:
 
 def plot_cross(results: list, names: dict[str, str], path: str) -> None:
     """Cross-host downtime against the data written, one line a driver."""
-    fig, ax = _axes()
+    fig, ax = axes()
     for driver, colour in (('ours', 'tab:blue'), ('upstream', 'tab:red')):
         points = sorted((r.size, r.downtime) for r in results
                         if r.driver == driver)
@@ -74,7 +74,7 @@ def plot_cross(results: list, names: dict[str, str], path: str) -> None:
 
 
 def plot(results: list, path: str) -> None:
-    fig, ax = _axes()
+    fig, ax = axes()
     # colour: driver; line and marker: kind of resize
     for driver, colour in (('live', 'tab:green'), ('ours', 'tab:blue'),
                            ('upstream', 'tab:red')):
@@ -90,7 +90,7 @@ def plot(results: list, path: str) -> None:
             'same-host resize: resizedriver vs. Nova 34 LibvirtDriver')
 
 
-def _axes():
+def axes():
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
@@ -99,7 +99,6 @@ def _axes():
 
 def _finish(fig, ax, results: list, path: str, title: str) -> None:
     """Axes, labels and title of a downtime-against-size plot; saved."""
-    from matplotlib import pyplot
     sizes = sorted({r.size for r in results})
     ax.set_xscale('log', base=2)
     ax.set_xticks([s / MiB for s in sizes], [size_text(s) for s in sizes])
@@ -109,6 +108,11 @@ def _finish(fig, ax, results: list, path: str, title: str) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    from matplotlib import pyplot
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     pyplot.close(fig)

@@ -128,19 +128,56 @@ def pull(guest: Guest, target_dev: str, base: Optional[str], timeout: float,
 
 
 def commit_active(guest: Guest, target_dev: str, base: str,
-                  timeout: float) -> None:
+                  timeout: float, drop_top: Callable[[], None]) -> None:
     """Fold ``target_dev``'s active image down into ``base``, its
-    immediate backing file, while the guest runs, and switch the guest to
-    ``base`` (an active commit and its pivot): how a pre-copy snapshot is
-    taken back.  Idempotent: a chain already topped by ``base`` is left
-    alone.  The top is only read and then left behind unused; until the
-    pivot the guest's writes go to both."""
-    if backing_chain(guest, target_dev)[0] == base:
-        return
+    immediate backing file, while the guest runs, switch the guest to
+    ``base`` (an active commit and its pivot) and have ``drop_top``
+    remove the top: how a pre-copy snapshot is taken back.
+
+    The pivot is made with the guest paused, and it stays paused until
+    ``drop_top`` is done.  QEMU flushes ``base`` before it ends the job,
+    so from the pause on ``base`` holds every write the top holds and
+    none newer: whatever a crash leaves, a top that still exists may be
+    committed again into a disk no guest runs from, and a paused guest
+    that no longer reads its top only has to lose it and go on
+    (``precopy.fold_tops_back``).  The pause also ends the race with a
+    guest that writes faster than the commit copies: after ``timeout`` s
+    of mirroring the guest is paused anyway, for at most ``timeout`` s
+    more.  Until the pivot the guest's writes go to both images; a
+    failure before it resumes the guest on its top, as it was."""
     if guest.block_job(target_dev) is None:
         LOG.info('Committing the top of %s into %s', target_dev, base,
                  instance_uuid=guest.uuid)
         guest.block_commit_active(target_dev, base)
+    if not _caught_up(guest, target_dev, base, timeout):
+        LOG.warning('%s: the commit did not catch up with the guest '
+                    'within %.0f s; pausing the guest until it has',
+                    target_dev, timeout, instance_uuid=guest.uuid)
+    guest.pause()
+    try:
+        if not _caught_up(guest, target_dev, base, timeout):
+            raise FoldFailed(f'{target_dev}: the commit into {base} did not '
+                             f'catch up within {timeout:.0f} s even with '
+                             f'the guest paused')
+        _pivot(guest, target_dev, timeout)
+    except BaseException:
+        if guest.block_job(target_dev) is not None:
+            guest.abort_block_job(target_dev)
+        if backing_chain(guest, target_dev)[0] != base:
+            guest.resume()          # on its top, as before the commit
+        raise
+    chain = backing_chain(guest, target_dev)
+    if chain[0] != base:
+        raise FoldFailed(f'{target_dev}: after the pivot the chain is '
+                         f'{chain}, not topped by {base}')
+    drop_top()
+    guest.resume()
+
+
+def _caught_up(guest: Guest, target_dev: str, base: str,
+               timeout: float) -> bool:
+    """Wait (at most ``timeout`` s) until the commit on ``target_dev``
+    mirrors the guest; False if it has not by then."""
     deadline = time.monotonic() + timeout
     while True:
         job = guest.block_job(target_dev)
@@ -149,24 +186,33 @@ def commit_active(guest: Guest, target_dev: str, base: str,
                              f'before it could be pivoted (the job failed:'
                              f' see the libvirtd log)')
         if job.end and job.cur == job.end:
-            break
+            return True
         if time.monotonic() >= deadline:
-            guest.abort_block_job(target_dev)
-            raise FoldFailed(f'{target_dev}: the commit into {base} did not '
-                             f'catch up within {timeout:.0f} s; aborted, '
-                             f'the guest still writes to its top')
+            return False
         time.sleep(POLL_SECONDS)
-    guest.pivot_block_job(target_dev)
+
+
+def _pivot(guest: Guest, target_dev: str, timeout: float) -> None:
+    """Pivot, again while libvirt says the job is not ready yet (its
+    ready event can come after ``cur == end``), then wait until the job
+    is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            guest.pivot_block_job(target_dev)
+            break
+        except libvirt.libvirtError as e:
+            if time.monotonic() >= deadline:
+                raise FoldFailed(f'{target_dev}: the pivot was refused for '
+                                 f'{timeout:.0f} s: {e}') from e
+            LOG.debug('Pivot of %s not possible yet: %s', target_dev, e,
+                      instance_uuid=guest.uuid)
+            time.sleep(POLL_SECONDS)
     while guest.block_job(target_dev) is not None:
+        if time.monotonic() >= deadline:
+            raise FoldFailed(f'{target_dev}: the pivoted job did not end '
+                             f'within {timeout:.0f} s')
         time.sleep(POLL_SECONDS)
-    chain = backing_chain(guest, target_dev)
-    if chain[0] != base:
-        raise FoldFailed(f'{target_dev}: after the pivot the chain is '
-                         f'{chain}, not topped by {base}')
-    # What the commit wrote into ``base`` may still be only in QEMU's
-    # metadata cache (as after a pull: see the module docstring); the top,
-    # which holds it too, may go only once it is on disk.
-    guest.flush_disks()
 
 
 def reattach(path: str, resize_layer: str, qemu_img: QemuImg) -> None:
@@ -175,6 +221,21 @@ def reattach(path: str, resize_layer: str, qemu_img: QemuImg) -> None:
     Always right while that layer exists, whatever a pull had done (see
     the module docstring); a later :func:`pull` folds it again."""
     qemu_img.rebase_unsafe(path, resize_layer, 'qcow2')
+
+
+def fold_offline(path: str, layer: str, base: Optional[str],
+                 qemu_img: QemuImg) -> None:
+    """Fold ``layer`` into the overlay ``path`` with the guest off, onto
+    ``base``.  The header is not trusted to say whether a pull got that
+    far: QEMU killed just as one completed can leave it naming ``base``
+    while the copied clusters' index never reached the disk, so their
+    data is still only in ``layer``.  Pointing the overlay back at
+    ``layer`` first (:func:`reattach`) is always right while it exists;
+    the safe rebase then copies up whatever the overlay lacks (nothing,
+    after a pull that completed)."""
+    reattach(path, layer, qemu_img)
+    size = os.path.getsize(layer) + qemu_img.info(path, 'qcow2').virtual_size
+    qemu_img.rebase_safe(path, base, 'raw', size=size)
 
 
 def _wait(guest: Guest, target_dev: str, timeout: float,

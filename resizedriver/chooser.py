@@ -26,12 +26,15 @@ rule  topology   instance / config            plan
                                               nothing is copied while it is
                                               down; the chain is folded back
                                               live
-3     other-     the guest runs, every root/  ``precopy`` (``operations/
-      host       ephemeral disk is qcow2 on   precopy.py``): the disks are
-                 a disk device,               copied while the guest runs,
-                 ``use_cow_images`` and       then only what it wrote since,
-                 ``pre_copy`` are true, the   with it down: downtime does
-                 caller offers it             not grow with the disks
+3     other-     the guest runs, it has a     ``precopy`` (``operations/
+      host       root or ephemeral disk file  precopy.py``): the disks are
+                 and every one is qcow2 on a  copied while the guest runs,
+                 disk device,                 then only what it wrote since,
+                 ``use_cow_images`` and       with it down: downtime does
+                 ``pre_copy`` are true, the   not grow with the disks
+                 destination has room for
+                 two copies (the fold),
+                 the caller offers it
 4     any        any                          ``copy``: power off, move the
                                               source to ``<uuid>_resize``,
                                               copy its disks to the
@@ -80,14 +83,16 @@ def choose(topology: Topology, disks: list[DiskFile], *,
            use_cow_images: bool, offered: tuple[str, ...] = PLANS,
            live: str = 'never',
            live_blockers: Sequence[str] = (), running: bool = False,
-           pre_copy: bool = False) -> Choice:
+           pre_copy: bool = False,
+           precopy_blockers: Sequence[str] = ()) -> Choice:
     """The plan for this resize, by the rule table above.
 
     ``offered``: the plans the caller can run (an integration that has not
     been proven with a plan leaves it out).  ``live``: one of
     ``LIVE_MODES``; ``live_blockers``: why this resize cannot be live.
     ``running``: the guest runs; ``pre_copy``: ``[resizedriver]
-    pre_copy``.
+    pre_copy``; ``precopy_blockers``: what else stops a pre-copy (the
+    destination's free space, say).
     """
     why_not_live = _why_not_live(topology, offered, live, live_blockers)
     if why_not_live is None:
@@ -104,7 +109,8 @@ def choose(topology: Topology, disks: list[DiskFile], *,
         return Choice(OVERLAY, 'same host, qcow2 disks: nothing is copied '
                                f'while the guest is down{live_note}')
     why_not_precopy = _why_not_precopy(topology, offered, disks,
-                                       use_cow_images, running, pre_copy)
+                                       use_cow_images, running, pre_copy,
+                                       precopy_blockers)
     if why_not_precopy is None:
         return Choice(PRECOPY, 'another host, the guest runs, qcow2 disks: '
                                'copied while it runs, then only what it '
@@ -115,7 +121,8 @@ def choose(topology: Topology, disks: list[DiskFile], *,
 
 def _why_not_precopy(topology: Topology, offered: tuple[str, ...],
                      disks: list[DiskFile], use_cow_images: bool,
-                     running: bool, pre_copy: bool) -> Optional[str]:
+                     running: bool, pre_copy: bool,
+                     blockers: Sequence[str]) -> Optional[str]:
     if PRECOPY not in offered:
         return 'this integration does not offer it'
     if topology is not Topology.OTHER_HOST:
@@ -125,7 +132,11 @@ def _why_not_precopy(topology: Topology, offered: tuple[str, ...],
         return 'pre_copy is false'
     if not running:
         return 'the guest is not running'
-    return _needs_conversion(disks, use_cow_images)
+    if not any(d.role in GROWABLE for d in disks):
+        return 'no root or ephemeral disk file to pre-copy (booted from ' \
+               'volume)'
+    return _needs_conversion(disks, use_cow_images) or \
+        ('; '.join(blockers) if blockers else None)
 
 
 def _needs_conversion(disks: list[DiskFile],

@@ -87,6 +87,11 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
                      'what it wrote meanwhile while it is down, so the '
                      'downtime does not grow with the disks.  False: the '
                      'copy plan (everything copied while it is down).'),
+    cfg.IntOpt('parallel_copies', default=2, min=1, max=16,
+               help='How many of an instance\'s files a move to another '
+                    'path or host copies at once (its disks, kernel, '
+                    'config drive: each one stream, read, sent and '
+                    'verified on its own).'),
     cfg.IntOpt('max_virtual_size_gb', default=16384, min=1,
                help='Refuse disk images claiming a larger virtual size.'),
     cfg.StrOpt('live_resize', default='auto',

@@ -39,7 +39,8 @@ from resizedriver.host import Host
 from resizedriver.journal import OUTER_OPERATIONS, Journal, JournalStore
 from resizedriver.model import Destination, Flavor
 from resizedriver.operations.confirm import ConfirmMigration
-from resizedriver.operations.finish import FinishMigration
+from resizedriver.operations.finish import AfterFinish, FinishMigration
+from resizedriver.operations import precopy
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.operations.revert import (DropDestinationGuest,
                                             FinishRevertMigration)
@@ -92,6 +93,8 @@ class Implementation:
                           power_on: bool) -> None:
         """A revert with no pending resize: one that already succeeded
         (a repeat must be harmless), so the guest only has to run."""
+        precopy.refuse_if_topped(layout.InstanceLayout(env.instances_path,
+                                                       uuid))
         guest = env.host.lookup(uuid)
         if guest is None:
             raise exception.NotFound(
@@ -202,6 +205,7 @@ class ResizeEngine:
         Refusals (``ResizeRefused``) come before the guest is touched.
         """
         with self.locked(uuid):
+            self._complete_after_finish(uuid)
             op = impl.migrate(self.env, uuid, new_flavor, dest,
                               transport.for_host(dest.host, self.conf), live)
             self.run(op.plan(), op.journal_context())
@@ -211,8 +215,39 @@ class ResizeEngine:
                          impl: Implementation = OWN) -> None:
         """On the destination: make the copy the resized guest."""
         with self.locked(record.uuid):
+            self._complete_after_finish(record.uuid)
             op = impl.finish(self.env, record, power_on)
             self.run(op.plan(), op.journal_context())
+            self._after_finish(AfterFinish(self.env, record))
+
+    def _complete_after_finish(self, uuid: str) -> None:
+        """Complete what an earlier finish left undone here (its fold
+        failed) before anything else is done to the instance: a new
+        finish or migrate would otherwise be refused for the journal, or
+        read a chain that is not Nova's yet.  A failure again refuses
+        the operation before it touched anything."""
+        for journal in self.journals.find(uuid):
+            if journal.operation == AfterFinish.OPERATION:
+                result = recovery.recover(self.env, journal)
+                if result.error:
+                    raise exception.ResizeRefused(str(result))
+                LOG.info('%s', result, instance_uuid=uuid)
+
+    def _after_finish(self, after: AfterFinish) -> None:
+        """Run what the plan does once the resized guest runs; a failure
+        is the log's, not the caller's: the finish is done and the guest
+        runs (``AfterFinish``), and its journal has recovery complete it
+        (nova-compute at start, or ``resizedriver recover``)."""
+        plan = after.plan()
+        if not plan.steps:
+            return
+        try:
+            self.run(plan, after.journal_context())
+        except exception.ResizeFailed as e:
+            LOG.error('%s. The resized guest runs on a valid disk chain; '
+                      '"resizedriver recover %s" (nova-compute does at '
+                      'start) completes it', e, plan.uuid,
+                      instance_uuid=plan.uuid)
 
     def confirm_migration(self, uuid: str,
                           impl: Implementation = OWN) -> None:

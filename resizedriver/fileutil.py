@@ -28,11 +28,19 @@ def rename_durably(src: str, dst: str) -> None:
         fsync_dir(directory or '.')
 
 
-def write_atomic(path: str, text: str) -> None:
+#: who may read a file holding a domain's definition with its secrets
+#: (VNC and SPICE passwords: libvirt's SECURE XML): its owner only
+PRIVATE = 0o600
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``text``: readers see the old or the new
-    content, never a torn one (temp file, fsync, rename, fsync the dir)."""
+    content, never a torn one (temp file, fsync, rename, fsync the dir).
+    The file has ``mode`` from its first byte on."""
     tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)         # whatever the umask, or an older tmp
+    with os.fdopen(fd, 'w') as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())

@@ -78,6 +78,16 @@ class Guest:
         self.destroy()
         return False
 
+    def is_paused(self) -> bool:
+        return self._domain.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+
+    def pause(self) -> None:
+        """Stop the vCPUs; QEMU drains and flushes every disk first."""
+        self._domain.suspend()
+
+    def resume(self) -> None:
+        self._domain.resume()
+
     def destroy(self) -> None:
         if self.is_running():
             self._domain.destroy()
@@ -150,8 +160,8 @@ class Guest:
         """Make QEMU write its cached image metadata out: pausing a guest
         drains and flushes every disk (QEMU's vm_stop), with no help from
         the guest.  The guest is frozen for the pause (~0.05 s here)."""
-        self._domain.suspend()
-        self._domain.resume()
+        self.pause()
+        self.resume()
 
     # -- live changes (a running guest; each is read back by the caller) --
 

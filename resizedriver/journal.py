@@ -42,7 +42,7 @@ DONE = 'done'
 #: else may start while it is there, since the resize may be half done.
 OUTER_OPERATIONS = {
     'resize': ('migrate_disk_and_power_off', 'finish_migration',
-               'finish_revert_migration'),
+               'after_finish_migration', 'finish_revert_migration'),
 }
 
 
@@ -65,7 +65,7 @@ class Journal:
             'operation': self.operation, 'uuid': self.uuid,
             'host': self.host, 'context': self.context,
             'steps': self.steps, 'undo_incomplete': self.undo_incomplete,
-        }, indent=1))
+        }, indent=1), fileutil.PRIVATE)
 
     def started(self, step: str, needs_undo: bool) -> None:
         self.steps.append([step, STARTED, needs_undo])

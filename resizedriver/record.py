@@ -108,7 +108,7 @@ class ResizeRecord:
                 f'malformed resize record: {e}') from e
 
     def write(self, path: str) -> None:
-        fileutil.write_atomic(path, self.to_json())
+        fileutil.write_atomic(path, self.to_json(), fileutil.PRIVATE)
 
     @classmethod
     def read(cls, path: str) -> 'ResizeRecord':

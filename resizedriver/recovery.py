@@ -26,7 +26,7 @@ from oslo_log import log as logging
 from resizedriver.env import HostEnv
 from resizedriver.journal import Journal
 from resizedriver.operations.confirm import ConfirmMigration
-from resizedriver.operations.finish import FinishMigration
+from resizedriver.operations.finish import AfterFinish, FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.operations.revert import FinishRevertMigration
 from resizedriver.plan import Plan
@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 #: destination half before the source half it depends on.
 OPERATIONS = {
     'finish_migration': FinishMigration,
+    AfterFinish.OPERATION: AfterFinish,
     'migrate_disk_and_power_off': MigrateDiskAndPowerOff,
     'finish_revert_migration': FinishRevertMigration,
     'confirm_migration': ConfirmMigration,

@@ -52,11 +52,22 @@ from resizedriver.host import Host
 from resizedriver.layout import InstanceLayout
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova.implementation import NovaImplementation
+from resizedriver.operations import precopy
 from resizedriver.nova import translate
 from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
+
+
+def _refuse_if_topped(instance) -> None:
+    """No Nova definition on a disk under a pre-copy top: an interrupted
+    pre-copy is recovered first (``precopy.refuse_if_topped``)."""
+    try:
+        precopy.refuse_if_topped(InstanceLayout(CONF.instances_path,
+                                                instance.uuid))
+    except exception.RecoveryNeeded as e:
+        raise nova_exception.NovaException(str(e)) from e
 
 
 class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
@@ -79,7 +90,9 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                        old_guest=None):
         """Nova's XML, with the headroom the operator grants (spawn, hard
         reboot, resize, revert: every definition Nova makes), so that a
-        later resize can be live (:mod:`resizedriver.headroom`)."""
+        later resize can be live (:mod:`resizedriver.headroom`).  Never
+        for a disk under a pre-copy top (:func:`_refuse_if_topped`)."""
+        _refuse_if_topped(instance)
         xml = super()._get_guest_xml(
             context, instance, network_info, disk_info, image_meta,
             rescue=rescue, block_device_info=block_device_info, mdevs=mdevs,
@@ -92,6 +105,14 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                   room.max_memory_mib, instance=instance)
         return headroom.apply(xml, room, instance.flavor.vcpus,
                               instance.flavor.memory_mb)
+
+    def _hard_reboot(self, context, instance, *args, **kwargs):
+        """Nova's, refused up front while a pre-copy top is in the
+        instance directory (:func:`_refuse_if_topped`): Nova's hard
+        reboot (and power on) destroys the guest before it writes the new
+        XML, which would then be refused with the guest down."""
+        _refuse_if_topped(instance)
+        return super()._hard_reboot(context, instance, *args, **kwargs)
 
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):

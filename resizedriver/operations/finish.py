@@ -77,6 +77,8 @@ class FinishMigration:
         if disk.role not in GROWABLE:
             return disk
         fmt = 'qcow2' if self.env.conf.use_cow_images else 'raw'
+        if plans.builders(self.record.plan).keeps_disk_formats:
+            fmt = disk.format
         backing = disk.backing_file
         if backing:
             backing = None if fmt != disk.format else \
@@ -230,3 +232,35 @@ class FinishMigration:
         guest = self.env.host.lookup(self.record.uuid)
         if guest is not None:
             guest.destroy()
+
+
+class AfterFinish:
+    """What the destination does once the resized guest runs
+    (``Builders.after_finish``: pre-copy folds its layers): a plan of its
+    own, run by the engine after a finish that succeeded.  It is a
+    forward plan: a failure leaves its journal, a crash is completed by
+    recovery, and neither undoes the finish -- the guest runs on a valid
+    chain, and rolling the finish back would destroy it."""
+
+    OPERATION = 'after_finish_migration'
+
+    def __init__(self, env: HostEnv, record: ResizeRecord) -> None:
+        self.finish = FinishMigration(env, record, power_on=False)
+        self.record = record
+
+    def journal_context(self) -> dict[str, Any]:
+        return {'record': self.record.to_dict()}
+
+    @classmethod
+    def from_journal(cls, env: HostEnv,
+                     context: dict[str, Any]) -> 'AfterFinish':
+        return cls(env, ResizeRecord.from_dict(context['record']))
+
+    def recovery_plan(self) -> Plan:
+        return self.plan()
+
+    def plan(self) -> Plan:
+        return Plan(self.OPERATION, self.record.uuid,
+                    plans.builders(self.record.plan).after_finish(
+                        self.finish), forward=True)
+

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent import futures
 from typing import Any, Optional
 
 from oslo_log import log as logging
@@ -39,7 +40,7 @@ from resizedriver import inventory
 from resizedriver import qemuprocess
 from resizedriver import transport
 from resizedriver.env import HostEnv
-from resizedriver.operations import live, plans
+from resizedriver.operations import live, plans, precopy
 from resizedriver.guest import Guest
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
 from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor,
@@ -197,12 +198,15 @@ class MigrateDiskAndPowerOff:
         self.check_host_files()
         self.topology = Topology.of(self.dest.same_hypervisor,
                                     self._path_is_shared())
+        self.backing_to_copy = self._backing_to_copy()
+        free = self._dest_free_bytes()
         self.choice = chooser.choose(
             self.topology, self.disks,
             use_cow_images=self.env.conf.use_cow_images,
             offered=self.offered_plans, live=self.live_mode,
             live_blockers=self.live_blockers(), running=self.was_running,
-            pre_copy=self.env.conf.resizedriver.pre_copy)
+            pre_copy=self.env.conf.resizedriver.pre_copy,
+            precopy_blockers=self._precopy_blockers(free))
         LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
                  instance_uuid=self.inst.uuid)
         if self.choice.plan == chooser.LIVE:
@@ -221,8 +225,7 @@ class MigrateDiskAndPowerOff:
             raise exception.ResizeRefused(
                 f'{self.dest_inst.dir} already exists on the destination; '
                 f'move it away if it is a leftover')
-        self.backing_to_copy = self._backing_to_copy()
-        self._check_space()
+        self._check_space(free)
 
     def live_blockers(self) -> list[str]:
         """Why this resize cannot be live (``live.blockers``, then the
@@ -281,16 +284,31 @@ class MigrateDiskAndPowerOff:
                     f'{backing}; refusing to rebase onto another image')
         return needed
 
-    def _check_space(self) -> None:
-        needed = sum(d.actual_size for d in self.disks
-                     if d.role is not DiskRole.SWAP)
-        needed += sum(os.path.getsize(b) for b in self.backing_to_copy)
+    def _dest_free_bytes(self) -> int:
         try:
-            free = self.transport.free_bytes(self.dest.instances_path)
+            return self.transport.free_bytes(self.dest.instances_path)
         except exception.CommandFailed as e:
             raise exception.ResizeRefused(
                 f'destination instances path {self.dest.instances_path} '
                 f'is not usable: {e}') from e
+
+    def _bytes_needed(self) -> int:
+        """Every disk copied (not swap: made anew) and the backing files
+        the destination lacks."""
+        return sum(d.actual_size for d in self.disks
+                   if d.role is not DiskRole.SWAP) + \
+            sum(os.path.getsize(b) for b in self.backing_to_copy)
+
+    def _precopy_blockers(self, free: int) -> list[str]:
+        needed = self._bytes_needed() + precopy.fold_room(self.disks)
+        if free < needed:
+            return [f'the destination has {free} bytes free, a pre-copy '
+                    f'needs {needed} (its fold holds the data of a disk twice '
+                    f'for a while)']
+        return []
+
+    def _check_space(self, free: int) -> None:
+        needed = self._bytes_needed()
         if free < needed:
             raise exception.InsufficientSpace(
                 f'destination {self.dest.instances_path} has {free} bytes '
@@ -307,6 +325,21 @@ class MigrateDiskAndPowerOff:
             src, dst,
             (lambda done, total: progress(name, done, total))
             if progress else None, owner=self.inst.uuid)
+
+    def copy_all(self, pairs: list[tuple[str, str]]) -> None:
+        """:meth:`copy` each (source, destination), ``[resizedriver]
+        parallel_copies`` at a time: several disks cross the wire
+        together.  Every copy runs to its end (a partial one removes its
+        partial file) before the first failure is raised."""
+        workers = min(len(pairs), self.env.conf.resizedriver.parallel_copies)
+        if workers <= 1:
+            for src, dst in pairs:
+                self.copy(src, dst)
+            return
+        with futures.ThreadPoolExecutor(workers) as pool:
+            running = [pool.submit(self.copy, src, dst) for src, dst in pairs]
+        for job in running:
+            job.result()
 
     def copy_backing(self) -> None:
         self.transport.makedirs(self.dest_inst.base_dir)
@@ -403,9 +436,8 @@ class MigrateDiskAndPowerOff:
         names = [d.name for d in self.disks if d.role is not DiskRole.SWAP]
         if os.path.exists(self.inst.in_resize_dir(DISK_INFO)):
             names.append(DISK_INFO)
-        for name in names:
-            self.copy(self.inst.in_resize_dir(name),
-                       self.dest_inst.path(name))
+        self.copy_all([(self.inst.in_resize_dir(name),
+                        self.dest_inst.path(name)) for name in names])
         self.transport.sync_dir(self.dest.instances_path)
         self.record.copies_verified = True
         self.record.write(self.inst.in_resize_dir(RECORD_NAME))

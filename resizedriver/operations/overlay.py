@@ -53,7 +53,7 @@ any point leaves a valid chain a new pull completes.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from oslo_log import log as logging
 
@@ -164,18 +164,9 @@ def fold_before_delete(op: 'ConfirmMigration') -> None:
 
 def _rebase_offline(op: 'ConfirmMigration', disk: DiskFile,
                     qemu_img: qemuimg.QemuImg) -> None:
-    """Fold with the guest off.  The header is not trusted to say whether
-    a fold happened: QEMU killed just as a pull completed can leave it
-    naming ``_base`` while the copied clusters' index never reached the
-    disk, so their data is still only in ``<uuid>_resize``.  Pointing the
-    overlay back at ``<uuid>_resize`` is always right while it exists
-    (``blockjob.reattach``); the safe rebase then copies up whatever is
-    not in the overlay yet (nothing, after a pull that completed)."""
+    """Fold with the guest off (``blockjob.fold_offline``)."""
     path = op.record.dest.path(disk.name)
-    kept = op.record.source.in_resize_dir(disk.name)
-    base: Optional[str] = disk.backing_file
-    LOG.info('Guest is off: folding %s onto %s offline', path, base,
-             instance_uuid=op.record.uuid)
-    blockjob.reattach(path, kept, qemu_img)
-    size = os.path.getsize(kept) + qemu_img.info(path, 'qcow2').virtual_size
-    qemu_img.rebase_safe(path, base, 'raw', size=size)
+    LOG.info('Guest is off: folding %s onto %s offline', path,
+             disk.backing_file, instance_uuid=op.record.uuid)
+    blockjob.fold_offline(path, op.record.source.in_resize_dir(disk.name),
+                          disk.backing_file, qemu_img)

@@ -23,12 +23,24 @@ from resizedriver.plan import Step
 StepsFor = Callable[[Any], list[Step]]
 
 
+def _nothing(op: Any) -> list[Step]:
+    return []
+
+
 @dataclasses.dataclass(frozen=True)
 class Builders:
     migrate: StepsFor
     finish: StepsFor
     confirm: StepsFor
     revert: StepsFor
+    #: what the destination does once the resized guest runs, as a plan
+    #: of its own that is only ever completed (``finish.AfterFinish``):
+    #: a failure there must not take down a guest that runs
+    after_finish: StepsFor = _nothing
+    #: the copies stay in the format they arrived in, whatever this
+    #: host's ``use_cow_images`` (pre-copy's qcow2 chains: converting
+    #: them would take downtime; Nova keeps a qcow2 disk qcow2 too)
+    keeps_disk_formats: bool = False
 
 
 def _copy_steps(op: Any) -> list[Step]:
@@ -57,7 +69,9 @@ BUILDERS = {
     chooser.OVERLAY: Builders(overlay.migrate_steps, overlay.finish_steps,
                               overlay.confirm_steps, _cold_revert),
     chooser.PRECOPY: Builders(precopy.migrate_steps, precopy.finish_steps,
-                              _copy_steps, _precopy_revert),
+                              _copy_steps, _precopy_revert,
+                              after_finish=precopy.after_finish_steps,
+                              keeps_disk_formats=True),
     chooser.LIVE: Builders(live.migrate_steps, live.finish_steps,
                            live.confirm_steps, _live_revert),
 }

@@ -55,9 +55,13 @@ finish_migration:
   rebase overlays                           only when _base moved (another
                                             instances path): the layers
   (extend, swap, disk.info, VIFs, define, start: as the copy plan)
-  fold pre-copied layers                    live pull once started (or
-                                            offline rebase), then the
-                                            layer goes
+
+after_finish_migration (only ever completed, never undone: the guest
+runs on a valid chain whatever happens here; a failure is logged and
+left to recovery, a crash is completed by it):
+  fold pre-copied layers                    live pull (offline rebase if
+                                            not started), then the layer
+                                            goes
 
 confirm_migration: the copy plan's (the tops go with ``_resize``).
 finish_revert_migration: the copy plan's, with ``fold snapshot tops
@@ -85,9 +89,9 @@ from resizedriver.plan import Step
 
 if TYPE_CHECKING:
     from resizedriver.env import HostEnv
+    from resizedriver.guest import Guest
     from resizedriver.operations.finish import FinishMigration
     from resizedriver.operations.migrate import MigrateDiskAndPowerOff
-    from resizedriver.qemuimg import QemuImg
     from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
@@ -99,6 +103,12 @@ LAYER = '.precopy'
 
 def _growable(disks: list[DiskFile]) -> list[DiskFile]:
     return [d for d in disks if d.role in GROWABLE]
+
+
+def fold_room(disks: list[DiskFile]) -> int:
+    """Bytes the destination needs beyond the copies: while a layer is
+    pulled into its top both hold its data (the layer goes after)."""
+    return sum(d.actual_size for d in _growable(disks))
 
 
 # -- migrate ----------------------------------------------------------------
@@ -164,34 +174,69 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
     """Undo of the snapshot, and the revert's step: every top's data back
     in its disk, the top gone.  Needs nothing but what is there (after a
     crash the journal knows no disks): the tops in the instance directory
-    and the definitions that read them.  A guest running on a top is
-    committed live and pivoted; a top only a stopped definition (or no
-    domain) reads is committed offline; a top nothing reads any more was
-    pivoted away from, its data is in the disk already, it just goes.
-    ``redefine`` (if any) then replaces a stopped definition that named a
-    top (a revert defines one of its own next)."""
+    and the guest that may read them.
+
+    A guest that runs on a top is committed live and pivoted
+    (``blockjob.commit_active``); one that runs but no longer reads a
+    top was pivoted before a crash, paused until the top went, and only
+    has to lose the top and go on.  With no guest running every top is
+    committed offline: true to the bytes whatever a crash left, since a
+    disk under a top never holds writes newer than the top's (the
+    snapshot froze it; a pivot keeps the guest paused until the top is
+    gone; nothing defines a guest on a disk while its top exists:
+    :func:`refuse_if_topped`).  ``redefine`` (if any) then replaces a
+    stopped definition that named a top (a revert defines one of its
+    own next)."""
     tops = _tops(inst)
     if not tops:
         return
     guest = env.host.lookup(inst.uuid)
-    running = guest is not None and guest.is_running()
-    stale_definition = guest is not None and not running and any(
+    if guest is not None and guest.is_running():
+        _fold_tops_live(env, guest, inst, tops)
+        return
+    stale_definition = guest is not None and any(
         _dev_reading(guest.xml(), top) for _name, top in tops)
     qemu_img = env.qemu_img()
     for name, top in tops:
-        if guest is not None and running:
-            dev = _dev_reading(guest.live_xml(), top)
-            if dev is not None:
-                blockjob.commit_active(guest, dev, inst.path(name),
-                                       env.conf.resizedriver.fold_timeout)
-        elif guest is None or _dev_reading(guest.xml(), top):
-            LOG.info('Committing %s into %s offline', top, name,
-                     instance_uuid=inst.uuid)
-            qemu_img.commit(top, size=os.path.getsize(top))
+        LOG.info('Committing %s into %s offline', top, name,
+                 instance_uuid=inst.uuid)
+        qemu_img.commit(top, size=os.path.getsize(top))
     if stale_definition and redefine is not None:
         redefine()
     for _name, top in tops:
         fileutil.remove_durably(top)
+
+
+def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
+                    tops: list[tuple[str, str]]) -> None:
+    pivoted = False
+    for name, top in tops:
+        dev = _dev_reading(guest.live_xml(), top)
+        if dev is not None:
+            blockjob.commit_active(guest, dev, inst.path(name),
+                                   env.conf.resizedriver.fold_timeout,
+                                   functools.partial(fileutil.remove_durably,
+                                                     top))
+        else:
+            LOG.info('%s was pivoted away from before an interruption: '
+                     'removing it', top, instance_uuid=inst.uuid)
+            fileutil.remove_durably(top)
+            pivoted = True
+    if pivoted and guest.is_paused():
+        guest.resume()
+
+
+def refuse_if_topped(inst: InstanceLayout) -> None:
+    """Refuse to define or start a guest while a pre-copy top is in its
+    directory: the top holds writes its disk lacks, and a guest booted on
+    the disk would first hide them, then have them committed over its
+    own (recovery takes the top back first)."""
+    tops = _tops(inst)
+    if tops:
+        raise exception.RecoveryNeeded(
+            f'{tops[0][1]} holds writes of the guest that {tops[0][0]} '
+            f'lacks (an interrupted pre-copy left it): run "resizedriver '
+            f'recover {inst.uuid}" (nova-compute does at start) first')
 
 
 def _tops(inst: InstanceLayout) -> list[tuple[str, str]]:
@@ -213,14 +258,12 @@ def _dev_reading(xml: str, path: str) -> Optional[str]:
 def precopy(op: 'MigrateDiskAndPowerOff') -> None:
     """Everything but the tops, while the guest runs: the frozen disks as
     ``<name>.precopy``, the files that do not change as themselves."""
-    for disk in op.disks:
-        if disk.role is DiskRole.SWAP:
-            continue
-        dest_name = disk.name + LAYER if disk.role in GROWABLE else \
-            disk.name
-        op.copy(op.inst.path(disk.name), op.dest_inst.path(dest_name))
+    pairs = [(op.inst.path(d.name), op.dest_inst.path(
+        d.name + LAYER if d.role in GROWABLE else d.name))
+        for d in op.disks if d.role is not DiskRole.SWAP]
     if os.path.exists(op.inst.path(DISK_INFO)):
-        op.copy(op.inst.path(DISK_INFO), op.dest_inst.path(DISK_INFO))
+        pairs.append((op.inst.path(DISK_INFO), op.dest_inst.path(DISK_INFO)))
+    op.copy_all(pairs)
     op.transport.sync_dir(op.dest_inst.dir)
 
 
@@ -229,10 +272,12 @@ def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
     its pre-copied layer; then ``copies_verified`` on record, as the copy
     plan does."""
     remote_img = op.env.qemu_img(op.transport)
-    for disk in _growable(op.disks):
-        dest = op.dest_inst.path(disk.name)
-        op.copy(op.inst.in_resize_dir(disk.name + TOP), dest)
-        remote_img.rebase_unsafe(dest, op.dest_inst.path(disk.name + LAYER),
+    growable = _growable(op.disks)
+    op.copy_all([(op.inst.in_resize_dir(d.name + TOP),
+                  op.dest_inst.path(d.name)) for d in growable])
+    for disk in growable:
+        remote_img.rebase_unsafe(op.dest_inst.path(disk.name),
+                                 op.dest_inst.path(disk.name + LAYER),
                                  'qcow2')
     op.transport.sync_dir(op.dest.instances_path)
     op.record.copies_verified = True
@@ -245,8 +290,11 @@ def finish_steps(op: 'FinishMigration') -> list[Step]:
     steps = [Step(stepname.CHECK_PRECOPIED, lambda: check_precopied(op))]
     if _moved_bases(op):
         steps.append(Step(stepname.REBASE, lambda: rebase_layers(op)))
-    return (steps + op.steps_after_checks() +
-            [Step(stepname.FOLD_PRECOPY, lambda: fold_layers(op))])
+    return steps + op.steps_after_checks()
+
+
+def after_finish_steps(op: 'FinishMigration') -> list[Step]:
+    return [Step(stepname.FOLD_PRECOPY, lambda: fold_layers(op))]
 
 
 def _moved_bases(op: 'FinishMigration') -> list[tuple[str, str]]:
@@ -283,9 +331,11 @@ def check_precopied(op: 'FinishMigration') -> None:
 
 def fold_layers(op: 'FinishMigration') -> None:
     """Nova's layout again on this host: each top pulls its layer in
-    (live once the guest runs; offline when it was not started), then the
-    layer goes.  The chain is valid all along, so a crash anywhere leaves
-    a guest that boots and a pull that starts over."""
+    (live once the guest runs; offline when it does not), then the layer
+    goes.  The chain is valid all along, so a failure or a crash anywhere
+    leaves a guest that runs and a pull that starts over: this runs after
+    the finish, as a plan of its own that is only ever completed
+    (``operations.finish.AfterFinish``)."""
     guest = op.env.host.lookup(op.record.uuid)
     progress = op.env.progress
     for copied, final in op.pairs:
@@ -295,27 +345,26 @@ def fold_layers(op: 'FinishMigration') -> None:
         if not os.path.lexists(layer):
             continue
         if guest is not None and guest.is_running():
-            assert copied.target_dev is not None
+            dev = _dev_reading(guest.live_xml(), final.path)
+            if dev is None:
+                raise exception.ResizeDriverError(
+                    f'the running guest does not read {final.path}: not '
+                    f'folding {layer} under it')
             report: Optional[blockjob.PullProgress] = None
             if progress is not None:
                 report = functools.partial(_report, progress,
                                            f'{copied.name} (fold)')
-            blockjob.pull(guest, copied.target_dev, final.backing_file,
+            blockjob.pull(guest, dev, final.backing_file,
                           op.env.conf.resizedriver.fold_timeout, report)
         else:
-            _rebase_offline(op.qemu_img, final, layer)
+            blockjob.fold_offline(final.path, layer, final.backing_file,
+                                  op.qemu_img)
         fileutil.remove_durably(layer)
 
 
 def _report(progress: Callable[[str, int, int], None], name: str,
             done: int, total: int) -> None:
     progress(name, done, total)
-
-
-def _rebase_offline(qemu_img: 'QemuImg', final: DiskFile,
-                    layer: str) -> None:
-    size = os.path.getsize(layer) + final.virtual_size
-    qemu_img.rebase_safe(final.path, final.backing_file, 'raw', size=size)
 
 
 # -- revert -----------------------------------------------------------------

@@ -3,7 +3,10 @@
 RD_CRASH_AT = '<operation>:<step>' (a plan name and a step name): the
 process SIGKILLs itself right after that step has run, before the journal
 records it done.  'confirm_migration:mid pull' instead kills it while
-the overlay plan's block pull runs.  Everything else is the real command.
+the overlay plan's block pull runs; 'after_finish_migration:fail fold'
+makes the pre-copy's fold fail (as a pull QEMU aborts does) instead of
+killing anything.  Everything else is the real command.  Over ssh (no
+environment passes) the remote command sets it: ``env RD_CRASH_AT=...``.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import signal
 import sys
 import time
 
+from resizedriver import blockjob
 from resizedriver import guest
 from resizedriver import journal
 from resizedriver.cmd import cli
+from resizedriver.operations import precopy
 
 TARGET = os.environ['RD_CRASH_AT']
 _done = journal.Journal.done
@@ -45,8 +50,14 @@ def block_pull(self, target_dev: str, base, bandwidth: int = 0) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def failing_fold(op) -> None:
+    raise blockjob.FoldFailed('vda: the pull was aborted (crashcli)')
+
+
 journal.Journal.done = done
 if TARGET == 'confirm_migration:mid pull':
     _block_pull = guest.Guest.block_pull
     guest.Guest.block_pull = block_pull
+elif TARGET == 'after_finish_migration:fail fold':
+    precopy.fold_layers = failing_fold
 sys.exit(cli.main())

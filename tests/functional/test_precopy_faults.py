@@ -13,13 +13,18 @@ back; recover completes it.  Rows join the fault table.
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 
 from resizedriver import domain_xml
-from tests.functional.crosshost import CrossScenario
-from tests.functional.faultbench import KILLED, Bench, Row
+from tests.functional.crosshost import BASE, CrossScenario
+from tests.functional.faultbench import CRASHCLI, KILLED, TABLE, Bench, Row
 
 MIGRATE = 'migrate_disk_and_power_off'
+AFTER_FINISH = 'after_finish_migration'
 REVERT = 'finish_revert_migration'
 
 STEPS = ['create destination dir', 'snapshot disks for pre-copy',
@@ -33,10 +38,35 @@ class PrecopyBench(Bench):
     def __init__(self, scenario: CrossScenario) -> None:
         super().__init__(scenario)
         self.cross = scenario
+        self.remote_crash = ''
+        self.b_conf = os.path.join(scenario.root, 'b.conf')
 
     def to_b(self) -> list[str]:
         return ['resize', self.uuid, *self.flavor.next().args(),
                 '--dest-host', self.cross.b.addr]
+
+    def conf(self, *args, **kw) -> str:
+        """As ``Bench.conf``; with ``remote_crash`` set, B's half runs
+        as crashcli with that ``RD_CRASH_AT``."""
+        path = super().conf(*args, **kw)
+        if not self.remote_crash:
+            return path
+        with open(path) as f:
+            text = f.read()
+        text = re.sub(r'^remote_command = \S+ -m resizedriver\.cmd\.cli ',
+                      lambda m: f"remote_command = env 'RD_CRASH_AT="
+                                f"{self.remote_crash}' {sys.executable} "
+                                f"{CRASHCLI} ", text, flags=re.MULTILINE)
+        assert CRASHCLI in text, text
+        path = path[:-len('.conf')] + '-remote-crash.conf'
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    def b_cli(self, *args: str) -> str:
+        """The command on B, with B's own configuration."""
+        return self.cross.b.run(sys.executable, '-m', 'resizedriver.cmd.cli',
+                                '--config-file', self.b_conf, *args)
 
     def row(self, operation: str, fault: str) -> tuple[Row, dict]:
         row, before = self.begin(operation, fault + ' (pre-copy to B)')
@@ -95,15 +125,43 @@ def test_precopy_killed_after_each_step_and_broken_mid_copy(
                   'running; rolled back at once'
     b.expect_back_on_a(before, row)
 
-    # Then it goes through, and a revert killed after the fold back is
-    # completed by recover.
+    # Then it goes through, though B's fold fails: the finish stands, the
+    # guest runs on B on its pre-copied chain, recover on B folds it.
+    # Then a revert killed after the fold back is completed by recover.
     b.clear_faults()
-    row, before = b.row(REVERT, "killed after 'fold snapshot tops back'")
+    row, before = b.row(AFTER_FINISH, "B's fold of the pre-copied layer "
+                                      "fails")
     old = b.flavor
-    assert 'Plan precopy' in b.cli('--verbose', *b.to_b()).stderr
+    b.remote_crash = f'{AFTER_FINISH}:fail fold'
+    err = b.cli('--verbose', *b.to_b()).stderr
+    b.remote_crash = ''
+    assert 'Plan precopy' in err
     moved = precopy.wait_boot_on_b(b.boot + 1)
     assert moved.shutdown_mark == str(b.boot)
     assert moved.cpu_count == old.next().vcpus
+    guest_b = precopy.b_host.lookup(uuid)
+    assert guest_b.is_running()
+    layer = precopy.b_path(uuid, 'disk.precopy')
+    assert os.path.exists(layer)     # the chain B runs on, kept valid
+    out = b.b_cli('recover', uuid)
+    assert f'{AFTER_FINISH} interrupted at ' in out and 'completed' in out, \
+        out
+    assert not os.path.exists(layer)
+    assert guest_b.is_running()
+    info = json.loads(subprocess.run(
+        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2',
+         precopy.b_path(uuid, 'disk')], check=True, capture_output=True,
+        text=True).stdout)
+    assert info['backing-filename'] == os.path.join(precopy.instances,
+                                                    '_base', BASE)
+    row.outcome = ('finish succeeded, guest running on B on the valid '
+                   'chain; recover on B: completed (fold run again)')
+    row.source = 'kept in _resize until confirm'
+    row.retry = 'n/a'
+
+    row = Row(REVERT, "killed after 'fold snapshot tops back' (pre-copy "
+                      "to B)", '')
+    TABLE.append(row)
     proc = b.cli('revert', uuid, crash_at=f'{REVERT}:fold snapshot tops '
                                           f'back', expect_rc=None)
     assert proc.returncode == KILLED, proc.stderr

@@ -174,6 +174,25 @@ def test_shrink_is_refused_before_power_off(make_server):
     assert_no_resize_left(server)
     assert server.ping()
 
+    # A pre-copy top in its directory (an interrupted pre-copy's): Nova
+    # neither hard reboots the guest (which destroys it first) nor
+    # defines one on the disk under the top.
+    top = os.path.join(server.dir, 'disk.top')
+    open(top, 'w').close()
+    try:
+        with pytest.raises(nova_exception.NovaException,
+                           match='disk.top holds writes'):
+            server.driver.reboot(server.ctx, server.instance, server.nw,
+                                 'HARD')
+        with pytest.raises(nova_exception.NovaException,
+                           match='resizedriver recover'):
+            server.driver._get_guest_xml(
+                server.ctx, server.instance, server.nw, {}, server.image_meta)
+    finally:
+        os.unlink(top)
+    assert server.driver.get_info(server.instance).state == 1
+    assert server.wait_boot(1).boot == 1
+
 
 class Crash(BaseException):
     """nova-compute dying: nothing in the driver may catch it."""

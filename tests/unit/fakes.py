@@ -14,6 +14,7 @@ class FakeGuest:
         self.name = name
         self._xml = xml
         self.running = running
+        self.paused = False
         self.calls: list[tuple] = []
 
     def xml(self) -> str:
@@ -37,6 +38,13 @@ class FakeGuest:
     def ensure_running(self, timeout: float) -> None:
         if not self.running:
             self.start()
+
+    def is_paused(self) -> bool:
+        return self.paused
+
+    def resume(self) -> None:
+        self.calls.append(('resume',))
+        self.paused = False
 
     def destroy(self) -> None:
         self.calls.append(('destroy',))

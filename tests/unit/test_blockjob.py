@@ -148,3 +148,88 @@ def test_a_base_not_in_the_chain_is_refused():
     with pytest.raises(blockjob.FoldFailed, match='not below'):
         blockjob.pull(dom, 'vda', BASE, timeout=10)
     assert dom.calls == []
+
+
+# -- commit_active: a pre-copy snapshot taken back ------------------------
+
+COMMIT = libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT
+SNAP_TOP, DISK = '/i/u/disk.top', '/i/u/disk'
+
+
+class Committing(Domain):
+    """An active commit: mirroring (cur == end) after ``lag`` polls, or
+    only once the guest is paused (a guest that writes faster than the
+    commit copies); the pivot refused ``not_ready`` times first."""
+
+    def __init__(self, lag: int = 1, only_when_paused: bool = False,
+                 not_ready: int = 0) -> None:
+        super().__init__([SNAP_TOP, DISK, BASE], job_polls=None)
+        self.lag = lag
+        self.only_when_paused = only_when_paused
+        self.not_ready = not_ready
+        self.paused = False
+
+    def block_commit_active(self, dev: str, base: str) -> None:
+        self.calls.append(f'commit {base}')
+        self.job = BlockJob(COMMIT, 0, 9)
+
+    def block_job(self, dev: str) -> Optional[BlockJob]:
+        if self.job is not None and self.job.type == COMMIT:
+            self.lag -= 1
+            synced = self.lag <= 0 and (self.paused or
+                                        not self.only_when_paused)
+            self.job = BlockJob(COMMIT, 9 if synced else 1, 9)
+        return self.job
+
+    def pivot_block_job(self, dev: str) -> None:
+        if self.not_ready:
+            self.not_ready -= 1
+            self.calls.append('pivot refused')
+            raise libvirt.libvirtError('block job not ready yet')
+        self.calls.append('pivot' + (' paused' if self.paused else ''))
+        self.job = None
+        self.chain = self.chain[1:]
+
+    def pause(self) -> None:
+        self.calls.append('pause')
+        self.paused = True
+
+    def resume(self) -> None:
+        self.calls.append('resume')
+        self.paused = False
+
+
+def test_the_pivot_is_paused_until_the_top_is_gone():
+    """From the pause on the disk holds all the top does and nothing
+    newer: the top may be committed again after any crash."""
+    dom = Committing()
+    blockjob.commit_active(dom, 'vda', DISK, timeout=10,
+                           drop_top=lambda: dom.calls.append('drop top'))
+    assert dom.calls == [f'commit {DISK}', 'pause', 'pivot paused',
+                         'drop top', 'resume']
+    assert dom.chain == [DISK, BASE]
+
+
+def test_a_pivot_libvirt_is_not_ready_for_is_tried_again():
+    dom = Committing(not_ready=2)
+    blockjob.commit_active(dom, 'vda', DISK, timeout=10,
+                           drop_top=lambda: None)
+    assert dom.calls.count('pivot refused') == 2
+    assert 'pivot paused' in dom.calls
+
+
+def test_a_guest_writing_faster_than_the_commit_is_paused_to_end_it():
+    dom = Committing(only_when_paused=True)
+    blockjob.commit_active(dom, 'vda', DISK, timeout=0.05,
+                           drop_top=lambda: None)
+    assert dom.calls == [f'commit {DISK}', 'pause', 'pivot paused',
+                         'resume']
+
+
+def test_a_commit_that_fails_resumes_the_guest_on_its_top():
+    dom = Committing(not_ready=10 ** 6)
+    with pytest.raises(blockjob.FoldFailed, match='pivot was refused'):
+        blockjob.commit_active(dom, 'vda', DISK, timeout=0.05,
+                               drop_top=lambda: dom.calls.append('drop'))
+    assert dom.calls[-2:] == ['abort', 'resume'] and 'drop' not in dom.calls
+    assert dom.chain == [SNAP_TOP, DISK, BASE]

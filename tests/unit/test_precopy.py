@@ -3,16 +3,29 @@ libvirt for, and how its top is taken back whatever a crash left."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import types
 
 from lxml import etree
 
+import pytest
+
+from resizedriver import blockjob
 from resizedriver import chooser
+from resizedriver import exception
+from resizedriver import stepname
+from resizedriver.engine import ResizeEngine
 from resizedriver.layout import InstanceLayout
-from resizedriver.model import DiskFile, DiskRole, MiB, Topology
+from resizedriver.model import Destination, DiskFile, DiskRole, MiB, Topology
 from resizedriver.operations import precopy
+from resizedriver.operations.finish import AfterFinish, FinishMigration
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.transport import LocalTransport
+from tests.unit.conftest import qemu_img
+from tests.unit.test_migrate import GROW
+from tests.unit.test_record import make_record
 from tests.unit.fakes import FakeGuest, FakeHost
 from tests.unit.test_headroom import XML
 
@@ -93,18 +106,108 @@ def test_a_top_a_stopped_definition_reads_is_committed_then_redefined(
     assert os.path.exists(inst.path('console.log.top'))
 
 
-def test_a_top_nothing_reads_any_more_was_pivoted_and_only_goes(tmp_path):
-    # a crash after the pivot: the guest writes to disk; committing the
-    # stale top now would overwrite what it wrote since
+def test_a_running_guest_that_no_longer_reads_its_top_only_loses_it(
+        tmp_path):
+    """A crash after the pivot: the guest writes to disk; committing the
+    stale top now would overwrite what it wrote since.  Paused (as the
+    pivot leaves it until the top is gone), it is resumed after."""
     inst, xml = _instance(tmp_path, 'disk')
-    for running in (True, False):
+    for paused in (False, True):
         open(inst.path('disk.top'), 'w').close()
+        guest = FakeGuest(inst.uuid, 'g', xml, running=True)
+        guest.paused = paused
         img, redefined = _Img(), []
-        precopy.fold_tops_back(
-            _env(FakeHost([FakeGuest(inst.uuid, 'g', xml, running)]), img),
-            inst, functools.partial(redefined.append, 1))
+        precopy.fold_tops_back(_env(FakeHost([guest]), img), inst,
+                               functools.partial(redefined.append, 1))
         assert (img.commits, redefined) == ([], [])
         assert not os.path.exists(inst.path('disk.top'))
+        assert guest.call_names == (['resume'] if paused else [])
+
+
+def test_a_top_under_a_stopped_guest_is_committed_even_if_unread(tmp_path):
+    """Stopped, a guest never ran on a disk newer than its top (a pivot
+    keeps it paused until the top is gone; nothing defines a guest on
+    the disk while the top exists): the top may hold what a pivot's
+    flush did not get onto the disk, or a definition Nova wrote anew may
+    name the disk.  Deleting it lost those writes."""
+    inst, xml = _instance(tmp_path, 'disk')
+    img = _Img()
+    precopy.fold_tops_back(
+        _env(FakeHost([FakeGuest(inst.uuid, 'g', xml, running=False)]),
+             img), inst, None)
+    assert img.commits == [inst.path('disk.top')]
+    assert not os.path.exists(inst.path('disk.top'))
+
+
+def test_nothing_boots_a_disk_while_its_top_exists(tmp_path):
+    inst, _xml = _instance(tmp_path, 'disk')
+    with pytest.raises(exception.RecoveryNeeded, match='disk.top'):
+        precopy.refuse_if_topped(inst)
+    os.unlink(inst.path('disk.top'))
+    precopy.refuse_if_topped(inst)
+
+
+def test_precopy_needs_a_disk_file_and_room_for_the_fold():
+    volume_only = [DiskFile('disk.config', DiskRole.CONFIG, '/i/u/disk.config',
+                            'raw', MiB, MiB, None, 'hdd')]
+    choice = _choose(disks=volume_only)
+    assert choice.plan == chooser.COPY
+    assert 'no root or ephemeral disk' in choice.reason
+    choice = _choose(precopy_blockers=['the destination has 1 bytes free'])
+    assert choice.plan == chooser.COPY
+    assert 'the destination has 1 bytes free' in choice.reason
+
+
+def _all_qcow2(instance) -> None:
+    local = instance.path('disk.local')
+    qemu_img('convert', '-f', 'raw', '-O', 'qcow2', local, local + '.q')
+    os.rename(local + '.q', local)
+    old = ("type='raw' cache='none'/>\n      <source file='"
+           f"{instance.dir}/disk.local'")
+    assert old in instance.xml
+    instance.xml = instance.xml.replace(old, old.replace('raw', 'qcow2'))
+
+
+def test_a_precopy_is_taken_only_with_room_for_two_copies(
+        instance, make_env, tmp_path, monkeypatch):
+    _all_qcow2(instance)
+    dest = tmp_path / 'b-instances'
+    dest.mkdir()
+    free = {}
+    transport = LocalTransport()
+    monkeypatch.setattr(transport, 'free_bytes', lambda path: free['n'])
+
+    def chosen(n: int) -> chooser.Choice:
+        free['n'] = n
+        op = MigrateDiskAndPowerOff(
+            make_env(FakeGuest(instance.uuid, 'g', instance.xml)),
+            instance.uuid, GROW, Destination(None, str(dest), False),
+            transport)
+        op.plan()
+        return op.choice
+
+    copies = chosen(1 << 40)
+    assert copies.plan == chooser.PRECOPY, copies.reason
+    needed = sum(os.path.getsize(instance.path(n))
+                 for n in ('disk', 'disk.local'))
+    # room for the copies but not for the fold's second copy: copy plan
+    tight = chosen(needed + 64 * 1024 * 1024 // 8)
+    assert tight.plan == chooser.COPY
+    assert 'a pre-copy needs' in tight.reason
+
+
+def test_a_host_without_cow_images_keeps_pre_copied_disks_qcow2(
+        conf, make_env):
+    """B's ``use_cow_images = False`` must not make the pre-copied qcow2
+    chain be read as raw (its layer then deleted): Nova keeps a qcow2
+    disk qcow2 too."""
+    conf.set_override('use_cow_images', False)
+    record = make_record()
+    for plan, fmt in ((chooser.PRECOPY, 'qcow2'), (chooser.COPY, 'raw')):
+        record.plan = plan
+        op = FinishMigration(make_env(), record, power_on=True)
+        root = [f for c, f in op.pairs if c.role is DiskRole.ROOT][0]
+        assert root.format == fmt, plan
 
 
 def test_with_no_domain_the_top_is_committed_and_with_no_top_nothing(
@@ -115,3 +218,35 @@ def test_with_no_domain_the_top_is_committed_and_with_no_top_nothing(
     assert img.commits == [inst.path('disk.top')]
     precopy.fold_tops_back(_env(FakeHost([]), img), inst, None)
     assert img.commits == [inst.path('disk.top')]       # nothing more
+
+
+def test_a_failed_fold_on_the_destination_leaves_the_guest_running(
+        conf, instances, monkeypatch):
+    """The fold runs once the resized guest runs: its failure used to
+    fail the finish, whose undo destroyed that guest (and a crash mid
+    fold had recovery roll the finish back the same way).  Now it is a
+    plan of its own that is only ever completed: the finish stands, the
+    journal stays, recovery folds."""
+    record = dataclasses.replace(make_record(instances), plan=chooser.PRECOPY)
+    finish = FinishMigration(
+        ResizeEngine(conf, host=FakeHost([])).env, record, power_on=True)
+    assert stepname.FOLD_PRECOPY not in finish.plan()
+    guest = FakeGuest(record.uuid, record.name, record.source_xml)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    folds = []
+
+    def fold(op) -> None:
+        folds.append(op.record.uuid)
+        if len(folds) == 1:
+            raise blockjob.FoldFailed('vda: the pull was aborted')
+
+    monkeypatch.setattr(precopy, 'fold_layers', fold)
+    engine._after_finish(AfterFinish(engine.env, record))
+    assert guest.running and guest.calls == []
+    [journal] = engine.journals.find(record.uuid)
+    assert journal.operation == AfterFinish.OPERATION
+    [result] = engine.recover(record.uuid)
+    assert (result.action, result.error) == ('completed', None), result
+    assert folds == [record.uuid] * 2
+    assert engine.journals.find(record.uuid) == []
+    assert guest.running and guest.calls == []
