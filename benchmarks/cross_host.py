@@ -221,6 +221,22 @@ def show(results: list[CrossResult], directory: str, note: str) -> None:
           f'cross-host.png', file=sys.stderr)
 
 
+def start_on_host_b(p: argparse.ArgumentParser, argv: list[str],
+                    name: str) -> tuple[argparse.Namespace, hostb.HostB, str]:
+    """Parse ``argv`` (with ``--results``), as root only, host B set up;
+    and a fresh work directory ``/var/lib/rdbench-<name>-<pid>``."""
+    p.add_argument('--results', default=os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), 'results'))
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit(f'{p.prog} sets up host B and drives its daemons: run it '
+                 f'as root')
+    b = hostb.HostB.setup()
+    root = f'/var/lib/rdbench-{name}-{os.getpid()}'
+    os.makedirs(root)
+    return args, b, root
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog='benchmarks/run cross-host',
                                 description=__doc__)
@@ -230,14 +246,7 @@ def main(argv: list[str]) -> int:
                    help='KiB/s the guest writes during the move (0: none)')
     p.add_argument('--drivers', default='ours,upstream',
                    type=lambda s: s.split(','))
-    p.add_argument('--results', default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), 'results'))
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        sys.exit('benchmarks/run drives the system libvirtd: run it as root')
-    b = hostb.HostB.setup()
-    root = f'/var/lib/rdbench-cross-{os.getpid()}'
-    os.makedirs(root)
+    args, b, root = start_on_host_b(p, argv, 'cross')
     results: list[CrossResult] = []
     bench = Bench(root, b)
     try:

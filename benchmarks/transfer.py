@@ -28,6 +28,7 @@ import sys
 import time
 
 from benchmarks import report
+from benchmarks.cross_host import start_on_host_b
 from benchmarks.resize_bench import MiB, parse_size
 from resizedriver.transport.proc import Deadlines
 from resizedriver.transport.ssh import SshOptions, SshTransport
@@ -136,15 +137,8 @@ def main(argv: list[str]) -> int:
     p.add_argument('--size', default='1G', type=parse_size)
     p.add_argument('--kinds', default=','.join(KINDS),
                    type=lambda s: s.split(','))
-    p.add_argument('--results', default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), 'results'))
-    args = p.parse_args(argv)
-    if os.geteuid() != 0:
-        sys.exit('benchmarks/run transfer drops caches: run it as root')
-    b = hostb.HostB.setup()
-    root = f'/var/lib/rdbench-transfer-{os.getpid()}'
+    args, b, root = start_on_host_b(p, argv, 'transfer')
     dest_dir = os.path.join(b.instances, os.path.basename(root))
-    os.makedirs(root)
     results: list[TransferResult] = []
     try:
         transport(b, False).execute('mkdir', '-p', dest_dir)

@@ -15,37 +15,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
 
 from resizedriver import exception
 from resizedriver import stepname
-from resizedriver.env import HostEnv
 from resizedriver.operations import plans
-from resizedriver.plan import Plan, Step
-from resizedriver.record import ResizeRecord
+from resizedriver.operations.forward import ForwardOperation
+from resizedriver.plan import Step
 
 
-class ConfirmMigration:
-    def __init__(self, env: HostEnv, record: ResizeRecord) -> None:
-        self.env = env
-        self.record = record
+class ConfirmMigration(ForwardOperation):
+    OPERATION = 'confirm_migration'
 
-    def journal_context(self) -> dict[str, Any]:
-        return {'record': self.record.to_dict()}
-
-    @classmethod
-    def from_journal(cls, env: HostEnv,
-                     context: dict[str, Any]) -> 'ConfirmMigration':
-        return cls(env, ResizeRecord.from_dict(context['record']))
-
-    def recovery_plan(self) -> Plan:
-        return self.plan()
-
-    def plan(self) -> Plan:
-        """The steps of the plan the resize record names."""
-        return Plan('confirm_migration', self.record.uuid,
-                    plans.builders(self.record.plan).confirm(self),
-                    forward=True)
+    def steps(self) -> list[Step]:
+        return plans.builders(self.record.plan).confirm(self)
 
     def copy_steps(self) -> list[Step]:
         """The ``copy`` plan (the table at the top of this module)."""

@@ -40,6 +40,7 @@ from resizedriver import inventory
 from resizedriver import vif
 from resizedriver.env import HostEnv
 from resizedriver.operations import plans
+from resizedriver.operations.forward import ForwardOperation
 from resizedriver.guest import Guest
 from resizedriver.model import (GROWABLE, DiskFile, DiskRole, disk_info,
                                 grown_size)
@@ -234,7 +235,7 @@ class FinishMigration:
             guest.destroy()
 
 
-class AfterFinish:
+class AfterFinish(ForwardOperation):
     """What the destination does once the resized guest runs
     (``Builders.after_finish``: pre-copy folds its layers): a plan of its
     own, run by the engine after a finish that succeeded.  It is a
@@ -244,23 +245,6 @@ class AfterFinish:
 
     OPERATION = 'after_finish_migration'
 
-    def __init__(self, env: HostEnv, record: ResizeRecord) -> None:
-        self.finish = FinishMigration(env, record, power_on=False)
-        self.record = record
-
-    def journal_context(self) -> dict[str, Any]:
-        return {'record': self.record.to_dict()}
-
-    @classmethod
-    def from_journal(cls, env: HostEnv,
-                     context: dict[str, Any]) -> 'AfterFinish':
-        return cls(env, ResizeRecord.from_dict(context['record']))
-
-    def recovery_plan(self) -> Plan:
-        return self.plan()
-
-    def plan(self) -> Plan:
-        return Plan(self.OPERATION, self.record.uuid,
-                    plans.builders(self.record.plan).after_finish(
-                        self.finish), forward=True)
-
+    def steps(self) -> list[Step]:
+        return plans.builders(self.record.plan).after_finish(
+            FinishMigration(self.env, self.record, power_on=False))

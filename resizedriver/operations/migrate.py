@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from concurrent import futures
 from typing import Any, Optional
 
@@ -329,16 +330,28 @@ class MigrateDiskAndPowerOff:
     def copy_all(self, pairs: list[tuple[str, str]]) -> None:
         """:meth:`copy` each (source, destination), ``[resizedriver]
         parallel_copies`` at a time: several disks cross the wire
-        together.  Every copy runs to its end (a partial one removes its
-        partial file) before the first failure is raised."""
+        together.  After a failure no other copy begins; those under
+        way run to their end (a failed one removes its partial file)
+        before the failure is raised."""
         workers = min(len(pairs), self.env.conf.resizedriver.parallel_copies)
         if workers <= 1:
             for src, dst in pairs:
                 self.copy(src, dst)
             return
+        failed = threading.Event()
+
+        def one(src: str, dst: str) -> None:
+            if failed.is_set():
+                return
+            try:
+                self.copy(src, dst)
+            except BaseException:
+                failed.set()
+                raise
+
         with futures.ThreadPoolExecutor(workers) as pool:
-            running = [pool.submit(self.copy, src, dst) for src, dst in pairs]
-        for job in running:
+            jobs = [pool.submit(one, src, dst) for src, dst in pairs]
+        for job in jobs:
             job.result()
 
     def copy_backing(self) -> None:

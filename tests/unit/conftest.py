@@ -177,6 +177,9 @@ def conf(instances) -> cfg.ConfigOpts:
     c.set_override('instances_path', instances)
     c.set_override('shutdown_timeout', 7, group='resizedriver')
     c.set_override('shutdown_retry_interval', 3, group='resizedriver')
+    # one copy at a time: tests that count copies before a failure see
+    # them in order (test_migrate's parallel test sets its own)
+    c.set_override('parallel_copies', 1, group='resizedriver')
     return c
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -318,20 +319,22 @@ def test_the_chosen_plan_is_on_record_and_in_the_journal(instance, conf,
                                                           'same-host')
 
 
-def test_files_are_copied_in_parallel_and_all_end_before_a_failure(
+def test_files_are_copied_in_parallel_and_none_begins_after_a_failure(
         instance, make_env, conf, tmp_path):
     """``parallel_copies`` copies at once (each waits at a barrier only
-    the other can lift); one failing does not cut the other short, and
-    its error is what the step raises."""
+    the other can lift); one failing does not cut the other short, no
+    copy begins after it, and its error is what the step raises."""
     conf.set_override('parallel_copies', 2, group='resizedriver')
     barrier = threading.Barrier(2, timeout=10)
-    ended = []
+    begun, ended = [], []
 
     class Meeting(LocalTransport):
         def copy_file(self, src, dst, progress=None, *, owner):
+            begun.append(os.path.basename(dst))
             barrier.wait()
             if dst.endswith('disk'):
                 raise exception.CommandFailed(f'copy to {dst} failed')
+            time.sleep(0.2)         # the failure is in by the time we end
             super().copy_file(src, dst, progress, owner=owner)
             ended.append(os.path.basename(dst))
 
@@ -339,5 +342,5 @@ def test_files_are_copied_in_parallel_and_all_end_before_a_failure(
                                 GROW, same_host(str(tmp_path)), Meeting())
     with pytest.raises(exception.CommandFailed, match='disk failed'):
         op.copy_all([(instance.path(n), str(tmp_path / n))
-                     for n in ('disk', 'disk.local')])
-    assert ended == ['disk.local']
+                     for n in ('disk', 'disk.local', 'kernel', 'disk.info')])
+    assert (begun, ended) == (['disk', 'disk.local'], ['disk.local'])
