@@ -20,6 +20,7 @@ import dataclasses
 import logging as std_logging
 import re
 import sys
+import threading
 from typing import Optional, Sequence
 
 import libvirt
@@ -127,25 +128,41 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 class Console:
-    """Copy progress for a person: a live line on a terminal, else one
-    line per file when it is done (so logs stay readable)."""
+    """Copy progress for a person: a live line on a terminal (every file
+    being copied, side by side with ``parallel_copies``), else one line
+    per file when it is done (so logs stay readable)."""
 
     def __init__(self, stream=sys.stderr) -> None:
         self.stream = stream
         self.live = stream.isatty()
+        self._copying: dict[str, tuple[int, int]] = {}
         self._last = ''
+        self._lock = threading.Lock()
 
     def progress(self, name: str, done: int, total: int) -> None:
-        finished = done >= total
-        if not (self.live or finished):
-            return
-        pct = 100 * done // total if total else 100
-        line = (f'copying {name}: {pct:3d}% '
-                f'({done / MiB:.1f}/{total / MiB:.1f} MiB)')
-        if line != self._last:
-            self.stream.write(line + ('\n' if finished else '\r'))
+        with self._lock:
+            if done >= total:
+                self._copying.pop(name, None)
+                self._write('copying ' + _share(name, total, total), '\n')
+            else:
+                self._copying[name] = (done, total)
+            if self.live and self._copying:
+                self._write('copying ' + ', '.join(
+                    _share(n, d, t) for n, (d, t) in self._copying.items()),
+                    '\r')
+
+    def _write(self, line: str, end: str) -> None:
+        if self.live and self._last.endswith('\r'):
+            self.stream.write('\x1b[2K')      # clear the live line first
+        if line + end != self._last:
+            self.stream.write(line + end)
             self.stream.flush()
-            self._last = line
+            self._last = line + end
+
+
+def _share(name: str, done: int, total: int) -> str:
+    pct = 100 * done // total if total else 100
+    return f'{name}: {pct:3d}% ({done / MiB:.1f}/{total / MiB:.1f} MiB)'
 
 
 def _guest(engine: ResizeEngine, domain: str) -> Guest:

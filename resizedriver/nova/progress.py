@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 PROGRESS_STEP = 5          # percent between two instance.save() calls
@@ -11,27 +12,28 @@ class InstanceProgress:
     """Turns per-file copy progress into ``instance.progress`` (0-100).
 
     One per migrate call, handed to that call's operation only: the
-    driver serves several instances at once.
+    driver serves several instances at once.  Files copied side by side
+    (``parallel_copies``) report in turn, from their own threads.
     """
 
     def __init__(self, instance: Any) -> None:
         self.instance = instance
         self.total = 1
-        self._finished: dict[str, int] = {}
+        self._done: dict[str, int] = {}
         self._saved = -PROGRESS_STEP
+        self._lock = threading.Lock()
 
     def expect(self, total: int) -> None:
         """The bytes to copy, known once the disks were looked at."""
         self.total = max(total, 1)
 
     def __call__(self, name: str, done: int, total: int) -> None:
-        if done >= total:
-            self._finished[name] = total
-        copied = sum(self._finished.values()) + (
-            0 if name in self._finished else done)
-        pct = min(100, 100 * copied // self.total)
-        if pct - self._saved >= PROGRESS_STEP or pct == 100:
-            self._save(pct)
+        with self._lock:
+            self._done[name] = min(done, total)
+            pct = min(100, 100 * sum(self._done.values()) // self.total)
+            if pct - self._saved >= PROGRESS_STEP or \
+                    (pct == 100 != self._saved):
+                self._save(pct)
 
     def complete(self) -> None:
         """The migrate is done: 100, also for a plan that copied nothing

@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import socket
+import types
 
 import pytest
 
@@ -14,6 +15,7 @@ from resizedriver.cmd import cli
 from resizedriver.host import Host
 from resizedriver.journal import JournalStore
 from resizedriver.layout import RECORD_NAME
+from resizedriver.nova.progress import InstanceProgress
 from tests.unit.test_record import UUID, make_record
 
 MiB = 1024 * 1024
@@ -189,3 +191,39 @@ def test_step_logs_only_with_verbose(cli_env, flags, level):
     assert cli.main(['--config-file', ini, *flags, 'status']) == 0
     assert rd_logger.level == level
     rd_logger.setLevel(logging.NOTSET)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_line_shows_every_file_being_copied():
+    """Files copied side by side share the live line; each finished one
+    gets a line of its own; off a terminal only those are written."""
+    tty = cli.Console(_Tty())
+    tty.progress('disk', MiB, 4 * MiB)
+    tty.progress('disk.local', 0, 2 * MiB)
+    tty.progress('disk.local', 2 * MiB, 2 * MiB)
+    tty.progress('disk', 4 * MiB, 4 * MiB)
+    out = tty.stream.getvalue()
+    assert ('copying disk:  25% (1.0/4.0 MiB), disk.local:   0% '
+            '(0.0/2.0 MiB)\r') in out
+    assert 'copying disk.local: 100% (2.0/2.0 MiB)\n' in out
+    assert out.endswith('copying disk: 100% (4.0/4.0 MiB)\n')
+    log = cli.Console(io.StringIO())
+    for args in (('disk', MiB, 4 * MiB), ('disk', 4 * MiB, 4 * MiB)):
+        log.progress(*args)
+    assert log.stream.getvalue() == 'copying disk: 100% (4.0/4.0 MiB)\n'
+
+
+def test_instance_progress_adds_up_files_copied_side_by_side():
+    saved = []
+    inst = types.SimpleNamespace(progress=0,
+                                 save=lambda: saved.append(inst.progress))
+    progress = InstanceProgress(inst)
+    progress.expect(100)
+    for name, done in (('disk', 30), ('kernel', 10), ('disk', 60),
+                       ('kernel', 40), ('disk', 60)):
+        progress(name, done, 60 if name == 'disk' else 40)
+    assert saved == [30, 40, 70, 100]
