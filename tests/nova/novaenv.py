@@ -100,7 +100,8 @@ def seed_images(instances_path: str,
     build = testguest.build_guest_image()
     base = os.path.join(instances_path, '_base')
     os.makedirs(base, exist_ok=True)
-    for image_id, src in ((IMAGE_ID, 'base.raw'), (KERNEL_ID, 'vmlinuz'),
+    for image_id, src in ((IMAGE_ID, 'base.raw'),
+                          (KERNEL_ID, testguest.KERNEL),
                           (RAMDISK_ID, 'initrd.img')):
         if image_id not in images:
             continue
