@@ -53,6 +53,10 @@ POLL_SECONDS = 0.2
 #: a chain deeper than this is not one we made
 MAX_DEPTH = 16
 
+#: how long a guest that outruns an active commit is paused for it to
+#: catch up (and for its pivot), at most
+PAUSED_CATCH_UP = 60.0
+
 #: progress(bytes done, bytes total) of one pull
 PullProgress = Callable[[int, int], None]
 
@@ -151,27 +155,42 @@ def commit_active(guest: Guest, target_dev: str, base: str,
         guest.block_commit_active(target_dev, base)
     if not _caught_up(guest, target_dev, base, timeout):
         LOG.warning('%s: the commit did not catch up with the guest '
-                    'within %.0f s; pausing the guest until it has',
-                    target_dev, timeout, instance_uuid=guest.uuid)
-    guest.pause()
+                    'within %.0f s; pausing the guest (at most %.0f s) '
+                    'until it has', target_dev, timeout, PAUSED_CATCH_UP,
+                    instance_uuid=guest.uuid)
     try:
-        if not _caught_up(guest, target_dev, base, timeout):
+        guest.pause()
+        if not _caught_up(guest, target_dev, base, PAUSED_CATCH_UP):
             raise FoldFailed(f'{target_dev}: the commit into {base} did not '
-                             f'catch up within {timeout:.0f} s even with '
-                             f'the guest paused')
-        _pivot(guest, target_dev, timeout)
+                             f'catch up even with the guest paused for '
+                             f'{PAUSED_CATCH_UP:.0f} s')
+        _pivot(guest, target_dev, PAUSED_CATCH_UP)
     except BaseException:
-        if guest.block_job(target_dev) is not None:
-            guest.abort_block_job(target_dev)
-        if backing_chain(guest, target_dev)[0] != base:
-            guest.resume()          # on its top, as before the commit
+        _undo_commit(guest, target_dev, base)
         raise
     chain = backing_chain(guest, target_dev)
     if chain[0] != base:
         raise FoldFailed(f'{target_dev}: after the pivot the chain is '
-                         f'{chain}, not topped by {base}')
+                         f'{chain}, not topped by {base}; the guest stays '
+                         f'paused: "resizedriver recover" takes it on')
     drop_top()
     guest.resume()
+
+
+def _undo_commit(guest: Guest, target_dev: str, base: str) -> None:
+    """After a failure before the pivot: no job left, the guest running on
+    its top as before.  Pivoted (the failure came after), it stays
+    paused: its top must go first (``precopy.fold_tops_back``)."""
+    try:
+        if guest.block_job(target_dev) is not None:
+            guest.abort_block_job(target_dev)
+    finally:
+        try:
+            pivoted = backing_chain(guest, target_dev)[0] == base
+        except Exception:
+            pivoted = False     # as good as any: the top is still there
+        if not pivoted and guest.is_paused():
+            guest.resume()
 
 
 def _caught_up(guest: Guest, target_dev: str, base: str,
@@ -202,6 +221,9 @@ def _pivot(guest: Guest, target_dev: str, timeout: float) -> None:
             guest.pivot_block_job(target_dev)
             break
         except libvirt.libvirtError as e:
+            if guest.block_job(target_dev) is None:
+                raise FoldFailed(f'{target_dev}: the commit ended before '
+                                 f'its pivot: {e}') from e
             if time.monotonic() >= deadline:
                 raise FoldFailed(f'{target_dev}: the pivot was refused for '
                                  f'{timeout:.0f} s: {e}') from e

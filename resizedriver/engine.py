@@ -215,23 +215,36 @@ class ResizeEngine:
                          impl: Implementation = OWN) -> None:
         """On the destination: make the copy the resized guest."""
         with self.locked(record.uuid):
-            self._complete_after_finish(record.uuid)
+            self._complete_after_finish(record.uuid, record)
             op = impl.finish(self.env, record, power_on)
             self.run(op.plan(), op.journal_context())
             self._after_finish(AfterFinish(self.env, record))
 
-    def _complete_after_finish(self, uuid: str) -> None:
+    def _complete_after_finish(self, uuid: str,
+                               incoming: Optional[ResizeRecord] = None) \
+            -> None:
         """Complete what an earlier finish left undone here (its fold
         failed) before anything else is done to the instance: a new
         finish or migrate would otherwise be refused for the journal, or
         read a chain that is not Nova's yet.  A failure again refuses
-        the operation before it touched anything."""
+        the operation before it touched anything.  A finish of another
+        resize (``incoming``) means the instance left this host since and
+        came back: what that journal would fold is gone, and the names it
+        would fold are the new copies' -- it is dropped, not run."""
         for journal in self.journals.find(uuid):
-            if journal.operation == AfterFinish.OPERATION:
-                result = recovery.recover(self.env, journal)
-                if result.error:
-                    raise exception.ResizeRefused(str(result))
-                LOG.info('%s', result, instance_uuid=uuid)
+            if journal.operation != AfterFinish.OPERATION:
+                continue
+            if incoming is not None and \
+                    journal.context.get('record') != incoming.to_dict():
+                LOG.warning('Dropping %s of an earlier resize: the '
+                            'instance left this host since', journal.path,
+                            instance_uuid=uuid)
+                journal.close()
+                continue
+            result = recovery.recover(self.env, journal)
+            if result.error:
+                raise exception.ResizeRefused(str(result))
+            LOG.info('%s', result, instance_uuid=uuid)
 
     def _after_finish(self, after: AfterFinish) -> None:
         """Run what the plan does once the resized guest runs; a failure
@@ -243,7 +256,7 @@ class ResizeEngine:
             return
         try:
             self.run(plan, after.journal_context())
-        except exception.ResizeFailed as e:
+        except exception.ResizeDriverError as e:
             LOG.error('%s. The resized guest runs on a valid disk chain; '
                       '"resizedriver recover %s" (nova-compute does at '
                       'start) completes it', e, plan.uuid,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -36,10 +37,18 @@ PRIVATE = 0o600
 def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
     """Replace ``path`` with ``text``: readers see the old or the new
     content, never a torn one (temp file, fsync, rename, fsync the dir).
-    The file has ``mode`` from its first byte on."""
+    The file has ``mode`` from its first byte on, and the owner of its
+    directory when root writes it (an operator's ``resizedriver recover``
+    must leave files nova-compute can still read)."""
     tmp = path + '.tmp'
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    os.fchmod(fd, mode)         # whatever the umask, or an older tmp
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)          # a crash's leftover, never followed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                 mode)
+    os.fchmod(fd, mode)         # whatever the umask
+    owner = os.stat(os.path.dirname(path) or '.')
+    if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+        os.fchown(fd, owner.st_uid, owner.st_gid)
     with os.fdopen(fd, 'w') as f:
         f.write(text)
         f.flush()

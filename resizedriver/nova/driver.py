@@ -114,6 +114,19 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         _refuse_if_topped(instance)
         return super()._hard_reboot(context, instance, *args, **kwargs)
 
+    def unpause(self, instance):
+        """Nova's, refused while a pre-copy top is in the instance
+        directory: the guest may be paused for its pivot, and must not
+        write to its disk until recovery has taken the top away."""
+        _refuse_if_topped(instance)
+        return super().unpause(instance)
+
+    def resume(self, context, instance, *args, **kwargs):
+        """Nova's (a suspended guest started again), refused as
+        :meth:`unpause` is."""
+        _refuse_if_topped(instance)
+        return super().resume(context, instance, *args, **kwargs)
+
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
         """Nova's, except for the revert of a live resize: the compute

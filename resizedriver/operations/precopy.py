@@ -99,6 +99,8 @@ LOG = logging.getLogger(__name__)
 TOP = '.top'
 #: the destination's copy of the frozen disk, below its copy of the top
 LAYER = '.precopy'
+#: a top once its guest pivoted away from it (and is still paused for it)
+PIVOTED = '.pivoted'
 
 
 def _growable(disks: list[DiskFile]) -> list[DiskFile]:
@@ -187,10 +189,11 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
     :func:`refuse_if_topped`).  ``redefine`` (if any) then replaces a
     stopped definition that named a top (a revert defines one of its
     own next)."""
+    guest = env.host.lookup(inst.uuid)
+    _resume_pivoted(guest, inst)        # a crash came before the resume
     tops = _tops(inst)
     if not tops:
         return
-    guest = env.host.lookup(inst.uuid)
     if guest is not None and guest.is_running():
         _fold_tops_live(env, guest, inst, tops)
         return
@@ -209,21 +212,40 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
 
 def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
                     tops: list[tuple[str, str]]) -> None:
-    pivoted = False
+    """Each top the guest reads committed and pivoted away from; each is
+    then renamed ``<top>.pivoted`` (the guest still paused), and only
+    once that name is on disk does the guest run again: a crash in
+    between leaves the marker that has the next run resume it."""
     for name, top in tops:
+        pivoted = functools.partial(fileutil.rename_durably, top,
+                                    top + PIVOTED)
         dev = _dev_reading(guest.live_xml(), top)
         if dev is not None:
             blockjob.commit_active(guest, dev, inst.path(name),
                                    env.conf.resizedriver.fold_timeout,
-                                   functools.partial(fileutil.remove_durably,
-                                                     top))
+                                   pivoted)
         else:
             LOG.info('%s was pivoted away from before an interruption: '
                      'removing it', top, instance_uuid=inst.uuid)
-            fileutil.remove_durably(top)
-            pivoted = True
-    if pivoted and guest.is_paused():
+            pivoted()
+    _resume_pivoted(guest, inst)
+
+
+def _resume_pivoted(guest: Optional['Guest'], inst: InstanceLayout) -> None:
+    """Resume a guest paused for a pivot whose top is gone (renamed
+    ``.pivoted``), then drop the markers."""
+    if not os.path.isdir(inst.dir):
+        return
+    markers = [inst.path(f) for f in sorted(os.listdir(inst.dir))
+               if f.endswith(TOP + PIVOTED)]
+    if not markers:
+        return
+    if guest is not None and guest.is_paused():
+        LOG.info('Resuming the guest paused for its pivot',
+                 instance_uuid=inst.uuid)
         guest.resume()
+    for marker in markers:
+        fileutil.remove_durably(marker)
 
 
 def refuse_if_topped(inst: InstanceLayout) -> None:
@@ -294,7 +316,17 @@ def finish_steps(op: 'FinishMigration') -> list[Step]:
 
 
 def after_finish_steps(op: 'FinishMigration') -> list[Step]:
-    return [Step(stepname.FOLD_PRECOPY, lambda: fold_layers(op))]
+    return [Step(stepname.FOLD_PRECOPY, lambda: _fold_or_fail(op))]
+
+
+def _fold_or_fail(op: 'FinishMigration') -> None:
+    """:func:`fold_layers`, whose every error is a failure to retry: a
+    plan ends a refusal of its first step as if nothing had begun, and
+    would drop the journal that has the fold completed later."""
+    try:
+        fold_layers(op)
+    except exception.ResizeRefused as e:
+        raise blockjob.FoldFailed(str(e)) from e
 
 
 def _moved_bases(op: 'FinishMigration') -> list[tuple[str, str]]:

@@ -188,6 +188,9 @@ def test_shrink_is_refused_before_power_off(make_server):
                            match='resizedriver recover'):
             server.driver._get_guest_xml(
                 server.ctx, server.instance, server.nw, {}, server.image_meta)
+        with pytest.raises(nova_exception.NovaException,
+                           match='disk.top holds writes'):
+            server.driver.unpause(server.instance)
     finally:
         os.unlink(top)
     assert server.driver.get_info(server.instance).state == 1

@@ -74,6 +74,7 @@ class Domain:
 @pytest.fixture(autouse=True)
 def fast(monkeypatch):
     monkeypatch.setattr(blockjob, 'POLL_SECONDS', 0.001)
+    monkeypatch.setattr(blockjob, 'PAUSED_CATCH_UP', 0.05)
 
 
 def test_pull_folds_onto_base_then_flushes():
@@ -198,6 +199,9 @@ class Committing(Domain):
         self.calls.append('resume')
         self.paused = False
 
+    def is_paused(self) -> bool:
+        return self.paused
+
 
 def test_the_pivot_is_paused_until_the_top_is_gone():
     """From the pause on the disk holds all the top does and nothing
@@ -233,3 +237,36 @@ def test_a_commit_that_fails_resumes_the_guest_on_its_top():
                                drop_top=lambda: dom.calls.append('drop'))
     assert dom.calls[-2:] == ['abort', 'resume'] and 'drop' not in dom.calls
     assert dom.chain == [SNAP_TOP, DISK, BASE]
+
+
+def test_a_pause_that_fails_aborts_the_commit():
+    """The guest could not be paused (it stopped meanwhile, say): the
+    commit must not be left mirroring."""
+    dom = Committing()
+
+    def cannot_pause() -> None:
+        raise libvirt.libvirtError('domain is not running')
+
+    dom.pause = cannot_pause
+    with pytest.raises(libvirt.libvirtError):
+        blockjob.commit_active(dom, 'vda', DISK, timeout=10,
+                               drop_top=lambda: dom.calls.append('drop'))
+    assert dom.calls == [f'commit {DISK}', 'abort']
+    assert dom.job is None and dom.chain == [SNAP_TOP, DISK, BASE]
+
+
+def test_a_failure_after_the_pivot_keeps_the_guest_paused():
+    """Pivoted, the guest may only run again once its top is gone: a
+    failure then (here: the chain does not read as expected) leaves it
+    paused for recovery, which removes the top and resumes it."""
+    dom = Committing()
+    real = blockjob.backing_chain
+    blockjob.backing_chain = lambda guest, dev: (
+        ['/elsewhere'] if 'pivot paused' in dom.calls else real(guest, dev))
+    try:
+        with pytest.raises(blockjob.FoldFailed, match='stays paused'):
+            blockjob.commit_active(dom, 'vda', DISK, timeout=10,
+                                   drop_top=lambda: dom.calls.append('drop'))
+    finally:
+        blockjob.backing_chain = real
+    assert dom.paused and 'drop' not in dom.calls

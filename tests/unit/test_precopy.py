@@ -12,7 +12,6 @@ from lxml import etree
 
 import pytest
 
-from resizedriver import blockjob
 from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
@@ -237,8 +236,8 @@ def test_a_failed_fold_on_the_destination_leaves_the_guest_running(
 
     def fold(op) -> None:
         folds.append(op.record.uuid)
-        if len(folds) == 1:
-            raise blockjob.FoldFailed('vda: the pull was aborted')
+        if len(folds) == 1:     # a refusal too must keep the journal
+            raise exception.UnreadableImage('disk.precopy: unreadable')
 
     monkeypatch.setattr(precopy, 'fold_layers', fold)
     engine._after_finish(AfterFinish(engine.env, record))
@@ -250,3 +249,36 @@ def test_a_failed_fold_on_the_destination_leaves_the_guest_running(
     assert folds == [record.uuid] * 2
     assert engine.journals.find(record.uuid) == []
     assert guest.running and guest.calls == []
+
+
+def test_a_guest_paused_for_a_pivot_whose_top_went_is_resumed(tmp_path):
+    """Killed between removing the top (renamed .pivoted) and resuming
+    the guest: the next run finds no top to fold but resumes the guest
+    (it stayed frozen for good otherwise)."""
+    inst, xml = _instance(tmp_path, 'disk')
+    os.rename(inst.path('disk.top'), inst.path('disk.top.pivoted'))
+    guest = FakeGuest(inst.uuid, 'g', xml, running=True)
+    guest.paused = True
+    precopy.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
+    assert guest.call_names == ['resume'] and not guest.paused
+    assert not os.path.exists(inst.path('disk.top.pivoted'))
+
+
+
+def test_a_fold_left_by_an_earlier_resize_is_dropped_not_run(
+        conf, instances, monkeypatch):
+    """The instance left this host (its files with it) and comes back by
+    another resize: the old journal would fold the new copies by the old
+    record; it goes instead."""
+    old = dataclasses.replace(make_record(instances), plan=chooser.PRECOPY)
+    new = dataclasses.replace(old, new_flavor=dataclasses.replace(
+        old.new_flavor, vcpus=4))
+    engine = ResizeEngine(conf, host=FakeHost([]))
+    after = AfterFinish(engine.env, old)
+    journal = engine.journals.open(after.OPERATION, old.uuid,
+                                   after.journal_context())
+    journal.started(stepname.FOLD_PRECOPY, False)
+    folds = []
+    monkeypatch.setattr(precopy, 'fold_layers', folds.append)
+    engine._complete_after_finish(new.uuid, new)
+    assert folds == [] and engine.journals.find(new.uuid) == []
