@@ -349,8 +349,15 @@ class MigrateDiskAndPowerOff:
                 failed.set()
                 raise
 
-        with futures.ThreadPoolExecutor(workers) as pool:
+        pool = futures.ThreadPoolExecutor(workers)
+        try:
             jobs = [pool.submit(one, src, dst) for src, dst in pairs]
+            futures.wait(jobs)
+        except BaseException:       # Ctrl-C: nothing new begins, and the
+            failed.set()            # undo waits for the copies under way
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         for job in jobs:
             job.result()
 

@@ -344,3 +344,32 @@ def test_files_are_copied_in_parallel_and_none_begins_after_a_failure(
         op.copy_all([(instance.path(n), str(tmp_path / n))
                      for n in ('disk', 'disk.local', 'kernel', 'disk.info')])
     assert (begun, ended) == (['disk', 'disk.local'], ['disk.local'])
+
+
+def test_ctrl_c_during_parallel_copies_waits_for_those_under_way(
+        instance, make_env, conf, tmp_path, monkeypatch):
+    """The undo that follows must not race a copy still writing: the
+    interrupt comes out only once the copies under way ended, and no
+    other begins."""
+    from resizedriver.operations import migrate as migrate_module
+    conf.set_override('parallel_copies', 2, group='resizedriver')
+    begun, ended = [], []
+
+    class Slow(LocalTransport):
+        def copy_file(self, src, dst, progress=None, *, owner):
+            begun.append(os.path.basename(dst))
+            time.sleep(0.3)
+            super().copy_file(src, dst, progress, owner=owner)
+            ended.append(os.path.basename(dst))
+
+    def interrupted(jobs, *args, **kwargs):
+        time.sleep(0.1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(migrate_module.futures, 'wait', interrupted)
+    op = MigrateDiskAndPowerOff(make_env(guest_for(instance)), instance.uuid,
+                                GROW, same_host(str(tmp_path)), Slow())
+    with pytest.raises(KeyboardInterrupt):
+        op.copy_all([(instance.path(n), str(tmp_path / n))
+                     for n in ('disk', 'disk.local', 'kernel', 'disk.info')])
+    assert sorted(begun) == sorted(ended) == ['disk', 'disk.local']
