@@ -287,6 +287,21 @@ def precopy(op: 'MigrateDiskAndPowerOff') -> None:
         pairs.append((op.inst.path(DISK_INFO), op.dest_inst.path(DISK_INFO)))
     op.copy_all(pairs)
     op.transport.sync_dir(op.dest_inst.dir)
+    _check_room_for_tops(op)
+
+
+def _check_room_for_tops(op: 'MigrateDiskAndPowerOff') -> None:
+    """Validation counted the copies and the fold; the tops have grown
+    since, by what the guest wrote during the pre-copy.  Refused now, the
+    undo takes the snapshot back and the guest never stops."""
+    needed = sum(os.path.getsize(op.inst.path(d.name + TOP))
+                 for d in _growable(op.disks)) + fold_room(op.disks)
+    free = op.transport.free_bytes(op.dest.instances_path)
+    if free < needed:
+        raise exception.InsufficientSpace(
+            f'after the pre-copy the destination has {free} bytes free; '
+            f'the tops the guest wrote meanwhile and the fold need '
+            f'{needed}: not powering off')
 
 
 def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:

@@ -282,3 +282,23 @@ def test_a_fold_left_by_an_earlier_resize_is_dropped_not_run(
     monkeypatch.setattr(precopy, 'fold_layers', folds.append)
     engine._complete_after_finish(new.uuid, new)
     assert folds == [] and engine.journals.find(new.uuid) == []
+
+
+def test_no_power_off_when_the_tops_no_longer_fit(tmp_path):
+    """The guest wrote a lot during the pre-copy: the destination is
+    checked again before the guest is stopped."""
+    inst, _xml = _instance(tmp_path, 'disk.top')
+    with open(inst.path('disk.top'), 'wb') as f:
+        f.write(b'w' * 4096)
+    disks = [DiskFile('disk', DiskRole.ROOT, inst.path('disk'), 'qcow2',
+                      64 * MiB, 1000, None, 'vda')]
+    free = {'n': 4096 + 1000}
+    op = types.SimpleNamespace(
+        disks=disks, inst=inst, dest_inst=InstanceLayout('/b', UUID),
+        dest=InstanceLayout('/b', UUID), copy_all=lambda pairs: None,
+        transport=types.SimpleNamespace(
+            sync_dir=lambda d: None, free_bytes=lambda p: free['n']))
+    precopy.precopy(op)
+    free['n'] -= 1
+    with pytest.raises(exception.InsufficientSpace, match='not powering'):
+        precopy.precopy(op)
