@@ -32,7 +32,7 @@ class InstanceProgress:
             self._done[name] = min(done, total)
             pct = min(100, 100 * sum(self._done.values()) // self.total)
             if pct - self._saved >= PROGRESS_STEP or \
-                    (pct == 100 != self._saved):
+                    (pct == 100 and self._saved != 100):
                 self._save(pct)
 
     def complete(self) -> None:
