@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from oslo_log import log as logging
 
@@ -25,36 +25,73 @@ RUN_DIR = '/run/libvirt/qemu'
 POLL_SECONDS = 0.05
 
 
-def _runs_guest(pid: int, uuid: str) -> bool:
-    """Whether ``pid`` is (still) a live process started for ``uuid``: a
-    zombie has released everything, and a reused PID is another's."""
+class Process(NamedTuple):
+    """One QEMU process: its PID and its start time, which tell it apart
+    from a later process given the same PID."""
+
+    pid: int
+    start: str
+
+
+def _stat(pid: int) -> Optional[tuple[str, str]]:
+    """``pid``'s state letter and start time (in clock ticks since boot),
+    None once it has been reaped."""
     try:
         with open(f'/proc/{pid}/stat') as f:
-            state = f.read().rsplit(')', 1)[1].split()[0]
-        with open(f'/proc/{pid}/cmdline', 'rb') as f:
-            argv = f.read().split(b'\0')
+            fields = f.read().rsplit(')', 1)[1].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
-        return False
-    return state != 'Z' and uuid.encode() in argv
+        return None
+
+
+def _argv(pid: int) -> list[bytes]:
+    """``pid``'s command line; empty once it is gone (or has released its
+    memory on the way out)."""
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as f:
+            return f.read().split(b'\0')
+    except OSError:
+        return []
+
+
+def _exited(state: str) -> bool:
+    """A zombie (or a task being reaped) has closed all its files."""
+    return state in ('Z', 'X', 'x')
+
+
+def find(pid: int, uuid: str) -> Optional[Process]:
+    """The live process ``pid`` if it was started for guest ``uuid``."""
+    stat = _stat(pid)
+    if stat is None or _exited(stat[0]) or uuid.encode() not in _argv(pid):
+        return None
+    return Process(pid, stat[1])
 
 
 def pid_of(name: str, uuid: str,
-           run_dir: Optional[str] = None) -> Optional[int]:
-    """The PID of guest ``name``'s QEMU, None if there is none we can
+           run_dir: Optional[str] = None) -> Optional[Process]:
+    """The QEMU process of guest ``name``, None if there is none we can
     tell (not running, or a libvirt that keeps its files elsewhere)."""
     try:
         with open(os.path.join(run_dir or RUN_DIR, f'{name}.pid')) as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    return pid if _runs_guest(pid, uuid) else None
+    return find(pid, uuid)
 
 
-def wait_gone(pid: int, uuid: str, timeout: float) -> bool:
-    """Wait up to ``timeout`` s for QEMU ``pid`` to exit; True once it
+def is_gone(process: Process) -> bool:
+    """Whether ``process`` has exited.  Not its command line: the kernel
+    empties that when it frees the memory of an exiting process, before
+    that process closes its files."""
+    stat = _stat(process.pid)
+    return stat is None or _exited(stat[0]) or stat[1] != process.start
+
+
+def wait_gone(process: Process, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for ``process`` to exit; True once it
     has."""
     deadline = time.monotonic() + timeout
-    while _runs_guest(pid, uuid):
+    while not is_gone(process):
         if time.monotonic() >= deadline:
             return False
         time.sleep(POLL_SECONDS)
@@ -71,8 +108,8 @@ def stop_and_wait(name: str, uuid: str, stop: Callable[[], object],
     QEMU process that ran guest ``name`` to be gone; log if it outlives
     ``timeout`` (the start that follows then says what it could not
     open)."""
-    pid = pid_of(name, uuid)
+    process = pid_of(name, uuid)
     stop()
-    if pid is not None and not wait_gone(pid, uuid, timeout):
+    if process is not None and not wait_gone(process, timeout):
         LOG.warning('QEMU (pid %d) still runs %.0f s after the guest went '
-                    'off', pid, timeout, instance_uuid=uuid)
+                    'off', process.pid, timeout, instance_uuid=uuid)
