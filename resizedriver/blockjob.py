@@ -133,10 +133,10 @@ def pull(guest: Guest, target_dev: str, base: Optional[str], timeout: float,
 
 def commit_active(guest: Guest, target_dev: str, base: str,
                   timeout: float, drop_top: Callable[[], None]) -> None:
-    """Fold ``target_dev``'s active image down into ``base``, its
-    immediate backing file, while the guest runs, switch the guest to
-    ``base`` (an active commit and its pivot) and have ``drop_top``
-    remove the top: how a pre-copy snapshot is taken back.
+    """Fold ``target_dev``'s active image, and any image between it and
+    ``base``, down into ``base`` while the guest runs, switch the guest
+    to ``base`` (an active commit and its pivot) and have ``drop_top``
+    remove the top: how pre-copy snapshots are taken back.
 
     The pivot is made with the guest paused, and it stays paused until
     ``drop_top`` is done.  QEMU flushes ``base`` before it ends the job,

@@ -87,6 +87,18 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
                      'what it wrote meanwhile while it is down, so the '
                      'downtime does not grow with the disks.  False: the '
                      'copy plan (everything copied while it is down).'),
+    cfg.IntOpt('pre_copy_rounds', default=3, min=1, max=8,
+               help='At most this many pre-copy rounds: after each, what '
+                    'the guest wrote meanwhile is frozen by a new snapshot '
+                    'and copied too while it runs, as long as that is '
+                    'more than pre_copy_final_mb and less than the round '
+                    'before copied (a guest that writes as fast as the '
+                    'wire carries gains nothing from another round).'),
+    cfg.IntOpt('pre_copy_final_mb', default=64, min=0,
+               help='Stop the pre-copy rounds and power the guest off '
+                    'once what it wrote during the last round is at most '
+                    'this many MiB: that, copied while it is down, is '
+                    'the part of the downtime that depends on the guest.'),
     cfg.IntOpt('parallel_copies', default=2, min=1, max=16,
                help='How many of an instance\'s files a move to another '
                     'path or host copies at once (its disks, kernel, '

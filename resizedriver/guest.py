@@ -128,13 +128,11 @@ class Guest:
                         int(info['end']))
 
     def block_commit_active(self, target_dev: str, base: str) -> None:
-        """Start committing the active image of ``target_dev`` into its
-        immediate backing file ``base`` (named and shallow: never into a
-        shared ``_base``); it then mirrors until pivoted."""
-        self._domain.blockCommit(
-            target_dev, base, None, 0,
-            libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE |
-            libvirt.VIR_DOMAIN_BLOCK_COMMIT_SHALLOW)
+        """Start committing the active image of ``target_dev`` and every
+        image above ``base`` into ``base`` (named: never into a shared
+        ``_base``); it then mirrors until pivoted."""
+        self._domain.blockCommit(target_dev, base, None, 0,
+                                 libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
 
     def pivot_block_job(self, target_dev: str) -> None:
         """End a ready active commit by switching the guest to its base."""

@@ -194,11 +194,24 @@ class QemuImg:
         self._run('rebase', '-u', '-f', 'qcow2', '-F', backing_fmt,
                   '-b', backing, path)
 
-    def commit(self, path: str, size: int) -> None:
-        """Write the qcow2 overlay ``path``'s data into the backing file
-        its header names (recorded as qcow2: never probed), leaving
-        ``path`` as it is (``-d``): idempotent until ``path`` is gone."""
-        self._run('commit', '-f', 'qcow2', '-d', path, size=size)
+    def commit(self, path: str, base: str, size: int) -> None:
+        """Write what the qcow2 overlay ``path`` and every image between
+        it and ``base`` hold into ``base`` (an image its chain must reach:
+        the formats are those the headers record, never probed), leaving
+        them all as they are (``-d``): idempotent until they are gone."""
+        self._run('commit', '-f', 'qcow2', '-d', '-b', base, path, size=size)
+
+    def commit_into_layer(self, path: str, layer: str, size: int) -> None:
+        """Write the qcow2 ``path``'s data into the qcow2 ``layer`` below
+        it, opening nothing under ``layer``: its header still names the
+        other host's backing file (the finish rebases it), which need not
+        exist here."""
+        spec = {'driver': 'qcow2',
+                'file': {'driver': 'file', 'filename': path},
+                'backing': {'driver': 'qcow2',
+                            'file': {'driver': 'file', 'filename': layer},
+                            'backing': None}}
+        self._run('commit', '-d', 'json:' + json.dumps(spec), size=size)
 
     def rebase_safe(self, path: str, backing: Optional[str],
                     backing_fmt: str, size: int) -> None:

@@ -28,9 +28,14 @@ guest is defined there, and a network block protocol between the hosts
 would be, but it is one more daemon per disk with its own failure modes
 mid-resize); persistent dirty bitmaps need a second copy pass of our own
 over the bitmap.  A snapshot plus two plain copies reuse the verified,
-sparse, hashed-while-streaming copy of the ``copy`` plan.  One round:
-the top holds what the guest writes during one pre-copy; a guest writing
-faster than the wire would need more rounds (not built: see the notes).
+sparse, hashed-while-streaming copy of the ``copy`` plan.
+
+Rounds: while the guest wrote more than ``pre_copy_final_mb`` during the
+last copy (and less than that copy moved, and the destination has room),
+round ``n`` snapshots again (the guest goes on on ``<name>.top.<n>``),
+copies the frozen top as ``<name>.precopy.<n>`` and commits it into the
+destination's layer offline, up to ``pre_copy_rounds``.  The source's
+tops stack up; an undo or revert commits the whole stack into the disk.
 
 migrate_disk_and_power_off (steps with an undo in brackets):
   copy backing files     [remove partial]   guest running
@@ -41,7 +46,10 @@ migrate_disk_and_power_off (steps with an undo in brackets):
   pre-copy disks                            the frozen images as
                                             <name>.precopy, kernel,
                                             ramdisk, config drive,
-                                            disk.info: all while it runs
+                                            disk.info: all while it runs;
+                                            then rounds: snapshot again,
+                                            copy the frozen top, commit
+                                            it into <name>.precopy
   write resize record    [remove]
   power off              [start]
   move instance dir to _resize [move back]
@@ -72,6 +80,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import TYPE_CHECKING, Callable, Optional
 
 from lxml import etree
@@ -84,7 +93,8 @@ from resizedriver import fileutil
 from resizedriver import inventory
 from resizedriver import stepname
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
-from resizedriver.model import GROWABLE, DiskFile, DiskRole, role_for_name
+from resizedriver.model import (GROWABLE, DiskFile, DiskRole, MiB,
+                                role_for_name)
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
@@ -95,12 +105,17 @@ if TYPE_CHECKING:
     from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
-#: the source's new active layer above a frozen disk
+#: the source's new active layer above a frozen disk: ``<name>.top`` in
+#: the first round, ``<name>.top.<n>`` above it in round ``n``
 TOP = '.top'
-#: the destination's copy of the frozen disk, below its copy of the top
+#: the destination's copy of the frozen disk, below its copy of the top;
+#: ``<name>.precopy.<n>`` is round ``n``'s copy until it is folded in
 LAYER = '.precopy'
-#: a top once its guest pivoted away from it (and is still paused for it)
+#: ``<name>.top.pivoted``: every top of ``<name>`` has its data in it (the
+#: guest pivoted to it, still paused, or the tops were committed offline);
+#: the tops left are stale and only go
 PIVOTED = '.pivoted'
+_TOP_FILE = re.compile(r'^(?P<disk>.+)\.top(?:\.(?P<round>[0-9]+))?$')
 
 
 def _growable(disks: list[DiskFile]) -> list[DiskFile]:
@@ -134,12 +149,19 @@ def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
     ]
 
 
+def top_path(inst: InstanceLayout, name: str, round_: int) -> str:
+    """Round ``round_``'s top of disk ``name``."""
+    return inst.path(name + TOP if round_ == 1 else f'{name}{TOP}.{round_}')
+
+
 def snapshot_xml(live_xml: str, inst: InstanceLayout,
-                 disks: list[DiskFile]) -> str:
-    """Every root/ephemeral disk gets an external top in its directory;
-    every other disk of the domain is left out explicitly (libvirt's
-    default for a disk-only snapshot is to snapshot them all)."""
-    tops = {d.target_dev: inst.path(d.name + TOP) for d in _growable(disks)}
+                 disks: list[DiskFile], round_: int = 1) -> str:
+    """Every root/ephemeral disk gets an external top (round ``round_``'s)
+    in its directory; every other disk of the domain is left out
+    explicitly (libvirt's default for a disk-only snapshot is to snapshot
+    them all)."""
+    tops = {d.target_dev: top_path(inst, d.name, round_)
+            for d in _growable(disks)}
     root = etree.Element('domainsnapshot')
     etree.SubElement(root, 'memory', snapshot='no')
     listed = etree.SubElement(root, 'disks')
@@ -158,37 +180,43 @@ def snapshot_xml(live_xml: str, inst: InstanceLayout,
     return domain_xml.to_string(root)
 
 
-def snapshot(op: 'MigrateDiskAndPowerOff') -> None:
+def snapshot(op: 'MigrateDiskAndPowerOff', round_: int = 1) -> None:
+    """Freeze what each disk holds (round 1) or what the guest wrote
+    during the round before (its top); the guest goes on on new tops."""
     for disk in _growable(op.disks):
-        top = op.inst.path(disk.name + TOP)
+        top = top_path(op.inst, disk.name, round_)
         if os.path.lexists(top):
             raise exception.ResizeDriverError(
                 f'{top} exists already: a pre-copy left it; refusing to '
                 f'write over it')
     op.guest.snapshot_disks(snapshot_xml(op.guest.live_xml(), op.inst,
-                                         op.disks))
-    LOG.info('Disks frozen for the pre-copy; the guest writes to new tops',
-             instance_uuid=op.inst.uuid)
+                                         op.disks, round_))
+    LOG.info('Pre-copy round %d: disks frozen, the guest writes to new '
+             'tops', round_, instance_uuid=op.inst.uuid)
 
 
 def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
                    redefine: Optional[Callable[[], object]]) -> None:
-    """Undo of the snapshot, and the revert's step: every top's data back
-    in its disk, the top gone.  Needs nothing but what is there (after a
-    crash the journal knows no disks): the tops in the instance directory
-    and the guest that may read them.
+    """Undo of the snapshot, and the revert's step: the data of every top
+    of every disk (one per pre-copy round, stacked) back in the disk, the
+    tops gone.  Needs nothing but what is there (after a crash the
+    journal knows no disks): the tops in the instance directory, the
+    markers and the guest that may read them.
 
-    A guest that runs on a top is committed live and pivoted
-    (``blockjob.commit_active``); one that runs but no longer reads a
-    top was pivoted before a crash, paused until the top went, and only
-    has to lose the top and go on.  With no guest running every top is
-    committed offline: true to the bytes whatever a crash left, since a
-    disk under a top never holds writes newer than the top's (the
-    snapshot froze it; a pivot keeps the guest paused until the top is
-    gone; nothing defines a guest on a disk while its top exists:
-    :func:`refuse_if_topped`).  ``redefine`` (if any) then replaces a
-    stopped definition that named a top (a revert defines one of its
-    own next)."""
+    A guest that runs on a top is committed live, down through the tops
+    below it, and pivoted (``blockjob.commit_active``); one that runs but
+    reads none of them was pivoted before a crash, paused until the tops
+    went, and only has to lose them and go on.  With no guest running a
+    disk's whole stack is committed offline at once: true to the bytes
+    whatever a crash left, since an image under a top never holds writes
+    newer than the top's (the snapshots froze them; a pivot keeps the
+    guest paused until the tops are gone; nothing defines a guest on a
+    disk while its tops exist: :func:`refuse_if_topped`).  Once a disk
+    holds its tops' data, the marker ``<name>.top.pivoted`` says so
+    before any top goes: a lower top committed again over the disk would
+    put older data over what the upper ones wrote.  ``redefine`` (if
+    any) then replaces a stopped definition that named a top (a revert
+    defines one of its own next)."""
     guest = env.host.lookup(inst.uuid)
     _resume_pivoted(guest, inst)        # a crash came before the resume
     tops = _tops(inst)
@@ -198,54 +226,65 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
         _fold_tops_live(env, guest, inst, tops)
         return
     stale_definition = guest is not None and any(
-        _dev_reading(guest.xml(), top) for _name, top in tops)
+        _dev_reading(guest.xml(), top) for stack in tops.values()
+        for top in stack)
     qemu_img = env.qemu_img()
-    for name, top in tops:
-        LOG.info('Committing %s into %s offline', top, name,
+    for name, stack in tops.items():
+        LOG.info('Committing %s into %s offline', ', '.join(stack), name,
                  instance_uuid=inst.uuid)
-        qemu_img.commit(top, size=os.path.getsize(top))
+        qemu_img.commit(stack[-1], inst.path(name),
+                        size=sum(os.path.getsize(t) for t in stack))
+        _mark_folded(inst, name, stack)
     if stale_definition and redefine is not None:
         redefine()
-    for _name, top in tops:
-        fileutil.remove_durably(top)
+    _resume_pivoted(guest, inst)
+
+
+def _mark_folded(inst: InstanceLayout, name: str, stack: list[str]) -> None:
+    """Disk ``name`` holds the data of its tops ``stack``: its active top
+    becomes the marker (durably), and the ones below are stale."""
+    fileutil.rename_durably(stack[-1], inst.path(name + TOP + PIVOTED))
 
 
 def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
-                    tops: list[tuple[str, str]]) -> None:
-    """Each top the guest reads committed and pivoted away from; each is
-    then renamed ``<top>.pivoted`` (the guest still paused), and only
-    once that name is on disk does the guest run again: a crash in
-    between leaves the marker that has the next run resume it."""
-    for name, top in tops:
-        pivoted = functools.partial(fileutil.rename_durably, top,
-                                    top + PIVOTED)
-        dev = _dev_reading(guest.live_xml(), top)
-        if dev is not None:
-            blockjob.commit_active(guest, dev, inst.path(name),
-                                   env.conf.resizedriver.fold_timeout,
-                                   pivoted)
+                    tops: dict[str, list[str]]) -> None:
+    """Each disk the guest reads through tops committed into and pivoted
+    to; its marker is then made (the guest still paused), the stale tops
+    go, and only then does the guest run again: a crash in between
+    leaves the marker that has the next run finish it."""
+    for name, stack in tops.items():
+        mark = functools.partial(_mark_folded, inst, name, stack)
+        reading = [(dev, top) for top in stack
+                   if (dev := _dev_reading(guest.live_xml(), top))]
+        if reading:
+            blockjob.commit_active(guest, reading[0][0], inst.path(name),
+                                   env.conf.resizedriver.fold_timeout, mark)
         else:
             LOG.info('%s was pivoted away from before an interruption: '
-                     'removing it', top, instance_uuid=inst.uuid)
-            pivoted()
+                     'removing its tops', name, instance_uuid=inst.uuid)
+            mark()
     _resume_pivoted(guest, inst)
 
 
 def _resume_pivoted(guest: Optional['Guest'], inst: InstanceLayout) -> None:
-    """Resume a guest paused for a pivot whose top is gone (renamed
-    ``.pivoted``), then drop the markers."""
+    """For each disk with a marker: its stale tops go, then a guest
+    paused for the pivot is resumed, then the markers go."""
     if not os.path.isdir(inst.dir):
         return
-    markers = [inst.path(f) for f in sorted(os.listdir(inst.dir))
+    markers = [f[:-len(TOP + PIVOTED)] for f in sorted(os.listdir(inst.dir))
                if f.endswith(TOP + PIVOTED)]
     if not markers:
         return
+    tops = _tops(inst)
+    for name in markers:
+        for top in reversed(tops.get(name, [])):
+            fileutil.remove_durably(top)
     if guest is not None and guest.is_paused():
         LOG.info('Resuming the guest paused for its pivot',
                  instance_uuid=inst.uuid)
         guest.resume()
-    for marker in markers:
-        fileutil.remove_durably(marker)
+    for name in markers:
+        fileutil.remove_durably(inst.path(name + TOP + PIVOTED))
 
 
 def refuse_if_topped(inst: InstanceLayout) -> None:
@@ -253,20 +292,28 @@ def refuse_if_topped(inst: InstanceLayout) -> None:
     directory: the top holds writes its disk lacks, and a guest booted on
     the disk would first hide them, then have them committed over its
     own (recovery takes the top back first)."""
-    tops = _tops(inst)
-    if tops:
+    for name, stack in _tops(inst).items():
         raise exception.RecoveryNeeded(
-            f'{tops[0][1]} holds writes of the guest that {tops[0][0]} '
-            f'lacks (an interrupted pre-copy left it): run "resizedriver '
-            f'recover {inst.uuid}" (nova-compute does at start) first')
+            f'{stack[0]} holds writes of the guest that {name} lacks (an '
+            f'interrupted pre-copy left it): run "resizedriver recover '
+            f'{inst.uuid}" (nova-compute does at start) first')
 
 
-def _tops(inst: InstanceLayout) -> list[tuple[str, str]]:
-    """(disk name, top path) of each snapshot top in the directory."""
-    if not os.path.isdir(inst.dir):
-        return []
-    return [(f[:-len(TOP)], inst.path(f)) for f in sorted(os.listdir(inst.dir))
-            if f.endswith(TOP) and role_for_name(f[:-len(TOP)]) in GROWABLE]
+def _tops(inst: InstanceLayout, directory: Optional[str] = None
+          ) -> dict[str, list[str]]:
+    """Disk name -> its snapshot tops in ``directory`` (default the
+    instance's), lowest round first."""
+    directory = directory or inst.dir
+    if not os.path.isdir(directory):
+        return {}
+    found: dict[str, list[tuple[int, str]]] = {}
+    for f in os.listdir(directory):
+        match = _TOP_FILE.match(f)
+        if match and role_for_name(match['disk']) in GROWABLE:
+            found.setdefault(match['disk'], []).append(
+                (int(match['round'] or 1), os.path.join(directory, f)))
+    return {name: [path for _n, path in sorted(stack)]
+            for name, stack in sorted(found.items())}
 
 
 def _dev_reading(xml: str, path: str) -> Optional[str]:
@@ -278,8 +325,12 @@ def _dev_reading(xml: str, path: str) -> Optional[str]:
 
 
 def precopy(op: 'MigrateDiskAndPowerOff') -> None:
-    """Everything but the tops, while the guest runs: the frozen disks as
-    ``<name>.precopy``, the files that do not change as themselves."""
+    """Everything but the last tops, while the guest runs: the frozen
+    disks as ``<name>.precopy``, the files that do not change as
+    themselves; then as many more rounds as pay (:func:`_next_round`),
+    each freezing what the guest wrote during the one before and folding
+    it into the copied layers.  Ends with the room for the last tops
+    checked: the guest is stopped next."""
     pairs = [(op.inst.path(d.name), op.dest_inst.path(
         d.name + LAYER if d.role in GROWABLE else d.name))
         for d in op.disks if d.role is not DiskRole.SWAP]
@@ -287,15 +338,85 @@ def precopy(op: 'MigrateDiskAndPowerOff') -> None:
         pairs.append((op.inst.path(DISK_INFO), op.dest_inst.path(DISK_INFO)))
     op.copy_all(pairs)
     op.transport.sync_dir(op.dest_inst.dir)
-    _check_room_for_tops(op)
+    copied, grown, round_ = fold_room(op.disks), 0, 1
+    while (why_not := _next_round(op, round_, copied, grown)) is None:
+        round_ += 1
+        copied = _copy_round(op, round_)
+        grown += copied
+    LOG.info('Pre-copy done after %d round(s): %s', round_, why_not,
+             instance_uuid=op.inst.uuid)
+    _check_room_for_tops(op, grown)
 
 
-def _check_room_for_tops(op: 'MigrateDiskAndPowerOff') -> None:
+def _active_tops(op: 'MigrateDiskAndPowerOff',
+                 directory: Optional[str] = None) -> dict[str, str]:
+    """Disk name -> the top the guest writes to now."""
+    return {name: stack[-1]
+            for name, stack in _tops(op.inst, directory).items()}
+
+
+def _left(op: 'MigrateDiskAndPowerOff') -> int:
+    """Bytes the guest's writes since the last snapshot take."""
+    return sum(os.path.getsize(t) for t in _active_tops(op).values())
+
+
+def _next_round(op: 'MigrateDiskAndPowerOff', done: int, copied: int,
+                grown: int) -> Optional[str]:
+    """Why no further round (``done`` were, the last moving ``copied``
+    bytes, the later ones growing the layers by ``grown``), or None for
+    another: it must be allowed, still worth it
+    (more than ``pre_copy_final_mb`` left), converging (less left than
+    the last round moved: a guest that writes as fast as the wire
+    carries only makes rounds) and fit the destination (the round's copy
+    and the layers growing by as much)."""
+    conf = op.env.conf.resizedriver
+    left = _left(op)
+    if done >= conf.pre_copy_rounds:
+        return f'{left} bytes left, pre_copy_rounds ({done}) reached'
+    if left <= conf.pre_copy_final_mb * MiB:
+        return f'{left} bytes left, at most pre_copy_final_mb'
+    if left >= copied:
+        return (f'{left} bytes written during a round that moved {copied}: '
+                f'another round would not move less')
+    if op.transport.free_bytes(op.dest.instances_path) < \
+            _room_for_tops(op, grown) + 2 * left:
+        return f'{left} bytes left, no room for another round'
+    return None
+
+
+def _copy_round(op: 'MigrateDiskAndPowerOff', round_: int) -> int:
+    """Round ``round_``: freeze the tops, copy each as
+    ``<name>.precopy.<n>`` and commit it into the destination's layer
+    (offline: no guest runs there yet), then drop the copy.  Returns the
+    bytes it moved."""
+    frozen = _active_tops(op)
+    snapshot(op, round_)
+    remote_img = op.env.qemu_img(op.transport)
+    parts = {name: op.dest_inst.path(f'{name}{LAYER}.{round_}')
+             for name in frozen}
+    op.copy_all([(frozen[name], parts[name]) for name in frozen])
+    for name, part in parts.items():
+        layer = op.dest_inst.path(name + LAYER)
+        size = os.path.getsize(frozen[name])
+        remote_img.rebase_unsafe(part, layer, 'qcow2')
+        remote_img.commit_into_layer(part, layer, size)
+        op.transport.remove_file(part)
+    op.transport.sync_dir(op.dest_inst.dir)
+    return sum(os.path.getsize(t) for t in frozen.values())
+
+
+def _room_for_tops(op: 'MigrateDiskAndPowerOff', grown: int) -> int:
+    """What the destination still needs: the last tops' copies, and the
+    fold (the layers' data, with the ``grown`` bytes later rounds added
+    to them)."""
+    return _left(op) + fold_room(op.disks) + grown
+
+
+def _check_room_for_tops(op: 'MigrateDiskAndPowerOff', grown: int) -> None:
     """Validation counted the copies and the fold; the tops have grown
     since, by what the guest wrote during the pre-copy.  Refused now, the
-    undo takes the snapshot back and the guest never stops."""
-    needed = sum(os.path.getsize(op.inst.path(d.name + TOP))
-                 for d in _growable(op.disks)) + fold_room(op.disks)
+    undo takes the snapshots back and the guest never stops."""
+    needed = _room_for_tops(op, grown)
     free = op.transport.free_bytes(op.dest.instances_path)
     if free < needed:
         raise exception.InsufficientSpace(
@@ -305,17 +426,20 @@ def _check_room_for_tops(op: 'MigrateDiskAndPowerOff') -> None:
 
 
 def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
-    """With the guest off: each top as the destination's ``<name>``, over
-    its pre-copied layer; then ``copies_verified`` on record, as the copy
-    plan does."""
+    """With the guest off: each disk's last top as the destination's
+    ``<name>``, over its pre-copied layer; then ``copies_verified`` on
+    record, as the copy plan does."""
     remote_img = op.env.qemu_img(op.transport)
-    growable = _growable(op.disks)
-    op.copy_all([(op.inst.in_resize_dir(d.name + TOP),
-                  op.dest_inst.path(d.name)) for d in growable])
-    for disk in growable:
-        remote_img.rebase_unsafe(op.dest_inst.path(disk.name),
-                                 op.dest_inst.path(disk.name + LAYER),
-                                 'qcow2')
+    tops = _active_tops(op, op.inst.resize_dir)
+    names = [d.name for d in _growable(op.disks)]
+    if missing := [n for n in names if n not in tops]:
+        raise exception.ResizeDriverError(
+            f'no pre-copy top of {", ".join(missing)} in '
+            f'{op.inst.resize_dir}: cannot copy what the guest wrote')
+    op.copy_all([(tops[name], op.dest_inst.path(name)) for name in names])
+    for name in names:
+        remote_img.rebase_unsafe(op.dest_inst.path(name),
+                                 op.dest_inst.path(name + LAYER), 'qcow2')
     op.transport.sync_dir(op.dest.instances_path)
     op.record.copies_verified = True
     op.record.write(op.inst.in_resize_dir(RECORD_NAME))

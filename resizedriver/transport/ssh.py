@@ -98,7 +98,14 @@ class SshTransport(base.Transport):
 
     def _error(self, e, argv):
         if e.exit_code == SSH_UNREACHABLE:
+            err = (e.stderr or '').strip()
+            if err:
+                return exception.DestinationUnreachable(
+                    f'cannot reach {self.host} over ssh: {err}')
+            # OpenSSH has no word for a command killed on the other side
+            # or a connection dropped midway (at LogLevel=ERROR)
             return exception.DestinationUnreachable(
-                f'cannot reach {self.host} over ssh: '
-                f'{(e.stderr or "").strip()}')
+                f'ssh to {self.host} ended (exit 255) with no message '
+                f'while running {shlex.join(argv[:2])!r}: the connection '
+                f'dropped or the command was killed there')
         return super()._error(e, argv)

@@ -23,6 +23,9 @@ from tests.lib import guestlog, hostb, hostenv, testguest
 
 TEST_ROOT = '/var/lib/resizedriver-tests'
 MiB = 1024 * 1024
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: the command killed (or otherwise broken) at a chosen point
+CRASHCLI = os.path.join(HERE, 'crashcli.py')
 
 
 @pytest.fixture(scope='session')
@@ -70,12 +73,21 @@ class Scenario:
     def dest_instances(self) -> str:
         return os.path.join(self.root, 'dest-instances')
 
-    def cli(self, *args: str, expect_rc: int = 0) -> \
-            subprocess.CompletedProcess:
+    def cli(self, *args: str, expect_rc: int = 0,
+            conf_file: Optional[str] = None,
+            crash_at: Optional[str] = None) -> subprocess.CompletedProcess:
+        """The command with this scenario's config (or ``conf_file``),
+        as ``crashcli`` with ``RD_CRASH_AT=crash_at`` if that is given."""
+        env = dict(os.environ)
+        program = ['-m', 'resizedriver.cmd.cli']
+        if crash_at:
+            env['RD_CRASH_AT'] = crash_at
+            program = [CRASHCLI]
         proc = subprocess.run(
-            [sys.executable, '-m', 'resizedriver.cmd.cli', '--config-file',
-             self.conf_file, *args], capture_output=True, text=True,
-            timeout=600)
+            [sys.executable, *program, '--config-file',
+             conf_file or self.conf_file, *args], capture_output=True,
+            text=True, timeout=600, env=env,
+            cwd=os.path.dirname(os.path.dirname(HERE)))
         assert proc.returncode == expect_rc, (
             f'resizedriver {" ".join(args)} exited {proc.returncode}, '
             f'wanted {expect_rc}\nstdout:\n{proc.stdout}\n'
@@ -96,6 +108,20 @@ class Scenario:
         return [d.path for d in domain_xml.file_disks(
             self.host.lookup(self.guest.uuid).xml())
             if d.target_dev != testguest.CDROM_DEV]
+
+
+def with_options(conf_file: str, name: str, options: dict[str, object]
+                 ) -> str:
+    """A copy of ``conf_file`` (as ``<name>.conf`` beside it) with more
+    ``[resizedriver]`` options; returns its path."""
+    with open(conf_file) as f:
+        text = f.read()
+    lines = ''.join(f'{k} = {v}\n' for k, v in options.items())
+    assert '[resizedriver]\n' in text, text
+    path = os.path.join(os.path.dirname(conf_file), f'{name}.conf')
+    with open(path, 'w') as f:
+        f.write(text.replace('[resizedriver]\n', '[resizedriver]\n' + lines))
+    return path
 
 
 def write_config(root: str, sshd: 'hostenv.LoopbackSshd | hostb.HostB',

@@ -5,8 +5,14 @@ process SIGKILLs itself right after that step has run, before the journal
 records it done.  'confirm_migration:mid pull' instead kills it while
 the overlay plan's block pull runs; 'after_finish_migration:fail fold'
 makes the pre-copy's fold fail (as a pull QEMU aborts does) instead of
-killing anything.  Everything else is the real command.  Over ssh (no
-environment passes) the remote command sets it: ``env RD_CRASH_AT=...``.
+killing anything.  Pre-copy rounds: 'migrate_disk_and_power_off:mid round
+2' kills it right after round 2's snapshot (the guest writes to a second
+top over the first); 'migrate_disk_and_power_off:write in round 1' kills
+nothing but has the guest's disk written (``PATTERN`` at ``OFFSET``,
+through QEMU's block layer as the guest's own writes go) just before
+round 2 freezes the top that holds it.  Everything else is the real
+command.  Over ssh (no environment passes) the remote command sets it:
+``env RD_CRASH_AT=...``.  Imported, it only lends its constants.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ import signal
 import sys
 import time
 
+import libvirt_qemu
+
 from resizedriver import blockjob
+from resizedriver import domain_xml
 from resizedriver import guest
 from resizedriver import journal
 from resizedriver.cmd import cli
 from resizedriver.operations import precopy
 
-TARGET = os.environ['RD_CRASH_AT']
+TARGET = os.environ.get('RD_CRASH_AT', '')
 _done = journal.Journal.done
 
 
@@ -50,14 +59,41 @@ def block_pull(self, target_dev: str, base, bandwidth: int = 0) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+#: what 'write in round 1' writes, and where (clear of the guest's own
+#: marks in sectors 0 and 1 and of its writer from 1 MiB on,
+#: tools/guest-init)
+PATTERN, OFFSET, LENGTH = 0xab, 512 * 1024, 64 * 1024
+
+
+def snapshot_round(op, round_: int = 1) -> None:
+    """The pre-copy's snapshot, with round 2's preceded by the write or
+    followed by the kill."""
+    if round_ == 2 and TARGET.endswith(':write in round 1'):
+        alias, = domain_xml.parse(op.guest.live_xml()).xpath(
+            "./devices/disk[target/@dev='vda']/alias/@name")
+        out = libvirt_qemu.qemuMonitorCommand(
+            op.guest._domain, f'qemu-io -d /machine/peripheral/{alias}/'
+            f'virtio-backend "write -P {PATTERN:#x} {OFFSET} {LENGTH}"',
+            libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+        # qemu-io's report goes to QEMU's stdout; only errors come back
+        assert not out.strip(), out
+    _snapshot(op, round_)
+    if round_ == 2 and TARGET.endswith(':mid round 2'):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def failing_fold(op) -> None:
     raise blockjob.FoldFailed('vda: the pull was aborted (crashcli)')
 
 
-journal.Journal.done = done
-if TARGET == 'confirm_migration:mid pull':
-    _block_pull = guest.Guest.block_pull
-    guest.Guest.block_pull = block_pull
-elif TARGET == 'after_finish_migration:fail fold':
-    precopy.fold_layers = failing_fold
-sys.exit(cli.main())
+if __name__ == '__main__':
+    journal.Journal.done = done
+    if TARGET == 'confirm_migration:mid pull':
+        _block_pull = guest.Guest.block_pull
+        guest.Guest.block_pull = block_pull
+    elif TARGET == 'after_finish_migration:fail fold':
+        precopy.fold_layers = failing_fold
+    elif TARGET.endswith((':mid round 2', ':write in round 1')):
+        _snapshot = precopy.snapshot
+        precopy.snapshot = snapshot_round
+    sys.exit(cli.main())

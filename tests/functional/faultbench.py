@@ -36,12 +36,10 @@ import tempfile
 import time
 from typing import Iterable, Optional
 
-from tests.functional.conftest import MiB, Scenario, sha256
+from tests.functional.conftest import CRASHCLI, HERE, MiB, Scenario, sha256
 from tests.lib import guestlog
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 FAULTBIN = os.path.join(HERE, 'faultbin')
-CRASHCLI = os.path.join(HERE, 'crashcli.py')
 KILLED = -9
 #: the guest's own marks at the start of its disk (boot counter, shutdown
 #: mark: tools/guest-init), left out of the content compared

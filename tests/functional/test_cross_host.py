@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from typing import Optional
 
 import pytest
 
 from resizedriver.host import Host
-from tests.functional.conftest import MiB
+from tests.functional import crashcli
+from tests.functional.conftest import MiB, with_options
 from tests.functional.crosshost import BASE, CrossScenario
 from tests.lib import guestlog, hostenv, testguest
 
@@ -56,9 +58,25 @@ def _assert_gone(host: Host, s: CrossScenario, exists) -> None:
     assert not exists(s.guest.uuid + '_resize')
 
 
-def _resize_to_b(s: CrossScenario, *extra: str) -> str:
+def _resize_to_b(s: CrossScenario, *extra: str, **cli_kw) -> str:
     return s.cli('--verbose', 'resize', s.guest.name, '--dest-host',
-                 s.b.addr, *extra).stderr
+                 s.b.addr, *extra, **cli_kw).stderr
+
+
+def _holds_pattern(disk: str, on_b: Optional[CrossScenario] = None
+                   ) -> bool:
+    """Whether the guest sees crashcli's pattern in ``disk`` (read through
+    its chain, beside the guest that runs on it; inside B for ``on_b``,
+    where the chain's paths are right)."""
+    argv = ['qemu-io', '-U', '-r', '-f', 'qcow2', '-c',
+            f'read -P {crashcli.PATTERN:#x} {crashcli.OFFSET} '
+            f'{crashcli.LENGTH}', disk]
+    proc = subprocess.run(on_b.b.command(*argv) if on_b else argv,
+                          capture_output=True, text=True)
+    if 'Pattern verification failed' in proc.stdout + proc.stderr:
+        return False
+    assert proc.returncode == 0 and 'read 65536/65536' in proc.stdout, proc
+    return True
 
 
 def test_cold_resize_to_host_b_over_ssh_then_confirm(cross: CrossScenario):
@@ -143,16 +161,25 @@ def test_precopy_to_host_b_revert_then_again_and_confirm(
         precopy: CrossScenario):
     """The disks cross while the guest runs; its last writes (the clean
     shutdown's mark on its disk, made after the pre-copy began) reach B,
-    and come back to A on revert."""
+    and come back to A on revert.  The first move makes two rounds, the
+    guest's disk written between them: that write reaches B only by the
+    second round's copy, and comes back to A from the tops on revert."""
     s = precopy
     first = s.wait_boot(1)
     assert first.shutdown_mark == 'none'
+    disk_a = os.path.join(s.instances, s.guest.uuid, 'disk')
+    assert not _holds_pattern(disk_a)
 
     wire = s.b.wire_bytes()
+    two_rounds = with_options(s.conf_file, 'two-rounds', {
+        'pre_copy_rounds': 2, 'pre_copy_final_mb': 0})
     out = _resize_to_b(s, '--vcpus', '2', '--memory', '512',
-                       '--root-size', '128M')
+                       '--root-size', '128M', conf_file=two_rounds,
+                       crash_at='migrate_disk_and_power_off:write in '
+                                'round 1')
     assert 'Plan precopy' in out, out
     assert 'pre-copy disks' in out and 'copy what changed' in out
+    assert 'Pre-copy done after 2 round(s): ' in out, out
     assert s.b.wire_bytes() > wire
     record = _record(s)
     assert (record['topology'], record['plan']) == ('other-host', 'precopy')
@@ -160,17 +187,21 @@ def test_precopy_to_host_b_revert_then_again_and_confirm(
     assert on_b.shutdown_mark == '1'     # written after the snapshot
     _assert_up_on_b(s, first, boot=2)
     _assert_nova_layout_on_b(s)
-    # A keeps its chain (top over the frozen disk) until confirm.
+    assert _holds_pattern(os.path.join(s.instances, s.guest.uuid, 'disk'),
+                          on_b=s)
+    # A keeps its chain (both rounds' tops over the frozen disk) until
+    # confirm.
     kept = os.path.join(s.instances, s.guest.uuid + '_resize')
-    assert os.path.exists(os.path.join(kept, 'disk.top'))
+    assert {'disk.top', 'disk.top.2'} <= set(os.listdir(kept))
 
     s.cli('revert', s.guest.name)
     back = s.wait_boot(2)
     assert (back.cpu_count, back.mem_kb, back.disks) == \
         (first.cpu_count, first.mem_kb, first.disks)
     assert back.shutdown_mark == '1'     # the bytes of its clean shutdown
-    assert not os.path.exists(os.path.join(s.instances, s.guest.uuid,
-                                           'disk.top'))
+    assert _holds_pattern(disk_a)
+    assert not [f for f in os.listdir(os.path.dirname(disk_a))
+                if f.startswith('disk.top')]
     _assert_gone(s.b_host, s, lambda d: os.path.exists(s.b_path(d)))
     assert hostenv.ping(s.guest.ip.split('/')[0])
 

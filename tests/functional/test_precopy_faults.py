@@ -1,12 +1,15 @@
 """The pre-copy plan broken on purpose, on a real move from A to host B.
 
-Each step of the pre-copy migrate is SIGKILLed in turn (right after it
-ran, before the journal records it done) and ``resizedriver recover``
-rolls the resize back; the network to B is cut mid pre-copy, and B's
-filesystem fills mid pre-copy (both rolled back at once).  After each,
-the guest runs on A again from ``<uuid>/disk`` (the snapshot's top
-folded back: live while it ran, offline once it was off), with the bytes
-it had (``faultbench``'s fingerprint), nothing left on A or B.  Then one
+Each step of a two-round pre-copy migrate is SIGKILLed in turn (right
+after it ran, before the journal records it done), and once in round 2,
+and ``resizedriver recover`` rolls the resize back; the network to B is
+cut mid round 2 and mid round 1, and B's filesystem fills mid pre-copy
+(all rolled back at once).  B's half (the finish) is SIGKILLed after its
+check, define and start: A's resize reverts at once, ``recover`` on B
+rolls back B's interrupted journal.  After each, the guest runs on A
+again from ``<uuid>/disk`` (the snapshot's tops folded back: live while
+it ran, offline once it was off), with the bytes it had
+(``faultbench``'s fingerprint), nothing left on A or B.  Then one
 pre-copy goes through, and its revert is killed after the top was folded
 back; recover completes it.  Rows join the fault table.
 """
@@ -20,12 +23,21 @@ import subprocess
 import sys
 
 from resizedriver import domain_xml
+from tests.functional.conftest import with_options
 from tests.functional.crosshost import BASE, CrossScenario
 from tests.functional.faultbench import CRASHCLI, KILLED, TABLE, Bench, Row
 
 MIGRATE = 'migrate_disk_and_power_off'
+FINISH = 'finish_migration'
 AFTER_FINISH = 'after_finish_migration'
 REVERT = 'finish_revert_migration'
+
+#: A's half makes exactly two rounds, whatever the guest writes
+TWO_ROUNDS = {'pre_copy_rounds': 2, 'pre_copy_final_mb': 0}
+
+#: B's steps with their own undo or none (extend and plug VIFs are the
+#: copy plan's, killed in test_faults)
+FINISH_STEPS = ['check pre-copied disks', 'define domain', 'start guest']
 
 STEPS = ['create destination dir', 'snapshot disks for pre-copy',
          'pre-copy disks', 'write resize record', 'power off',
@@ -39,6 +51,8 @@ class PrecopyBench(Bench):
         super().__init__(scenario)
         self.cross = scenario
         self.remote_crash = ''
+        #: more [resizedriver] options for A's half
+        self.options: dict[str, object] = {}
         self.b_conf = os.path.join(scenario.root, 'b.conf')
 
     def to_b(self) -> list[str]:
@@ -49,6 +63,9 @@ class PrecopyBench(Bench):
         """As ``Bench.conf``; with ``remote_crash`` set, B's half runs
         as crashcli with that ``RD_CRASH_AT``."""
         path = super().conf(*args, **kw)
+        if self.options:
+            path = with_options(path, os.path.basename(path)[:-len('.conf')]
+                                + '-options', self.options)
         if not self.remote_crash:
             return path
         with open(path) as f:
@@ -72,12 +89,19 @@ class PrecopyBench(Bench):
         row, before = self.begin(operation, fault + ' (pre-copy to B)')
         return row, before
 
+    def tops(self) -> list[str]:
+        """The snapshot tops on A (in the instance dir or ``_resize``)."""
+        return sorted(f for d in (self.uuid, self.uuid + '_resize')
+                      if os.path.isdir(os.path.join(self.here, d))
+                      for f in os.listdir(os.path.join(self.here, d))
+                      if f.startswith('disk.top'))
+
     def expect_back_on_a(self, before: dict, row: Row) -> None:
         """As ``expect_on_source``, and: no top left, the definition and
         the running chain on ``<uuid>/disk`` again, nothing on B."""
         self.expect_on_source(before, row)
         inst = os.path.join(self.here, self.uuid)
-        assert not os.path.exists(os.path.join(inst, 'disk.top'))
+        assert not self.tops()
         guest = self.s.host.lookup(self.uuid)
         for xml in (guest.xml(), guest.live_xml()):
             disks = [d.path for d in domain_xml.file_disks(xml)
@@ -92,23 +116,46 @@ def test_precopy_killed_after_each_step_and_broken_mid_copy(
     b = PrecopyBench(precopy)
     uuid = b.uuid
 
+    # Two pre-copy rounds (the second copies the first's top: what the
+    # guest wrote meanwhile), so each undo has a stack of two tops to
+    # fold back: live through both into the disk while the guest runs,
+    # in one offline commit once it is off.
+    b.options = TWO_ROUNDS
     for step in STEPS:
-        row, before = b.row(MIGRATE, f'killed after {step!r}')
+        row, before = b.row(MIGRATE, f'killed after {step!r} (2 rounds)')
         proc = b.cli(*b.to_b(), crash_at=f'{MIGRATE}:{step}', expect_rc=None)
         assert proc.returncode == KILLED, proc.stderr
+        if STEPS.index(step) >= STEPS.index('pre-copy disks'):
+            assert b.tops() == ['disk.top', 'disk.top.2'], b.tops()
         b.recover(row, 'rolled back')
         b.expect_back_on_a(before, row)
 
-    row, before = b.row(MIGRATE, 'ssh cut mid pre-copy (copy SIGKILLed '
-                                 'after 4 KiB)')
-    b.set_fault('kill-copy', '4096 disk.precopy')
-    err = b.cli(*b.to_b(), expect_rc=1).stderr
-    assert "at step 'pre-copy disks'" in err and 'was undone' in err, err
-    assert 'copy killed after 4096 bytes' in \
-        b.fault_output('events').splitlines()
-    row.outcome = 'failed at pre-copy disks, guest running; rolled back ' \
-                  'at once'
+    row, before = b.row(MIGRATE, 'killed in round 2, right after its '
+                                 'snapshot')
+    proc = b.cli(*b.to_b(), crash_at=f'{MIGRATE}:mid round 2',
+                 expect_rc=None)
+    assert proc.returncode == KILLED, proc.stderr
+    assert b.tops() == ['disk.top', 'disk.top.2'], b.tops()
+    b.recover(row, 'rolled back')
     b.expect_back_on_a(before, row)
+
+    for where, copy, options in (('mid round 2', 'disk.precopy.2',
+                                  TWO_ROUNDS),
+                                 ('mid pre-copy', 'disk.precopy', {})):
+        b.options = options
+        row, before = b.row(MIGRATE, f'ssh cut {where} (copy SIGKILLed '
+                                     f'after 4 KiB)')
+        b.set_fault('kill-copy', f'4096 {copy}')
+        err = b.cli(*b.to_b(), expect_rc=1).stderr
+        assert "at step 'pre-copy disks'" in err and 'was undone' in err, \
+            err
+        assert 'copy killed after 4096 bytes' in \
+            b.fault_output('events').splitlines()
+        row.outcome = 'failed at pre-copy disks, guest running; rolled ' \
+                      'back at once'
+        b.expect_back_on_a(before, row)
+        b.clear_faults()
+    b.options = {}
 
     row, before = b.row(MIGRATE, "B's filesystem filled mid pre-copy")
     tenant = precopy.b_path('other-tenant.img')
@@ -124,6 +171,25 @@ def test_precopy_killed_after_each_step_and_broken_mid_copy(
     row.outcome = 'failed at pre-copy disks (no space on B), guest ' \
                   'running; rolled back at once'
     b.expect_back_on_a(before, row)
+
+    # B's half killed after each of its steps: the resize's own plan
+    # reverts A at once (B's copy and guest dropped over ssh); B's
+    # interrupted finish journal is rolled back by recover on B (its
+    # nova-compute at start), which leaves B clean.
+    for step in FINISH_STEPS:
+        row, before = b.row(FINISH, f'killed on B after {step!r}')
+        b.remote_crash = f'{FINISH}:{step}'
+        err = b.cli(*b.to_b(), expect_rc=1).stderr
+        b.remote_crash = ''
+        assert "resize failed at step 'finish_migration'" in err and \
+            'the command was killed there' in err and 'was undone' in err, \
+            err
+        b.expect_back_on_a(before, row)          # B's copy and guest gone
+        out = b.b_cli('recover')
+        assert f"{FINISH} interrupted at '{step}': rolled back" in out, out
+        assert b.b_cli('recover').strip() == 'nothing to recover'
+        row.outcome = ("B's half killed; A reverted at once, B's copy and "
+                       "guest dropped; recover on B: finish rolled back")
 
     # Then it goes through, though B's fold fails: the finish stands, the
     # guest runs on B on its pre-copied chain, recover on B folds it.

@@ -56,9 +56,13 @@ class HostB:
         return Host('qemu+unix:///system?socket=' +
                     self.path('/run/libvirt/libvirt-sock'))
 
+    def command(self, *argv: str) -> list[str]:
+        """``argv`` as a command that runs inside B."""
+        return [SCRIPT, 'run', *argv]
+
     def run(self, *argv: str) -> str:
         """Run a command inside B; its stdout."""
-        return subprocess.run([SCRIPT, 'run', *argv], check=True,
+        return subprocess.run(self.command(*argv), check=True,
                               capture_output=True, text=True).stdout
 
     def client_options(self) -> list[str]:

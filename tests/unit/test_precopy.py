@@ -17,7 +17,8 @@ from resizedriver import exception
 from resizedriver import stepname
 from resizedriver.engine import ResizeEngine
 from resizedriver.layout import InstanceLayout
-from resizedriver.model import Destination, DiskFile, DiskRole, MiB, Topology
+from resizedriver.model import (Destination, DiskFile, DiskRole, GiB, MiB,
+                                Topology)
 from resizedriver.operations import precopy
 from resizedriver.operations.finish import AfterFinish, FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
@@ -70,14 +71,18 @@ def test_the_snapshot_tops_only_root_and_ephemeral_disks():
 class _Img:
     def __init__(self) -> None:
         self.commits: list[str] = []
+        self.into: list[str] = []
 
-    def commit(self, path: str, size: int) -> None:
+    def commit(self, path: str, base: str, size: int) -> None:
         self.commits.append(path)
+        self.into.append(base)
 
 
 def _env(host: FakeHost, img: _Img):
     conf = types.SimpleNamespace(
-        resizedriver=types.SimpleNamespace(fold_timeout=60))
+        resizedriver=types.SimpleNamespace(fold_timeout=60,
+                                           pre_copy_rounds=3,
+                                           pre_copy_final_mb=0))
     return types.SimpleNamespace(host=host, conf=conf,
                                  qemu_img=lambda: img)
 
@@ -296,9 +301,193 @@ def test_no_power_off_when_the_tops_no_longer_fit(tmp_path):
     op = types.SimpleNamespace(
         disks=disks, inst=inst, dest_inst=InstanceLayout('/b', UUID),
         dest=InstanceLayout('/b', UUID), copy_all=lambda pairs: None,
+        env=_env(FakeHost([]), _Img()),
         transport=types.SimpleNamespace(
             sync_dir=lambda d: None, free_bytes=lambda p: free['n']))
+    # 4096 bytes left after a round that moved 1000: no second round
+    # (another would not move less)
     precopy.precopy(op)
     free['n'] -= 1
     with pytest.raises(exception.InsufficientSpace, match='not powering'):
         precopy.precopy(op)
+
+
+# -- rounds: stacked tops -----------------------------------------------------
+
+def _stack(tmp_path, *names: str):
+    inst = InstanceLayout(str(tmp_path), UUID)
+    os.makedirs(inst.dir)
+    for name in ('disk',) + names:
+        open(inst.path(name), 'w').close()
+    return inst
+
+
+def test_stacked_tops_of_a_stopped_guest_are_committed_at_once(tmp_path):
+    """One commit from the last round's top down into the disk: committed
+    one by one, an interruption between two would leave a lower top that
+    a later run commits again over the newer data."""
+    inst = _stack(tmp_path, 'disk.top', 'disk.top.2', 'disk.top.10')
+    xml = XML.replace('/i/u/disk', inst.path('disk.top.10'))
+    img, redefined = _Img(), []
+    precopy.fold_tops_back(
+        _env(FakeHost([FakeGuest(UUID, 'g', xml, running=False)]), img),
+        inst, lambda: redefined.append(1))
+    assert (img.commits, img.into) == ([inst.path('disk.top.10')],
+                                       [inst.path('disk')])
+    assert redefined == [1]
+    assert sorted(os.listdir(inst.dir)) == ['disk']
+
+
+def test_a_disk_marked_folded_only_loses_its_stale_tops(tmp_path):
+    """Interrupted after the disk got its tops' data (the marker is on
+    disk) but before the lower tops went: they are removed, never
+    committed again -- with the guest paused for its pivot (resumed
+    after) or gone with the host."""
+    for guest_runs in (True, False):
+        inst = _stack(tmp_path / str(guest_runs), 'disk.top',
+                      'disk.top.pivoted')
+        guest = FakeGuest(UUID, 'g', XML.replace('/i/u/disk',
+                                                 inst.path('disk')),
+                          running=guest_runs)
+        guest.paused = guest_runs
+        img = _Img()
+        precopy.fold_tops_back(_env(FakeHost([guest]), img), inst, None)
+        assert img.commits == []
+        assert sorted(os.listdir(inst.dir)) == ['disk']
+        assert guest.call_names == (['resume'] if guest_runs else [])
+
+
+def test_a_running_guest_on_stacked_tops_is_committed_down_to_its_disk(
+        tmp_path, monkeypatch):
+    inst = _stack(tmp_path, 'disk.top', 'disk.top.2')
+    guest = FakeGuest(UUID, 'g', XML.replace('/i/u/disk',
+                                             inst.path('disk.top.2')))
+    commits = []
+
+    def commit_active(guest, dev, base, timeout, drop_top):
+        commits.append((dev, base))
+        guest.paused = True             # as the pivot leaves it
+        drop_top()
+        assert os.path.exists(inst.path('disk.top.pivoted'))
+    monkeypatch.setattr(precopy.blockjob, 'commit_active', commit_active)
+    precopy.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
+    assert commits == [('vda', inst.path('disk'))]
+    assert sorted(os.listdir(inst.dir)) == ['disk']
+    assert guest.call_names == ['resume']
+
+
+def test_round_n_snapshots_name_their_tops_after_the_round():
+    inst = InstanceLayout('/i', UUID)
+    snap = etree.fromstring(precopy.snapshot_xml(XML, inst, QCOW2, 3)
+                            .encode())
+    vda = [d for d in snap.iterfind('disks/disk') if d.get('name') == 'vda']
+    assert vda[0].find('source').get('file') == f'/i/{UUID}/disk.top.3'
+
+
+class _RoundGuest:
+    """Each snapshot makes the named tops, as large as the guest will
+    have written into them by the time they are looked at."""
+
+    def __init__(self, xml: str, writes: list[int]) -> None:
+        self.xml, self.writes = xml, writes
+
+    def live_xml(self) -> str:
+        return self.xml
+
+    def snapshot_disks(self, snapshot_xml: str) -> None:
+        for source in etree.fromstring(snapshot_xml.encode()).iter('source'):
+            with open(source.get('file'), 'wb') as f:
+                f.truncate(self.writes.pop(0))
+
+
+class _RemoteImg:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def rebase_unsafe(self, path, backing, fmt) -> None:
+        self.calls.append(('rebase', path, backing))
+
+    def commit_into_layer(self, path, layer, size) -> None:
+        self.calls.append(('commit', path, layer, size))
+
+
+def _round_op(tmp_path, first_top: int, writes: list[int],
+              free: int = 1 << 40, rounds: int = 3):
+    inst = _stack(tmp_path, 'disk.top')
+    with open(inst.path('disk.top'), 'wb') as f:
+        f.truncate(first_top)
+    disks = [DiskFile('disk', DiskRole.ROOT, inst.path('disk'), 'qcow2',
+                      GiB, 100 * MiB, None, 'vda')]
+    img, copies, removed = _RemoteImg(), [], []
+    conf = types.SimpleNamespace(resizedriver=types.SimpleNamespace(
+        pre_copy_rounds=rounds, pre_copy_final_mb=1))
+    dest = InstanceLayout('/b', UUID)
+    op = types.SimpleNamespace(
+        disks=disks, inst=inst, dest_inst=dest, dest=dest,
+        copy_all=copies.append, img=img, removed=removed, copies=copies,
+        guest=_RoundGuest(XML.replace('/i/u/disk', inst.path('disk.top')),
+                          list(writes)),
+        env=types.SimpleNamespace(conf=conf,
+                                  qemu_img=lambda transport=None: img),
+        transport=types.SimpleNamespace(
+            sync_dir=lambda d: None, free_bytes=lambda p: free,
+            remove_file=removed.append))
+    return op
+
+
+def test_rounds_go_on_while_they_converge_up_to_the_limit(tmp_path):
+    # round 1 moved the 100 MiB disk while the guest wrote 40 MiB; round
+    # 2 moves those 40 while it writes 10; round 3 those 10 (5 written)
+    op = _round_op(tmp_path, 40 * MiB, [10 * MiB, 5 * MiB])
+    precopy.precopy(op)
+    layer = op.dest.path('disk.precopy')
+    assert op.copies[1:] == [
+        [(op.inst.path('disk.top'), layer + '.2')],
+        [(op.inst.path('disk.top.2'), layer + '.3')]]
+    assert op.img.calls == [
+        ('rebase', layer + '.2', layer), ('commit', layer + '.2', layer,
+                                          40 * MiB),
+        ('rebase', layer + '.3', layer), ('commit', layer + '.3', layer,
+                                          10 * MiB)]
+    assert op.removed == [layer + '.2', layer + '.3']
+    assert os.path.exists(op.inst.path('disk.top.3'))
+
+
+@pytest.mark.parametrize('first_top, free, why', [
+    (512 * 1024, 1 << 40, 'at most the final size'),
+    (200 * MiB, 1 << 40, 'the guest outruns the copy'),
+    (40 * MiB, 100 * MiB + 40 * MiB + 79 * MiB, 'no room for the round'),
+])
+def test_no_further_round_when_it_would_not_pay(tmp_path, first_top, free,
+                                                why):
+    op = _round_op(tmp_path, first_top, [MiB], free=free)
+    precopy.precopy(op)
+    assert len(op.copies) == 1 and op.img.calls == [], why
+    assert not os.path.exists(op.inst.path('disk.top.2'))
+
+
+def test_one_round_when_configured_so(tmp_path):
+    op = _round_op(tmp_path, 40 * MiB, [MiB], rounds=1)
+    precopy.precopy(op)
+    assert len(op.copies) == 1
+
+
+def test_the_last_rounds_top_is_what_crosses_while_the_guest_is_down(
+        tmp_path):
+    op = _round_op(tmp_path, MiB, [])
+    os.makedirs(op.inst.resize_dir)
+    for name in ('disk.top', 'disk.top.2', 'disk.top.pivoted'):
+        open(op.inst.in_resize_dir(name), 'w').close()
+    written = []
+    op.record = types.SimpleNamespace(copies_verified=False,
+                                      write=written.append)
+    precopy.copy_tops(op)
+    assert op.copies == [[(op.inst.in_resize_dir('disk.top.2'),
+                           op.dest.path('disk'))]]
+    assert op.img.calls == [('rebase', op.dest.path('disk'),
+                             op.dest.path('disk.precopy'))]
+    assert op.record.copies_verified and written
+    for name in ('disk.top', 'disk.top.2'):
+        os.unlink(op.inst.in_resize_dir(name))
+    with pytest.raises(exception.ResizeDriverError, match='no pre-copy top'):
+        precopy.copy_tops(op)

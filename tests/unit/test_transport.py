@@ -486,3 +486,22 @@ def test_every_qemu_img_command_is_limited(tmp_path):
         assert argv[0] == 'prlimit' and argv[2].startswith('--as=')
         assert argv[3] == 'qemu-img'
     assert [t for _, t in runs] == [100, 100, 100, 100 + 64 * 1024]
+
+
+@pytest.mark.parametrize('stderr, says', [
+    ('ssh: connect to host desthost port 22: Connection refused',
+     'cannot reach desthost over ssh: ssh: connect to host desthost port '
+     '22: Connection refused'),
+    # OpenSSH ends with 255 and no word (at LogLevel=ERROR) when the
+    # command on the other side is killed, or the connection drops, midway
+    ('', "ssh to desthost ended (exit 255) with no message while running "
+         "'resizedriver finish': the connection dropped or the command "
+         "was killed there"),
+])
+def test_ssh_failing_says_whether_it_reached_the_host(stderr, says):
+    from oslo_concurrency import processutils
+    err = SshTransport('desthost', SshOptions())._error(
+        processutils.ProcessExecutionError(exit_code=255, stderr=stderr),
+        ('resizedriver', 'finish'))
+    assert isinstance(err, exception.DestinationUnreachable)
+    assert str(err) == says
