@@ -254,10 +254,10 @@ def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
     leaves the marker that has the next run finish it."""
     for name, stack in tops.items():
         mark = functools.partial(_mark_folded, inst, name, stack)
-        reading = [(dev, top) for top in stack
-                   if (dev := _dev_reading(guest.live_xml(), top))]
-        if reading:
-            blockjob.commit_active(guest, reading[0][0], inst.path(name),
+        live = guest.live_xml()
+        dev = next(filter(None, (_dev_reading(live, t) for t in stack)), None)
+        if dev is not None:
+            blockjob.commit_active(guest, dev, inst.path(name),
                                    env.conf.resizedriver.fold_timeout, mark)
         else:
             LOG.info('%s was pivoted away from before an interruption: '
@@ -379,7 +379,7 @@ def _next_round(op: 'MigrateDiskAndPowerOff', done: int, copied: int,
         return (f'{left} bytes written during a round that moved {copied}: '
                 f'another round would not move less')
     if op.transport.free_bytes(op.dest.instances_path) < \
-            _room_for_tops(op, grown) + 2 * left:
+            _room_for_tops(op, left, grown) + 2 * left:
         return f'{left} bytes left, no room for another round'
     return None
 
@@ -391,32 +391,33 @@ def _copy_round(op: 'MigrateDiskAndPowerOff', round_: int) -> int:
     bytes it moved."""
     frozen = _active_tops(op)
     snapshot(op, round_)
+    sizes = {name: os.path.getsize(top) for name, top in frozen.items()}
     remote_img = op.env.qemu_img(op.transport)
     parts = {name: op.dest_inst.path(f'{name}{LAYER}.{round_}')
              for name in frozen}
     op.copy_all([(frozen[name], parts[name]) for name in frozen])
     for name, part in parts.items():
         layer = op.dest_inst.path(name + LAYER)
-        size = os.path.getsize(frozen[name])
         remote_img.rebase_unsafe(part, layer, 'qcow2')
-        remote_img.commit_into_layer(part, layer, size)
+        remote_img.commit_into_layer(part, layer, sizes[name])
         op.transport.remove_file(part)
     op.transport.sync_dir(op.dest_inst.dir)
-    return sum(os.path.getsize(t) for t in frozen.values())
+    return sum(sizes.values())
 
 
-def _room_for_tops(op: 'MigrateDiskAndPowerOff', grown: int) -> int:
-    """What the destination still needs: the last tops' copies, and the
-    fold (the layers' data, with the ``grown`` bytes later rounds added
-    to them)."""
-    return _left(op) + fold_room(op.disks) + grown
+def _room_for_tops(op: 'MigrateDiskAndPowerOff', left: int,
+                   grown: int) -> int:
+    """What the destination still needs: the last tops' copies (``left``
+    bytes), and the fold (the layers' data, with the ``grown`` bytes
+    later rounds added to them)."""
+    return left + fold_room(op.disks) + grown
 
 
 def _check_room_for_tops(op: 'MigrateDiskAndPowerOff', grown: int) -> None:
     """Validation counted the copies and the fold; the tops have grown
     since, by what the guest wrote during the pre-copy.  Refused now, the
     undo takes the snapshots back and the guest never stops."""
-    needed = _room_for_tops(op, grown)
+    needed = _room_for_tops(op, _left(op), grown)
     free = op.transport.free_bytes(op.dest.instances_path)
     if free < needed:
         raise exception.InsufficientSpace(
