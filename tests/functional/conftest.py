@@ -76,23 +76,9 @@ class Scenario:
     def cli(self, *args: str, expect_rc: int = 0,
             conf_file: Optional[str] = None,
             crash_at: Optional[str] = None) -> subprocess.CompletedProcess:
-        """The command with this scenario's config (or ``conf_file``),
-        as ``crashcli`` with ``RD_CRASH_AT=crash_at`` if that is given."""
-        env = dict(os.environ)
-        program = ['-m', 'resizedriver.cmd.cli']
-        if crash_at:
-            env['RD_CRASH_AT'] = crash_at
-            program = [CRASHCLI]
-        proc = subprocess.run(
-            [sys.executable, *program, '--config-file',
-             conf_file or self.conf_file, *args], capture_output=True,
-            text=True, timeout=600, env=env,
-            cwd=os.path.dirname(os.path.dirname(HERE)))
-        assert proc.returncode == expect_rc, (
-            f'resizedriver {" ".join(args)} exited {proc.returncode}, '
-            f'wanted {expect_rc}\nstdout:\n{proc.stdout}\n'
-            f'stderr:\n{proc.stderr}')
-        return proc
+        """The command with this scenario's config (or ``conf_file``)."""
+        return run_cli(conf_file or self.conf_file, args, crash_at,
+                       expect_rc)
 
     def wait_boot(self, boot: int) -> guestlog.GuestReport:
         return guestlog.wait_for_boot(self.guest.console_log(self.host), boot)
@@ -108,6 +94,30 @@ class Scenario:
         return [d.path for d in domain_xml.file_disks(
             self.host.lookup(self.guest.uuid).xml())
             if d.target_dev != testguest.CDROM_DEV]
+
+
+def run_cli(conf_file: str, args: tuple[str, ...],
+            crash_at: Optional[str] = None, expect_rc: Optional[int] = 0,
+            env: Optional[dict[str, str]] = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """``resizedriver --config-file conf_file ARGS`` (as ``crashcli`` with
+    ``RD_CRASH_AT=crash_at`` if that is given, with ``env`` for its
+    environment), its exit code checked unless ``expect_rc`` is None."""
+    env = dict(env or os.environ)
+    program = ['-m', 'resizedriver.cmd.cli']
+    if crash_at:
+        env['RD_CRASH_AT'] = crash_at
+        program = [CRASHCLI]
+    proc = subprocess.run(
+        [sys.executable, *program, '--config-file', conf_file, *args],
+        capture_output=True, text=True, timeout=timeout, env=env,
+        cwd=os.path.dirname(os.path.dirname(HERE)))
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, (
+            f'resizedriver {" ".join(args)} exited {proc.returncode}, '
+            f'wanted {expect_rc}\nstdout:\n{proc.stdout}\n'
+            f'stderr:\n{proc.stderr}')
+    return proc
 
 
 def with_options(conf_file: str, name: str, options: dict[str, object]

@@ -31,12 +31,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from typing import Iterable, Optional
 
-from tests.functional.conftest import CRASHCLI, HERE, MiB, Scenario, sha256
+from tests.functional.conftest import HERE, MiB, Scenario, run_cli, sha256
 from tests.lib import guestlog
 
 FAULTBIN = os.path.join(HERE, 'faultbin')
@@ -135,21 +134,8 @@ class Bench:
             subprocess.CompletedProcess:
         env = dict(os.environ, RD_FAULTS=self.faults,
                    PATH=FAULTBIN + os.pathsep + os.environ['PATH'])
-        if crash_at:
-            env['RD_CRASH_AT'] = crash_at
-            argv = [sys.executable, CRASHCLI]
-        else:
-            argv = [sys.executable, '-m', 'resizedriver.cmd.cli']
-        proc = subprocess.run(
-            argv + ['--config-file', self.conf(**conf_kw), *args],
-            capture_output=True, text=True, timeout=300, env=env,
-            cwd=os.path.dirname(os.path.dirname(HERE)))
-        if expect_rc is not None:
-            assert proc.returncode == expect_rc, (
-                f'resizedriver {" ".join(args)} exited {proc.returncode}, '
-                f'wanted {expect_rc}\nstdout:\n{proc.stdout}\n'
-                f'stderr:\n{proc.stderr}')
-        return proc
+        return run_cli(self.conf(**conf_kw), args, crash_at, expect_rc, env,
+                       timeout=300)
 
     def resize_args(self, flavor: Optional[Flavor] = None,
                     same_path: bool = False, ssh: bool = False) -> list[str]:

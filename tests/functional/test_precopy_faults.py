@@ -23,9 +23,9 @@ import subprocess
 import sys
 
 from resizedriver import domain_xml
-from tests.functional.conftest import with_options
+from tests.functional.conftest import CRASHCLI, with_options
 from tests.functional.crosshost import BASE, CrossScenario
-from tests.functional.faultbench import CRASHCLI, KILLED, TABLE, Bench, Row
+from tests.functional.faultbench import KILLED, TABLE, Bench, Row
 
 MIGRATE = 'migrate_disk_and_power_off'
 FINISH = 'finish_migration'
