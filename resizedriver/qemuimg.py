@@ -201,16 +201,25 @@ class QemuImg:
         them all as they are (``-d``): idempotent until they are gone."""
         self._run('commit', '-f', 'qcow2', '-d', '-b', base, path, size=size)
 
-    def commit_into_layer(self, path: str, layer: str, size: int) -> None:
+    def commit_into_layer(self, path: str, layer: str,
+                          backing: Optional[str], size: int) -> None:
         """Write the qcow2 ``path``'s data into the qcow2 ``layer`` below
-        it, opening nothing under ``layer``: its header still names the
-        other host's backing file (the finish rebases it), which need not
-        exist here."""
+        it.  The layer's header still names the other host's backing file
+        (the finish rebases it), which need not exist here; ``backing``
+        (this host's copy of it, raw, or None for a layer over nothing)
+        is opened in its place.  It must be: where a cluster of the layer
+        is larger than what the commit writes into it (larger clusters,
+        or a part allocated in subclusters), QEMU fills the rest from
+        below -- with zeros if nothing were there."""
+        below: Optional[dict[str, Any]] = None
+        if backing is not None:
+            below = {'driver': 'raw', 'read-only': True,
+                     'file': {'driver': 'file', 'filename': backing}}
         spec = {'driver': 'qcow2',
                 'file': {'driver': 'file', 'filename': path},
                 'backing': {'driver': 'qcow2',
                             'file': {'driver': 'file', 'filename': layer},
-                            'backing': None}}
+                            'backing': below}}
         self._run('commit', '-d', 'json:' + json.dumps(spec), size=size)
 
     def rebase_safe(self, path: str, backing: Optional[str],

@@ -183,6 +183,7 @@ class MigrateDiskAndPowerOff:
             raise exception.ResizePending(
                 f'{self.inst.resize_dir} exists: a resize of this instance '
                 f'is pending; confirm or revert it first')
+        precopy.refuse_if_topped(self.inst)
         self.was_running = self.guest.is_running()
         self.source_xml = self.guest.xml()
         self.disks = inventory.discover(self.source_xml, self.inst,

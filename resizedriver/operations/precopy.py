@@ -182,17 +182,34 @@ def snapshot_xml(live_xml: str, inst: InstanceLayout,
 
 def snapshot(op: 'MigrateDiskAndPowerOff', round_: int = 1) -> None:
     """Freeze what each disk holds (round 1) or what the guest wrote
-    during the round before (its top); the guest goes on on new tops."""
+    during the round before (its top); the guest goes on on new tops.
+
+    Each disk must be as the rounds before left it: its tops exactly
+    theirs and the guest writing to the last (round 1: to the disk, no
+    top; validation refused leftovers), so that the top a round freezes
+    and copies, and the one the power-off copies last, are the guest's.
+    """
+    live = op.guest.live_xml()
+    tops = _tops(op.inst)
     for disk in _growable(op.disks):
-        top = top_path(op.inst, disk.name, round_)
-        if os.path.lexists(top):
+        expected = [top_path(op.inst, disk.name, n) for n in range(1, round_)]
+        wanted = expected[-1] if expected else op.inst.path(disk.name)
+        found = tops.get(disk.name, [])
+        reads = next((d.path for d in domain_xml.file_disks(live)
+                      if d.target_dev == disk.target_dev), None)
+        if found != expected or reads != wanted:
             raise exception.ResizeDriverError(
-                f'{top} exists already: a pre-copy left it; refusing to '
-                f'write over it')
-    op.guest.snapshot_disks(snapshot_xml(op.guest.live_xml(), op.inst,
-                                         op.disks, round_))
+                f'pre-copy round {round_} of {disk.name}: the guest writes '
+                f'to {reads} with {_names(found)} in {op.inst.dir}; '
+                f'expected {os.path.basename(wanted)} with '
+                f'{_names(expected)}: refusing to snapshot')
+    op.guest.snapshot_disks(snapshot_xml(live, op.inst, op.disks, round_))
     LOG.info('Pre-copy round %d: disks frozen, the guest writes to new '
              'tops', round_, instance_uuid=op.inst.uuid)
+
+
+def _names(paths: list[str]) -> str:
+    return ', '.join(map(os.path.basename, paths)) or 'no top'
 
 
 def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
@@ -218,16 +235,17 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
     any) then replaces a stopped definition that named a top (a revert
     defines one of its own next)."""
     guest = env.host.lookup(inst.uuid)
+    running = guest is not None and guest.is_running()
+    # decided before anything goes: a run killed after the markers and
+    # before its redefinition leaves only stale tops, and the definition
+    # still naming them
+    stale_definition = guest is not None and not running and \
+        _names_a_top(guest.xml(), inst)
     _resume_pivoted(guest, inst)        # a crash came before the resume
     tops = _tops(inst)
-    if not tops:
-        return
-    if guest is not None and guest.is_running():
+    if tops and guest is not None and running:
         _fold_tops_live(env, guest, inst, tops)
         return
-    stale_definition = guest is not None and any(
-        _dev_reading(guest.xml(), top) for stack in tops.values()
-        for top in stack)
     qemu_img = env.qemu_img()
     for name, stack in tops.items():
         LOG.info('Committing %s into %s offline', ', '.join(stack), name,
@@ -236,8 +254,18 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
                         size=sum(os.path.getsize(t) for t in stack))
         _mark_folded(inst, name, stack)
     if stale_definition and redefine is not None:
+        LOG.info('Replacing the stopped definition that names a pre-copy '
+                 'top', instance_uuid=inst.uuid)
         redefine()
     _resume_pivoted(guest, inst)
+
+
+def _names_a_top(xml: str, inst: InstanceLayout) -> bool:
+    """Whether a disk of ``xml`` is a pre-copy top of the instance (one
+    that may be gone already)."""
+    return any(os.path.dirname(d.path) == inst.dir and
+               _TOP_FILE.match(os.path.basename(d.path))
+               for d in domain_xml.file_disks(xml))
 
 
 def _mark_folded(inst: InstanceLayout, name: str, stack: list[str]) -> None:
@@ -268,11 +296,19 @@ def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
 
 def _resume_pivoted(guest: Optional['Guest'], inst: InstanceLayout) -> None:
     """For each disk with a marker: its stale tops go, then a guest
-    paused for the pivot is resumed, then the markers go."""
+    paused for the pivot is resumed, then the markers go.
+
+    A paused guest that reads none of a disk's tops was pivoted from
+    them (nothing else takes a guest off its top) and has not written
+    since: that disk is marked first.  Resumed with such a disk
+    unmarked, the guest would write to it while its tops still count as
+    newer, and a later offline fold would commit them over those
+    writes."""
     if not os.path.isdir(inst.dir):
         return
-    markers = [f[:-len(TOP + PIVOTED)] for f in sorted(os.listdir(inst.dir))
-               if f.endswith(TOP + PIVOTED)]
+    if guest is not None and guest.is_paused():
+        _mark_pivoted(guest, inst)
+    markers = _markers(inst)
     if not markers:
         return
     tops = _tops(inst)
@@ -287,15 +323,41 @@ def _resume_pivoted(guest: Optional['Guest'], inst: InstanceLayout) -> None:
         fileutil.remove_durably(inst.path(name + TOP + PIVOTED))
 
 
+def _markers(inst: InstanceLayout) -> list[str]:
+    """Names of the disks marked as holding their tops' data."""
+    return [f[:-len(TOP + PIVOTED)] for f in sorted(os.listdir(inst.dir))
+            if f.endswith(TOP + PIVOTED)]
+
+
+def _mark_pivoted(guest: 'Guest', inst: InstanceLayout) -> None:
+    """Mark each disk with tops that the (paused) guest no longer reads
+    through any of them."""
+    live = guest.live_xml()
+    marked = _markers(inst)
+    for name, stack in _tops(inst).items():
+        if name not in marked and not any(_dev_reading(live, t)
+                                          for t in stack):
+            LOG.info('%s was pivoted away from before an interruption: '
+                     'marking it folded', name, instance_uuid=inst.uuid)
+            _mark_folded(inst, name, stack)
+
+
 def refuse_if_topped(inst: InstanceLayout) -> None:
-    """Refuse to define or start a guest while a pre-copy top is in its
-    directory: the top holds writes its disk lacks, and a guest booted on
-    the disk would first hide them, then have them committed over its
-    own (recovery takes the top back first)."""
+    """Refuse to define, start or resize a guest while a pre-copy top or
+    a fold's marker is in its directory: the top holds writes its disk
+    lacks (a guest booted on the disk would first hide them, then have
+    them committed over its own; a resize would copy the disk without
+    them, or take it for a round's top) and the marker says a fold is
+    not finished (recovery takes the top back first)."""
     for name, stack in _tops(inst).items():
         raise exception.RecoveryNeeded(
             f'{stack[0]} holds writes of the guest that {name} lacks (an '
             f'interrupted pre-copy left it): run "resizedriver recover '
+            f'{inst.uuid}" (nova-compute does at start) first')
+    if os.path.isdir(inst.dir) and (markers := _markers(inst)):
+        raise exception.RecoveryNeeded(
+            f'{inst.path(markers[0] + TOP + PIVOTED)}: an interrupted fold '
+            f'of pre-copy tops left it: run "resizedriver recover '
             f'{inst.uuid}" (nova-compute does at start) first')
 
 
@@ -387,19 +449,24 @@ def _next_round(op: 'MigrateDiskAndPowerOff', done: int, copied: int,
 def _copy_round(op: 'MigrateDiskAndPowerOff', round_: int) -> int:
     """Round ``round_``: freeze the tops, copy each as
     ``<name>.precopy.<n>`` and commit it into the destination's layer
-    (offline: no guest runs there yet), then drop the copy.  Returns the
-    bytes it moved."""
-    frozen = _active_tops(op)
+    (offline: no guest runs there yet; over the destination's copy of
+    ``_base``, which the commit reads where the layer's clusters are
+    larger than what it writes), then drop the copy.  Returns the bytes
+    it moved."""
     snapshot(op, round_)
+    frozen = {d.name: top_path(op.inst, d.name, round_ - 1)
+              for d in _growable(op.disks)}
     sizes = {name: os.path.getsize(top) for name, top in frozen.items()}
     remote_img = op.env.qemu_img(op.transport)
     parts = {name: op.dest_inst.path(f'{name}{LAYER}.{round_}')
              for name in frozen}
     op.copy_all([(frozen[name], parts[name]) for name in frozen])
+    bases = {d.name: op.dest_inst.base_path(os.path.basename(d.backing_file))
+             if d.backing_file else None for d in _growable(op.disks)}
     for name, part in parts.items():
         layer = op.dest_inst.path(name + LAYER)
         remote_img.rebase_unsafe(part, layer, 'qcow2')
-        remote_img.commit_into_layer(part, layer, sizes[name])
+        remote_img.commit_into_layer(part, layer, bases[name], sizes[name])
         op.transport.remove_file(part)
     op.transport.sync_dir(op.dest_inst.dir)
     return sum(sizes.values())

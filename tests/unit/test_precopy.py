@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import subprocess
 import types
 
 from lxml import etree
@@ -22,6 +23,7 @@ from resizedriver.model import (Destination, DiskFile, DiskRole, GiB, MiB,
 from resizedriver.operations import precopy
 from resizedriver.operations.finish import AfterFinish, FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.qemuimg import QemuImg
 from resizedriver.transport import LocalTransport
 from tests.unit.conftest import qemu_img
 from tests.unit.test_migrate import GROW
@@ -395,9 +397,17 @@ class _RoundGuest:
         return self.xml
 
     def snapshot_disks(self, snapshot_xml: str) -> None:
-        for source in etree.fromstring(snapshot_xml.encode()).iter('source'):
+        domain = etree.fromstring(self.xml.encode())
+        for disk in etree.fromstring(snapshot_xml.encode()).iter('disk'):
+            source = disk.find('source')
+            if source is None:
+                continue
             with open(source.get('file'), 'wb') as f:
                 f.truncate(self.writes.pop(0))
+            dev = disk.get("name")
+            target = domain.find(f"devices/disk/target[@dev='{dev}']")
+            target.getparent().find('source').set('file', source.get('file'))
+        self.xml = etree.tostring(domain).decode()
 
 
 class _RemoteImg:
@@ -407,8 +417,8 @@ class _RemoteImg:
     def rebase_unsafe(self, path, backing, fmt) -> None:
         self.calls.append(('rebase', path, backing))
 
-    def commit_into_layer(self, path, layer, size) -> None:
-        self.calls.append(('commit', path, layer, size))
+    def commit_into_layer(self, path, layer, backing, size) -> None:
+        self.calls.append(('commit', path, layer, backing, size))
 
 
 def _round_op(tmp_path, first_top: int, writes: list[int],
@@ -417,7 +427,7 @@ def _round_op(tmp_path, first_top: int, writes: list[int],
     with open(inst.path('disk.top'), 'wb') as f:
         f.truncate(first_top)
     disks = [DiskFile('disk', DiskRole.ROOT, inst.path('disk'), 'qcow2',
-                      GiB, 100 * MiB, None, 'vda')]
+                      GiB, 100 * MiB, '/a/_base/x', 'vda')]
     img, copies, removed = _RemoteImg(), [], []
     conf = types.SimpleNamespace(resizedriver=types.SimpleNamespace(
         pre_copy_rounds=rounds, pre_copy_final_mb=1))
@@ -444,11 +454,13 @@ def test_rounds_go_on_while_they_converge_up_to_the_limit(tmp_path):
     assert op.copies[1:] == [
         [(op.inst.path('disk.top'), layer + '.2')],
         [(op.inst.path('disk.top.2'), layer + '.3')]]
+    # each commit opens B's copy of _base under the layer
+    base = op.dest.base_path('x')
     assert op.img.calls == [
-        ('rebase', layer + '.2', layer), ('commit', layer + '.2', layer,
-                                          40 * MiB),
-        ('rebase', layer + '.3', layer), ('commit', layer + '.3', layer,
-                                          10 * MiB)]
+        ('rebase', layer + '.2', layer),
+        ('commit', layer + '.2', layer, base, 40 * MiB),
+        ('rebase', layer + '.3', layer),
+        ('commit', layer + '.3', layer, base, 10 * MiB)]
     assert op.removed == [layer + '.2', layer + '.3']
     assert os.path.exists(op.inst.path('disk.top.3'))
 
@@ -491,3 +503,111 @@ def test_the_last_rounds_top_is_what_crosses_while_the_guest_is_down(
         os.unlink(op.inst.in_resize_dir(name))
     with pytest.raises(exception.ResizeDriverError, match='no pre-copy top'):
         precopy.copy_tops(op)
+
+
+def _qemu_io(path: str, *commands: str) -> None:
+    """Run qemu-io commands on the qcow2 ``path`` through its chain (a
+    ``read -P`` that finds other bytes makes it fail)."""
+    args = [a for c in commands for a in ('-c', c)]
+    done = subprocess.run(['qemu-io', '-f', 'qcow2', *args, path],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize('layer_opts, part_opts', [
+    ('cluster_size=2M', 'cluster_size=64k'),
+    ('cluster_size=64k', 'cluster_size=64k,extended_l2=on'),
+], ids=['layer clusters larger than the part\'s',
+        'part allocated in subclusters'])
+def test_a_rounds_commit_keeps_base_data_around_what_it_writes(
+        tmp_path, layer_opts, part_opts):
+    # B's layer names A's _base (absent here) in its header; the commit
+    # must still fill what a cluster of the layer does not get from the
+    # part with what the guest reads there: B's copy of _base, not zeros
+    base = str(tmp_path / 'b_base')
+    with open(base, 'wb') as f:
+        f.write(b'\x11' * (4 * MiB))
+    layer, part = str(tmp_path / 'disk.precopy'), str(tmp_path / 'part')
+    qemu_img('create', '-f', 'qcow2', '-o', layer_opts, '-F', 'raw', '-b',
+             base, layer, str(4 * MiB))
+    qemu_img('create', '-f', 'qcow2', '-o', part_opts, '-F', 'qcow2', '-b',
+             layer, part)
+    _qemu_io(part, 'write -P 0xab 524288 4096')
+    qemu_img('rebase', '-u', '-f', 'qcow2', '-F', 'raw', '-b',
+             '/nowhere/_base/a', layer)
+    QemuImg(LocalTransport(), 64 * GiB).commit_into_layer(
+        part, layer, base, 4 * MiB)
+    qemu_img('rebase', '-u', '-f', 'qcow2', '-F', 'raw', '-b', base, layer)
+    _qemu_io(layer, 'read -P 0x11 0 524288', 'read -P 0xab 524288 4096',
+             f'read -P 0x11 {524288 + 4096} {4 * MiB - 524288 - 4096}')
+
+
+# -- review findings: resumes, redefinitions, stray tops ----------------------
+
+class _ResumeWatch(FakeGuest):
+    """Records what the instance directory holds when it is resumed."""
+
+    def __init__(self, inst: InstanceLayout, xml: str) -> None:
+        super().__init__(UUID, 'g', xml, running=True)
+        self.inst, self.paused, self.seen = inst, True, []
+
+    def resume(self) -> None:
+        self.seen = sorted(os.listdir(self.inst.dir))
+        super().resume()
+
+
+def test_a_paused_guest_resumes_only_once_every_pivoted_disk_is_marked(
+        tmp_path):
+    """Killed in the second disk's pivot: disk is marked, disk.local is
+    pivoted (the guest reads it, paused) but not marked.  Resumed before
+    disk.local's top is marked, the guest writes to disk.local while
+    disk.local.top says it holds newer data: a second crash and a later
+    offline fold would commit that old top over the new writes."""
+    inst = _stack(tmp_path, 'disk.local', 'disk.top.pivoted',
+                  'disk.local.top')
+    xml = XML.replace('/i/u/disk', inst.path('disk'), 1).replace(
+        '/i/u/disk.local', inst.path('disk.local'))
+    guest = _ResumeWatch(inst, xml)
+    img = _Img()
+    precopy.fold_tops_back(_env(FakeHost([guest]), img), inst, None)
+    assert guest.call_names == ['resume']
+    assert 'disk.local.top' not in guest.seen, guest.seen
+    assert img.commits == []
+    assert sorted(os.listdir(inst.dir)) == ['disk', 'disk.local']
+
+
+def test_a_fold_killed_before_its_redefinition_redefines_on_the_rerun(
+        tmp_path):
+    """Killed after the offline commit's marker (disk.top.2 renamed) and
+    before the stopped definition that names disk.top.2 was replaced:
+    the rerun finds only stale tops, and must still redefine."""
+    inst = _stack(tmp_path, 'disk.top', 'disk.top.pivoted')
+    xml = XML.replace('/i/u/disk', inst.path('disk.top.2'), 1)
+    img, redefined = _Img(), []
+    precopy.fold_tops_back(
+        _env(FakeHost([FakeGuest(UUID, 'g', xml, running=False)]), img),
+        inst, lambda: redefined.append(1))
+    assert img.commits == []
+    assert redefined == [1]
+    assert sorted(os.listdir(inst.dir)) == ['disk']
+
+
+@pytest.mark.parametrize('left', ['disk.top.7', 'disk.top.pivoted'])
+def test_a_resize_is_refused_while_a_pre_copy_left_files(tmp_path, left):
+    """Whatever the plan: a top holds writes the disk lacks and a marker
+    a fold not finished; a stray top would also be taken for a round's."""
+    inst = _stack(tmp_path, left)
+    with pytest.raises(exception.RecoveryNeeded, match=left):
+        precopy.refuse_if_topped(inst)
+
+
+def test_a_round_freezes_the_top_the_guest_writes_to_or_refuses(tmp_path):
+    op = _round_op(tmp_path, 40 * MiB, [10 * MiB])
+    open(op.inst.path('disk.top.9'), 'w').close()
+    with pytest.raises(exception.ResizeDriverError, match='disk.top.9'):
+        precopy.snapshot(op, 2)
+    os.remove(op.inst.path('disk.top.9'))
+    op.guest.xml = XML.replace('/i/u/disk', op.inst.path('disk'))
+    with pytest.raises(exception.ResizeDriverError,
+                       match='the guest writes to .*/disk[^.]'):
+        precopy.snapshot(op, 2)

@@ -222,3 +222,17 @@ def test_finish_refuses_a_foreign_read_only_cdrom_that_is_no_iso(
     files = hostfiles.kept(xml, instance.dir)
     with pytest.raises(exception.UnsafePath, match='ISO 9660'):
         hostfiles.check_here(files)
+
+
+# -- pre-copy leftovers --------------------------------------------------
+
+@pytest.mark.parametrize('left', ['disk.top', 'disk.top.3',
+                                  'disk.local.top.pivoted'])
+def test_a_pre_copy_left_in_the_directory_is_refused_before_power_off(
+        make_env, instance, instances, left):
+    """Any plan would lose what a top holds (the copy plans copy the disk
+    without it; a pre-copy would take it for one of its rounds'): the
+    interrupted pre-copy is recovered first."""
+    open(instance.path(left), 'w').close()
+    _refused(make_env, instance, GROW, Destination(None, instances, True),
+             f'{left}.*resizedriver recover')
