@@ -418,6 +418,9 @@ class MigrateDiskAndPowerOff:
 
     def power_on_again(self) -> None:
         if self.was_running:
+            if not self.guest.is_running():
+                precopy.refuse_to_start_beside_tops(self.guest.xml(),
+                                                    self.inst)
             self.guest.ensure_running(
                 self.env.conf.resizedriver.start_timeout)
 

@@ -221,9 +221,10 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
     markers and the guest that may read them.
 
     A guest that runs on a top is committed live, down through the tops
-    below it, and pivoted (``blockjob.commit_active``); one that runs but
-    reads none of them was pivoted before a crash, paused until the tops
-    went, and only has to lose them and go on.  With no guest running a
+    below it, and pivoted (``blockjob.commit_active``); one that runs on
+    the disk itself (seen so: :func:`_refuse_unless_reading`) was
+    pivoted before a crash, paused until the tops went, and only has to
+    lose them and go on.  With no guest running a
     disk's whole stack is committed offline at once: true to the bytes
     whatever a crash left, since an image under a top never holds writes
     newer than the top's (the snapshots froze them; a pivot keeps the
@@ -232,15 +233,15 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
     holds its tops' data, the marker ``<name>.top.pivoted`` says so
     before any top goes: a lower top committed again over the disk would
     put older data over what the upper ones wrote.  ``redefine`` (if
-    any) then replaces a stopped definition that named a top (a revert
-    defines one of its own next)."""
+    any) then replaces a stopped definition that named a top of a disk
+    that is here (a revert defines one of its own next)."""
     guest = env.host.lookup(inst.uuid)
     running = guest is not None and guest.is_running()
     # decided before anything goes: a run killed after the markers and
     # before its redefinition leaves only stale tops, and the definition
     # still naming them
     stale_definition = guest is not None and not running and \
-        _names_a_top(guest.xml(), inst)
+        _names_tops_of_disks_here(guest.xml(), inst)
     _resume_pivoted(guest, inst)        # a crash came before the resume
     tops = _tops(inst)
     if tops and guest is not None and running:
@@ -260,12 +261,17 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
     _resume_pivoted(guest, inst)
 
 
-def _names_a_top(xml: str, inst: InstanceLayout) -> bool:
-    """Whether a disk of ``xml`` is a pre-copy top of the instance (one
-    that may be gone already)."""
-    return any(os.path.dirname(d.path) == inst.dir and
-               _TOP_FILE.match(os.path.basename(d.path))
-               for d in domain_xml.file_disks(xml))
+def _names_tops_of_disks_here(xml: str, inst: InstanceLayout) -> bool:
+    """Whether disks of ``xml`` are pre-copy tops of the instance (that
+    may be gone already), each of a disk that is in its directory.  A
+    disk not there (the directory still in ``_resize``, or a stray one
+    in its place) has its tops elsewhere: replaced, the definition would
+    boot it without them once the directory is back."""
+    named = [match['disk'] for d in domain_xml.file_disks(xml)
+             if os.path.dirname(d.path) == inst.dir and
+             (match := _TOP_FILE.match(os.path.basename(d.path)))]
+    return bool(named) and all(os.path.exists(inst.path(name))
+                               for name in named)
 
 
 def _mark_folded(inst: InstanceLayout, name: str, stack: list[str]) -> None:
@@ -288,6 +294,7 @@ def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
             blockjob.commit_active(guest, dev, inst.path(name),
                                    env.conf.resizedriver.fold_timeout, mark)
         else:
+            _refuse_unless_reading(live, inst, name, stack)
             LOG.info('%s was pivoted away from before an interruption: '
                      'removing its tops', name, instance_uuid=inst.uuid)
             mark()
@@ -325,8 +332,9 @@ def _resume_pivoted(guest: Optional['Guest'], inst: InstanceLayout) -> None:
 
 def _markers(inst: InstanceLayout) -> list[str]:
     """Names of the disks marked as holding their tops' data."""
-    return [f[:-len(TOP + PIVOTED)] for f in sorted(os.listdir(inst.dir))
-            if f.endswith(TOP + PIVOTED)]
+    names = [f[:-len(TOP + PIVOTED)] for f in sorted(os.listdir(inst.dir))
+             if f.endswith(TOP + PIVOTED)]
+    return [name for name in names if role_for_name(name) in GROWABLE]
 
 
 def _mark_pivoted(guest: 'Guest', inst: InstanceLayout) -> None:
@@ -337,9 +345,23 @@ def _mark_pivoted(guest: 'Guest', inst: InstanceLayout) -> None:
     for name, stack in _tops(inst).items():
         if name not in marked and not any(_dev_reading(live, t)
                                           for t in stack):
+            _refuse_unless_reading(live, inst, name, stack)
             LOG.info('%s was pivoted away from before an interruption: '
                      'marking it folded', name, instance_uuid=inst.uuid)
             _mark_folded(inst, name, stack)
+
+
+def _refuse_unless_reading(live: str, inst: InstanceLayout, name: str,
+                           stack: list[str]) -> None:
+    """A guest that reads none of disk ``name``'s tops counts as pivoted
+    from them only when it is seen reading the disk itself: reading it
+    by another name (a symlinked instances path), it may be writing to a
+    top that would be taken for stale."""
+    if _dev_reading(live, inst.path(name)) is None:
+        raise exception.ResizeDriverError(
+            f'the guest reads neither {_names(stack)} nor {inst.path(name)}'
+            f': cannot tell whether {name} holds the data of its pre-copy '
+            f'tops; leaving them')
 
 
 def refuse_if_topped(inst: InstanceLayout) -> None:
@@ -359,6 +381,21 @@ def refuse_if_topped(inst: InstanceLayout) -> None:
             f'{inst.path(markers[0] + TOP + PIVOTED)}: an interrupted fold '
             f'of pre-copy tops left it: run "resizedriver recover '
             f'{inst.uuid}" (nova-compute does at start) first')
+
+
+def refuse_to_start_beside_tops(xml: str, inst: InstanceLayout) -> None:
+    """Refuse to start the definition ``xml`` unless it reads the last
+    top of each disk that has tops not yet folded: booted on the disk or
+    a lower top, the guest would hide the newer data, and the fold after
+    would take the tops for stale (it must be redefined first)."""
+    marked = _markers(inst) if os.path.isdir(inst.dir) else []
+    for name, stack in _tops(inst).items():
+        if name not in marked and _dev_reading(xml, stack[-1]) is None:
+            raise exception.RecoveryNeeded(
+                f'{stack[-1]} holds the newest writes of {name} and the '
+                f'definition does not read it: not starting the guest; run '
+                f'"resizedriver recover {inst.uuid}" (nova-compute does at '
+                f'start)')
 
 
 def _tops(inst: InstanceLayout, directory: Optional[str] = None

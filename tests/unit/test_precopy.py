@@ -611,3 +611,77 @@ def test_a_round_freezes_the_top_the_guest_writes_to_or_refuses(tmp_path):
     with pytest.raises(exception.ResizeDriverError,
                        match='the guest writes to .*/disk[^.]'):
         precopy.snapshot(op, 2)
+
+
+# -- second review: a fold or a start on a directory that is not what it was -
+
+@pytest.mark.parametrize('there', [(), ('disk.local',)])
+def test_a_definition_naming_a_top_of_a_disk_not_there_is_kept(tmp_path,
+                                                                there):
+    """The undo of a pre-copy killed after the move to _resize, with the
+    move back not done (the directory missing, or a stray one in its
+    place): nothing to fold here, and replacing the definition that
+    names the top would have the rerun boot on the disk without it --
+    and then drop the tops as pivoted away from."""
+    inst = InstanceLayout(str(tmp_path), UUID)
+    if there:
+        os.makedirs(inst.dir)
+        for name in there:
+            open(inst.path(name), 'w').close()
+    xml = XML.replace('/i/u/disk', inst.path('disk.top.2'), 1)
+    img, redefined = _Img(), []
+    precopy.fold_tops_back(
+        _env(FakeHost([FakeGuest(UUID, 'g', xml, running=False)]), img),
+        inst, lambda: redefined.append(1))
+    assert (img.commits, redefined) == ([], [])
+
+
+@pytest.mark.parametrize('paused', [False, True])
+def test_a_guest_reading_neither_its_tops_nor_its_disk_is_refused(
+        tmp_path, paused):
+    """Only a guest seen reading the disk itself was pivoted: one that
+    reads it by another name (a symlinked instances path) may still
+    write to the top, which must not be taken for stale."""
+    inst = _stack(tmp_path, 'disk.top')
+    guest = FakeGuest(UUID, 'g', XML.replace('/i/u/disk', '/elsewhere/disk'))
+    guest.paused = paused
+    with pytest.raises(exception.ResizeDriverError,
+                       match='reads neither disk.top nor'):
+        precopy.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
+    assert sorted(os.listdir(inst.dir)) == ['disk', 'disk.top']
+    assert guest.call_names == []
+
+
+def test_no_guest_starts_beside_tops_its_definition_does_not_name(tmp_path):
+    """Powering a guest on again (the undo of the power off) on a disk
+    whose tops hold newer data would hide them, and the fold after it
+    would take them for stale."""
+    inst = _stack(tmp_path, 'disk.top', 'disk.top.2')
+    on_disk = XML.replace('/i/u/disk', inst.path('disk'), 1)
+    with pytest.raises(exception.RecoveryNeeded, match='disk.top.2'):
+        precopy.refuse_to_start_beside_tops(on_disk, inst)
+    precopy.refuse_to_start_beside_tops(
+        XML.replace('/i/u/disk', inst.path('disk.top.2'), 1), inst)
+    open(inst.path('disk.top.pivoted'), 'w').close()   # folded: stale tops
+    precopy.refuse_to_start_beside_tops(on_disk, inst)
+
+
+def test_a_marker_is_only_a_disk_s(tmp_path):
+    inst = _stack(tmp_path, 'console.log.top.pivoted')
+    precopy.refuse_if_topped(inst)
+
+
+def test_the_undo_of_the_power_off_checks_the_tops_first(tmp_path):
+    inst = _stack(tmp_path, 'disk.top')
+    guest = FakeGuest(UUID, 'g', XML.replace('/i/u/disk', inst.path('disk'),
+                                             1), running=False)
+    op = types.SimpleNamespace(
+        was_running=True, guest=guest, inst=inst,
+        env=types.SimpleNamespace(conf=types.SimpleNamespace(
+            resizedriver=types.SimpleNamespace(start_timeout=5))))
+    with pytest.raises(exception.RecoveryNeeded, match='disk.top'):
+        MigrateDiskAndPowerOff.power_on_again(op)
+    assert guest.call_names == []
+    guest._xml = XML.replace('/i/u/disk', inst.path('disk.top'), 1)
+    MigrateDiskAndPowerOff.power_on_again(op)
+    assert guest.running
