@@ -180,7 +180,9 @@ def commit_active(guest: Guest, target_dev: str, base: str,
 def _undo_commit(guest: Guest, target_dev: str, base: str) -> None:
     """After a failure before the pivot: no job left, the guest running on
     its top as before.  Pivoted (the failure came after), it stays
-    paused: its top must go first (``precopy.fold_tops_back``)."""
+    paused: its top must go first (``precopy.fold_tops_back``), and so
+    it does when whether it was pivoted cannot be read (recovery reads
+    it again and resumes it either way)."""
     try:
         if guest.block_job(target_dev) is not None:
             guest.abort_block_job(target_dev)
@@ -188,7 +190,11 @@ def _undo_commit(guest: Guest, target_dev: str, base: str) -> None:
         try:
             pivoted = backing_chain(guest, target_dev)[0] == base
         except Exception:
-            pivoted = False     # as good as any: the top is still there
+            LOG.exception('%s: cannot tell whether the guest was pivoted '
+                          'to %s: it stays paused for "resizedriver '
+                          'recover"', target_dev, base,
+                          instance_uuid=guest.uuid)
+            pivoted = True
         if not pivoted and guest.is_paused():
             guest.resume()
 

@@ -270,3 +270,25 @@ def test_a_failure_after_the_pivot_keeps_the_guest_paused():
     finally:
         blockjob.backing_chain = real
     assert dom.paused and 'drop' not in dom.calls
+
+
+def test_a_failure_with_the_chain_unreadable_keeps_the_guest_paused(
+        monkeypatch):
+    """The pivot raised, and whether it happened cannot be read: resumed
+    on a disk it may have been pivoted to, the guest would write there
+    while its top still counts as newer.  Paused, recovery finds out."""
+    dom = Committing()
+
+    def pivot_then_fail(dev: str) -> None:
+        Committing.pivot_block_job(dom, dev)
+        raise libvirt.libvirtError('connection lost')
+
+    def unreadable(guest, dev):
+        raise libvirt.libvirtError('connection lost')
+
+    dom.pivot_block_job = pivot_then_fail
+    monkeypatch.setattr(blockjob, 'backing_chain', unreadable)
+    with pytest.raises(blockjob.FoldFailed, match='ended before its pivot'):
+        blockjob.commit_active(dom, 'vda', DISK, timeout=10,
+                               drop_top=lambda: dom.calls.append('drop'))
+    assert dom.paused and 'drop' not in dom.calls
