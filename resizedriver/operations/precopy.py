@@ -222,7 +222,7 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
 
     A guest that runs on a top is committed live, down through the tops
     below it, and pivoted (``blockjob.commit_active``); one that runs on
-    the disk itself (seen so: :func:`_refuse_unless_reading`) was
+    the disk itself (seen so: :func:`_mark_pivoted_away`) was
     pivoted before a crash, paused until the tops went, and only has to
     lose them and go on.  With no guest running a
     disk's whole stack is committed offline at once: true to the bytes
@@ -294,10 +294,7 @@ def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
             blockjob.commit_active(guest, dev, inst.path(name),
                                    env.conf.resizedriver.fold_timeout, mark)
         else:
-            _refuse_unless_reading(live, inst, name, stack)
-            LOG.info('%s was pivoted away from before an interruption: '
-                     'removing its tops', name, instance_uuid=inst.uuid)
-            mark()
+            _mark_pivoted_away(live, inst, name, stack)
     _resume_pivoted(guest, inst)
 
 
@@ -332,6 +329,8 @@ def _resume_pivoted(guest: Optional['Guest'], inst: InstanceLayout) -> None:
 
 def _markers(inst: InstanceLayout) -> list[str]:
     """Names of the disks marked as holding their tops' data."""
+    if not os.path.isdir(inst.dir):
+        return []
     names = [f[:-len(TOP + PIVOTED)] for f in sorted(os.listdir(inst.dir))
              if f.endswith(TOP + PIVOTED)]
     return [name for name in names if role_for_name(name) in GROWABLE]
@@ -345,23 +344,23 @@ def _mark_pivoted(guest: 'Guest', inst: InstanceLayout) -> None:
     for name, stack in _tops(inst).items():
         if name not in marked and not any(_dev_reading(live, t)
                                           for t in stack):
-            _refuse_unless_reading(live, inst, name, stack)
-            LOG.info('%s was pivoted away from before an interruption: '
-                     'marking it folded', name, instance_uuid=inst.uuid)
-            _mark_folded(inst, name, stack)
+            _mark_pivoted_away(live, inst, name, stack)
 
 
-def _refuse_unless_reading(live: str, inst: InstanceLayout, name: str,
-                           stack: list[str]) -> None:
-    """A guest that reads none of disk ``name``'s tops counts as pivoted
-    from them only when it is seen reading the disk itself: reading it
-    by another name (a symlinked instances path), it may be writing to a
-    top that would be taken for stale."""
+def _mark_pivoted_away(live: str, inst: InstanceLayout, name: str,
+                       stack: list[str]) -> None:
+    """Mark disk ``name``, whose guest reads none of its tops, folded.  It
+    counts as pivoted from them only when it is seen reading the disk
+    itself: reading it by another name (a symlinked instances path), it
+    may be writing to a top that would be taken for stale."""
     if _dev_reading(live, inst.path(name)) is None:
         raise exception.ResizeDriverError(
             f'the guest reads neither {_names(stack)} nor {inst.path(name)}'
             f': cannot tell whether {name} holds the data of its pre-copy '
             f'tops; leaving them')
+    LOG.info('%s was pivoted away from before an interruption: marking it '
+             'folded', name, instance_uuid=inst.uuid)
+    _mark_folded(inst, name, stack)
 
 
 def refuse_if_topped(inst: InstanceLayout) -> None:
@@ -376,7 +375,7 @@ def refuse_if_topped(inst: InstanceLayout) -> None:
             f'{stack[0]} holds writes of the guest that {name} lacks (an '
             f'interrupted pre-copy left it): run "resizedriver recover '
             f'{inst.uuid}" (nova-compute does at start) first')
-    if os.path.isdir(inst.dir) and (markers := _markers(inst)):
+    if markers := _markers(inst):
         raise exception.RecoveryNeeded(
             f'{inst.path(markers[0] + TOP + PIVOTED)}: an interrupted fold '
             f'of pre-copy tops left it: run "resizedriver recover '
@@ -388,7 +387,7 @@ def refuse_to_start_beside_tops(xml: str, inst: InstanceLayout) -> None:
     top of each disk that has tops not yet folded: booted on the disk or
     a lower top, the guest would hide the newer data, and the fold after
     would take the tops for stale (it must be redefined first)."""
-    marked = _markers(inst) if os.path.isdir(inst.dir) else []
+    marked = _markers(inst)
     for name, stack in _tops(inst).items():
         if name not in marked and _dev_reading(xml, stack[-1]) is None:
             raise exception.RecoveryNeeded(
