@@ -144,7 +144,7 @@ def commit_active(guest: Guest, target_dev: str, base: str,
     none newer: whatever a crash leaves, a top that still exists may be
     committed again into a disk no guest runs from, and a paused guest
     that no longer reads its top only has to lose it and go on
-    (``precopy.fold_tops_back``).  The pause also ends the race with a
+    (``sourcetops.fold_tops_back``).  The pause also ends the race with a
     guest that writes faster than the commit copies: after ``timeout`` s
     of mirroring the guest is paused anyway, for at most ``timeout`` s
     more.  Until the pivot the guest's writes go to both images; a
@@ -180,7 +180,7 @@ def commit_active(guest: Guest, target_dev: str, base: str,
 def _undo_commit(guest: Guest, target_dev: str, base: str) -> None:
     """After a failure before the pivot: no job left, the guest running on
     its top as before.  Pivoted (the failure came after), it stays
-    paused: its top must go first (``precopy.fold_tops_back``), and so
+    paused: its top must go first (``sourcetops.fold_tops_back``), and so
     it does when whether it was pivoted cannot be read (recovery reads
     it again and resumes it either way)."""
     try:

@@ -40,7 +40,7 @@ from resizedriver.journal import OUTER_OPERATIONS, Journal, JournalStore
 from resizedriver.model import Destination, Flavor
 from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import AfterFinish, FinishMigration
-from resizedriver.operations import precopy
+from resizedriver.operations import sourcetops
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.operations.revert import (DropDestinationGuest,
                                             FinishRevertMigration)
@@ -93,7 +93,7 @@ class Implementation:
                           power_on: bool) -> None:
         """A revert with no pending resize: one that already succeeded
         (a repeat must be harmless), so the guest only has to run."""
-        precopy.refuse_if_topped(layout.InstanceLayout(env.instances_path,
+        sourcetops.refuse_if_topped(layout.InstanceLayout(env.instances_path,
                                                        uuid))
         guest = env.host.lookup(uuid)
         if guest is None:

@@ -52,7 +52,7 @@ from resizedriver.host import Host
 from resizedriver.layout import InstanceLayout
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova.implementation import NovaImplementation
-from resizedriver.operations import precopy
+from resizedriver.operations import sourcetops
 from resizedriver.nova import translate
 from resizedriver.record import ResizeRecord
 
@@ -62,9 +62,9 @@ CONF = nova.conf.CONF
 
 def _refuse_if_topped(instance) -> None:
     """No Nova definition on a disk under a pre-copy top: an interrupted
-    pre-copy is recovered first (``precopy.refuse_if_topped``)."""
+    pre-copy is recovered first (``sourcetops.refuse_if_topped``)."""
     try:
-        precopy.refuse_if_topped(InstanceLayout(CONF.instances_path,
+        sourcetops.refuse_if_topped(InstanceLayout(CONF.instances_path,
                                                 instance.uuid))
     except exception.RecoveryNeeded as e:
         raise nova_exception.NovaException(str(e)) from e

@@ -41,7 +41,7 @@ from resizedriver import inventory
 from resizedriver import qemuprocess
 from resizedriver import transport
 from resizedriver.env import HostEnv
-from resizedriver.operations import live, plans, precopy
+from resizedriver.operations import live, plans, precopy, sourcetops
 from resizedriver.guest import Guest
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
 from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor,
@@ -183,7 +183,7 @@ class MigrateDiskAndPowerOff:
             raise exception.ResizePending(
                 f'{self.inst.resize_dir} exists: a resize of this instance '
                 f'is pending; confirm or revert it first')
-        precopy.refuse_if_topped(self.inst)
+        sourcetops.refuse_if_topped(self.inst)
         self.was_running = self.guest.is_running()
         self.source_xml = self.guest.xml()
         self.disks = inventory.discover(self.source_xml, self.inst,
@@ -419,8 +419,8 @@ class MigrateDiskAndPowerOff:
     def power_on_again(self) -> None:
         if self.was_running:
             if not self.guest.is_running():
-                precopy.refuse_to_start_beside_tops(self.guest.xml(),
-                                                    self.inst)
+                sourcetops.refuse_to_start_beside_tops(self.guest.xml(),
+                                                       self.inst)
             self.guest.ensure_running(
                 self.env.conf.resizedriver.start_timeout)
 

@@ -20,7 +20,7 @@ from resizedriver.engine import ResizeEngine
 from resizedriver.layout import InstanceLayout
 from resizedriver.model import (Destination, DiskFile, DiskRole, GiB, MiB,
                                 Topology)
-from resizedriver.operations import precopy
+from resizedriver.operations import precopy, sourcetops
 from resizedriver.operations.finish import AfterFinish, FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.qemuimg import QemuImg
@@ -103,7 +103,7 @@ def test_a_top_a_stopped_definition_reads_is_committed_then_redefined(
     inst, xml = _instance(tmp_path, 'disk.top')
     guest = FakeGuest(inst.uuid, 'g', xml, running=False)
     img, redefined = _Img(), []
-    precopy.fold_tops_back(_env(FakeHost([guest]), img), inst,
+    sourcetops.fold_tops_back(_env(FakeHost([guest]), img), inst,
                            lambda: redefined.append(1))
     assert img.commits == [inst.path('disk.top')]
     assert redefined == [1]
@@ -123,7 +123,7 @@ def test_a_running_guest_that_no_longer_reads_its_top_only_loses_it(
         guest = FakeGuest(inst.uuid, 'g', xml, running=True)
         guest.paused = paused
         img, redefined = _Img(), []
-        precopy.fold_tops_back(_env(FakeHost([guest]), img), inst,
+        sourcetops.fold_tops_back(_env(FakeHost([guest]), img), inst,
                                functools.partial(redefined.append, 1))
         assert (img.commits, redefined) == ([], [])
         assert not os.path.exists(inst.path('disk.top'))
@@ -138,7 +138,7 @@ def test_a_top_under_a_stopped_guest_is_committed_even_if_unread(tmp_path):
     name the disk.  Deleting it lost those writes."""
     inst, xml = _instance(tmp_path, 'disk')
     img = _Img()
-    precopy.fold_tops_back(
+    sourcetops.fold_tops_back(
         _env(FakeHost([FakeGuest(inst.uuid, 'g', xml, running=False)]),
              img), inst, None)
     assert img.commits == [inst.path('disk.top')]
@@ -148,9 +148,9 @@ def test_a_top_under_a_stopped_guest_is_committed_even_if_unread(tmp_path):
 def test_nothing_boots_a_disk_while_its_top_exists(tmp_path):
     inst, _xml = _instance(tmp_path, 'disk')
     with pytest.raises(exception.RecoveryNeeded, match='disk.top'):
-        precopy.refuse_if_topped(inst)
+        sourcetops.refuse_if_topped(inst)
     os.unlink(inst.path('disk.top'))
-    precopy.refuse_if_topped(inst)
+    sourcetops.refuse_if_topped(inst)
 
 
 def test_precopy_needs_a_disk_file_and_room_for_the_fold():
@@ -220,9 +220,9 @@ def test_with_no_domain_the_top_is_committed_and_with_no_top_nothing(
         tmp_path):
     inst, _xml = _instance(tmp_path, 'disk.top')
     img = _Img()
-    precopy.fold_tops_back(_env(FakeHost([]), img), inst, None)
+    sourcetops.fold_tops_back(_env(FakeHost([]), img), inst, None)
     assert img.commits == [inst.path('disk.top')]
-    precopy.fold_tops_back(_env(FakeHost([]), img), inst, None)
+    sourcetops.fold_tops_back(_env(FakeHost([]), img), inst, None)
     assert img.commits == [inst.path('disk.top')]       # nothing more
 
 
@@ -266,7 +266,7 @@ def test_a_guest_paused_for_a_pivot_whose_top_went_is_resumed(tmp_path):
     os.rename(inst.path('disk.top'), inst.path('disk.top.pivoted'))
     guest = FakeGuest(inst.uuid, 'g', xml, running=True)
     guest.paused = True
-    precopy.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
+    sourcetops.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
     assert guest.call_names == ['resume'] and not guest.paused
     assert not os.path.exists(inst.path('disk.top.pivoted'))
 
@@ -331,7 +331,7 @@ def test_stacked_tops_of_a_stopped_guest_are_committed_at_once(tmp_path):
     inst = _stack(tmp_path, 'disk.top', 'disk.top.2', 'disk.top.10')
     xml = XML.replace('/i/u/disk', inst.path('disk.top.10'))
     img, redefined = _Img(), []
-    precopy.fold_tops_back(
+    sourcetops.fold_tops_back(
         _env(FakeHost([FakeGuest(UUID, 'g', xml, running=False)]), img),
         inst, lambda: redefined.append(1))
     assert (img.commits, img.into) == ([inst.path('disk.top.10')],
@@ -353,7 +353,7 @@ def test_a_disk_marked_folded_only_loses_its_stale_tops(tmp_path):
                           running=guest_runs)
         guest.paused = guest_runs
         img = _Img()
-        precopy.fold_tops_back(_env(FakeHost([guest]), img), inst, None)
+        sourcetops.fold_tops_back(_env(FakeHost([guest]), img), inst, None)
         assert img.commits == []
         assert sorted(os.listdir(inst.dir)) == ['disk']
         assert guest.call_names == (['resume'] if guest_runs else [])
@@ -371,8 +371,8 @@ def test_a_running_guest_on_stacked_tops_is_committed_down_to_its_disk(
         guest.paused = True             # as the pivot leaves it
         drop_top()
         assert os.path.exists(inst.path('disk.top.pivoted'))
-    monkeypatch.setattr(precopy.blockjob, 'commit_active', commit_active)
-    precopy.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
+    monkeypatch.setattr(sourcetops.blockjob, 'commit_active', commit_active)
+    sourcetops.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
     assert commits == [('vda', inst.path('disk'))]
     assert sorted(os.listdir(inst.dir)) == ['disk']
     assert guest.call_names == ['resume']
@@ -569,7 +569,7 @@ def test_a_paused_guest_resumes_only_once_every_pivoted_disk_is_marked(
         '/i/u/disk.local', inst.path('disk.local'))
     guest = _ResumeWatch(inst, xml)
     img = _Img()
-    precopy.fold_tops_back(_env(FakeHost([guest]), img), inst, None)
+    sourcetops.fold_tops_back(_env(FakeHost([guest]), img), inst, None)
     assert guest.call_names == ['resume']
     assert 'disk.local.top' not in guest.seen, guest.seen
     assert img.commits == []
@@ -584,7 +584,7 @@ def test_a_fold_killed_before_its_redefinition_redefines_on_the_rerun(
     inst = _stack(tmp_path, 'disk.top', 'disk.top.pivoted')
     xml = XML.replace('/i/u/disk', inst.path('disk.top.2'), 1)
     img, redefined = _Img(), []
-    precopy.fold_tops_back(
+    sourcetops.fold_tops_back(
         _env(FakeHost([FakeGuest(UUID, 'g', xml, running=False)]), img),
         inst, lambda: redefined.append(1))
     assert img.commits == []
@@ -598,7 +598,7 @@ def test_a_resize_is_refused_while_a_pre_copy_left_files(tmp_path, left):
     a fold not finished; a stray top would also be taken for a round's."""
     inst = _stack(tmp_path, left)
     with pytest.raises(exception.RecoveryNeeded, match=left):
-        precopy.refuse_if_topped(inst)
+        sourcetops.refuse_if_topped(inst)
 
 
 def test_a_round_freezes_the_top_the_guest_writes_to_or_refuses(tmp_path):
@@ -630,7 +630,7 @@ def test_a_definition_naming_a_top_of_a_disk_not_there_is_kept(tmp_path,
             open(inst.path(name), 'w').close()
     xml = XML.replace('/i/u/disk', inst.path('disk.top.2'), 1)
     img, redefined = _Img(), []
-    precopy.fold_tops_back(
+    sourcetops.fold_tops_back(
         _env(FakeHost([FakeGuest(UUID, 'g', xml, running=False)]), img),
         inst, lambda: redefined.append(1))
     assert (img.commits, redefined) == ([], [])
@@ -647,7 +647,7 @@ def test_a_guest_reading_neither_its_tops_nor_its_disk_is_refused(
     guest.paused = paused
     with pytest.raises(exception.ResizeDriverError,
                        match='reads neither disk.top nor'):
-        precopy.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
+        sourcetops.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
     assert sorted(os.listdir(inst.dir)) == ['disk', 'disk.top']
     assert guest.call_names == []
 
@@ -659,16 +659,16 @@ def test_no_guest_starts_beside_tops_its_definition_does_not_name(tmp_path):
     inst = _stack(tmp_path, 'disk.top', 'disk.top.2')
     on_disk = XML.replace('/i/u/disk', inst.path('disk'), 1)
     with pytest.raises(exception.RecoveryNeeded, match='disk.top.2'):
-        precopy.refuse_to_start_beside_tops(on_disk, inst)
-    precopy.refuse_to_start_beside_tops(
+        sourcetops.refuse_to_start_beside_tops(on_disk, inst)
+    sourcetops.refuse_to_start_beside_tops(
         XML.replace('/i/u/disk', inst.path('disk.top.2'), 1), inst)
     open(inst.path('disk.top.pivoted'), 'w').close()   # folded: stale tops
-    precopy.refuse_to_start_beside_tops(on_disk, inst)
+    sourcetops.refuse_to_start_beside_tops(on_disk, inst)
 
 
 def test_a_marker_is_only_a_disk_s(tmp_path):
     inst = _stack(tmp_path, 'console.log.top.pivoted')
-    precopy.refuse_if_topped(inst)
+    sourcetops.refuse_if_topped(inst)
 
 
 def test_the_undo_of_the_power_off_checks_the_tops_first(tmp_path):
