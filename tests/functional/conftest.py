@@ -19,7 +19,7 @@ import pytest
 
 from resizedriver import headroom
 from resizedriver.host import Host
-from tests.lib import guestlog, hostb, hostenv, testguest
+from tests.lib import guestlog, hostb, hostenv, parallel, testguest
 
 TEST_ROOT = '/var/lib/resizedriver-tests'
 MiB = 1024 * 1024
@@ -166,14 +166,10 @@ lock_path = {root}/locks-{name}
     return conf_file
 
 
-_COUNTER = iter(range(10, 200))
-
-
 def make_scenario(request, host: Host, sshd: hostenv.LoopbackSshd,
                   room: Optional[headroom.Headroom] = None):
     """A scenario's guest (with ``room`` to grow live), booted; yields
     the scenario and removes it afterwards."""
-    n = next(_COUNTER)
     name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
     root = os.path.join(TEST_ROOT, name)
     stale = host.lookup(name)
@@ -185,9 +181,9 @@ def make_scenario(request, host: Host, sshd: hostenv.LoopbackSshd,
     os.makedirs(os.path.join(root, 'dest-instances'))
     conf_file = write_config(root, sshd,
                              getattr(request, 'param', 'ssh'))
+    ip, mac = parallel.guest_address()
     guest = testguest.create(
-        host, os.path.join(root, 'instances'), name=name,
-        mac=f'52:54:00:77:00:{n:02x}', ip=f'169.254.77.{n}/24',
+        host, os.path.join(root, 'instances'), name=name, mac=mac, ip=ip,
         bridge=hostenv.BRIDGE, room=room)
     host.lookup(guest.uuid).start()
     yield Scenario(root, conf_file, host, guest)
@@ -232,8 +228,26 @@ def live_scenario(request, host, sshd) -> Iterator[Scenario]:
     yield from make_scenario(request, host, sshd, LIVE_ROOM)
 
 
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its rows of the fault table to the
+    controller, which prints the table."""
+    from tests.functional import faultbench
+    output = getattr(session.config, 'workeroutput', None)
+    if output is not None:
+        output['fault_rows'] = [dataclasses.asdict(row)
+                                for row in faultbench.TABLE]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """(pytest-xdist, on the controller) a worker's rows."""
+    from tests.functional import faultbench
+    rows = getattr(node, 'workeroutput', {}).get('fault_rows', [])
+    faultbench.TABLE.extend(faultbench.Row(**row) for row in rows)
+
+
 def pytest_terminal_summary(terminalreporter):
-    """The step x fault -> outcome table of test_faults, when it ran."""
+    """The step x fault -> outcome table of the fault tests that ran."""
     from tests.functional import faultbench
     if not faultbench.TABLE:
         return

@@ -15,9 +15,8 @@ from typing import Iterator
 
 from resizedriver.host import Host
 from tests.functional.conftest import TEST_ROOT, Scenario, write_config
-from tests.lib import guestlog, hostb, hostenv, testguest
+from tests.lib import guestlog, hostb, hostenv, parallel, testguest
 
-_NUMBERS = iter(range(200, 250))
 BASE = os.path.basename(testguest.base_image_path(''))
 
 
@@ -52,7 +51,6 @@ class CrossScenario(Scenario):
 
 def make_cross_scenario(request, host: Host, b: hostb.HostB, transport: str,
                     pre_copy: bool) -> Iterator[CrossScenario]:
-    n = next(_NUMBERS)
     name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
     root = os.path.join(TEST_ROOT, name)
     for h in (host, b.host()):
@@ -68,9 +66,9 @@ def make_cross_scenario(request, host: Host, b: hostb.HostB, transport: str,
                           name='b', extra=extra)
     a_conf = write_config(root, b, transport, instances=b.instances,
                           name='a', remote_conf=b_conf, extra=extra)
-    guest = testguest.create(
-        host, b.instances, name=name, mac=f'52:54:00:78:00:{n:02x}',
-        ip=f'169.254.77.{n}/24', bridge=hostenv.BRIDGE)
+    ip, mac = parallel.guest_address()
+    guest = testguest.create(host, b.instances, name=name, mac=mac, ip=ip,
+                             bridge=hostenv.BRIDGE)
     host.lookup(guest.uuid).start()
     s = CrossScenario(root, a_conf, host, guest, b=b)
     yield s

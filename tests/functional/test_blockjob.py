@@ -34,10 +34,8 @@ from resizedriver.model import GiB, Flavor
 from resizedriver.qemuimg import QemuImg
 from resizedriver.transport import LocalTransport
 from tests.functional.conftest import TEST_ROOT, MiB, sha256
-from tests.lib import guestlog, hostenv, testguest
+from tests.lib import guestlog, hostenv, parallel, testguest
 
-#: host part of IP and MAC: the other functional tests use 10-232
-SLOTS = iter(range(240, 246))
 PATTERN = (0xab, 8 * MiB, 24 * MiB)      # byte, offset, length
 NEW = Flavor(vcpus=1, memory_mib=256, root_bytes=128 * MiB,
              swap_bytes=16 * MiB)
@@ -71,7 +69,6 @@ class Blk:
 
 @pytest.fixture
 def blk(request, host):
-    n = next(SLOTS)
     name = f'rdblk-{request.node.name}'[:60]
     root = os.path.join(TEST_ROOT, name)
     stale = host.lookup(name)
@@ -81,9 +78,9 @@ def blk(request, host):
     shutil.rmtree(root, ignore_errors=True)
     instances = os.path.join(root, 'instances')
     os.makedirs(instances)
-    guest = testguest.create(host, instances, name=name,
-                             mac=f'52:54:00:77:00:{n:02x}',
-                             ip=f'169.254.77.{n}/24', bridge=hostenv.BRIDGE)
+    ip, mac = parallel.guest_address()
+    guest = testguest.create(host, instances, name=name, mac=mac, ip=ip,
+                             bridge=hostenv.BRIDGE)
     layout = InstanceLayout(instances, guest.uuid)
     byte, offset, length = PATTERN
     _qemu_io(layout.path('disk'), f'write -P {byte:#x} {offset} {length}')

@@ -31,11 +31,10 @@ import pytest
 from tests.functional import faultbench
 from tests.functional.conftest import (TEST_ROOT, MiB, Scenario, sha256,
                                        write_config)
-from tests.lib import hostenv, testguest
+from tests.lib import hostenv, parallel, testguest
 
-#: role -> host part of IP and MAC (the scenario fixture uses 10-199,
-#: the Nova tests 100-199 with another MAC prefix)
-ROLES = {'local': 230, 'moved': 231, 'failed': 232}
+#: the three guests resizing at once
+ROLES = ('local', 'moved', 'failed')
 ROOT = os.path.join(TEST_ROOT, 'rdconc')
 BASE = hashlib.sha1(testguest.IMAGE_ID.encode()).hexdigest()
 NEW_FLAVOR = ['--vcpus', '2', '--root-size', '96M']
@@ -73,11 +72,11 @@ def trio(host, sshd):
     conf = write_config(ROOT, sshd)
     guests = {}
     try:
-        for role, n in ROLES.items():
+        for role in ROLES:
+            ip, mac = parallel.guest_address()
             guest = testguest.create(
                 host, os.path.join(ROOT, 'instances'), name=f'rdconc-{role}',
-                mac=f'52:54:00:77:02:{n:02x}', ip=f'169.254.77.{n}/24',
-                bridge=hostenv.BRIDGE, memory_mib=192)
+                mac=mac, ip=ip, bridge=hostenv.BRIDGE, memory_mib=192)
             guests[role] = Scenario(ROOT, conf, host, guest)
             host.lookup(guest.uuid).start()
         yield Trio(guests, os.path.join(ROOT, 'faults'))

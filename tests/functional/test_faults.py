@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from lxml import etree
 
 from tests.functional import faultbench
@@ -67,9 +68,24 @@ CRASHES = [
 ]
 
 
-def test_process_killed_after_each_step(scenario: Scenario):
+#: CRASHES in runs of cells that share a guest, each run a test of its own
+#: (side by side under pytest-xdist); a run's cells stay in the order
+#: above, so each revert cell still takes the resize its predecessor's
+#: retry left pending
+RUN = 6
+CRASH_RUNS = [CRASHES[i:i + RUN] for i in range(0, len(CRASHES), RUN)]
+
+
+@pytest.mark.parametrize('cells', CRASH_RUNS, ids=[
+    f'cells{i * RUN + 1}-{i * RUN + len(run)}'
+    for i, run in enumerate(CRASH_RUNS)])
+def test_process_killed_after_each_step(scenario: Scenario, cells):
+    """Every cell proves in full what the module says: killed after its
+    step, recovered, the guest back where it belongs with its bytes,
+    nothing left over, and the same resize through.  Only the guest is
+    shared, by the cells of one run."""
     b = Bench(scenario)
-    for operation, step, same_path in CRASHES:
+    for operation, step, same_path in cells:
         crash = f'{operation}:{step}'
         fault = f'killed after {step!r}' + (' (same path)' if same_path
                                              else '')
@@ -99,7 +115,9 @@ def test_process_killed_after_each_step(scenario: Scenario):
         b.retry(row, same_path=same_path)
 
 
-def test_network_disk_and_libvirt_faults(scenario: Scenario, sshd):
+def test_network_faults(scenario: Scenario, sshd):
+    """ssh refused up front and from the first disk copy on, and the
+    network going silent mid-copy."""
     b = Bench(scenario)
 
     row, before = b.begin(MIGRATE, 'ssh to the destination refused')
@@ -145,6 +163,10 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario, sshd):
     b.expect_on_source(before, row)
     b.retry(row, ssh=True)
 
+
+def test_copy_killed_mid_disk(scenario: Scenario):
+    """The ssh and the rsync copy SIGKILLed after 32 KiB of the disk."""
+    b = Bench(scenario)
     for transport in ('ssh', 'rsync'):
         row, before = b.begin(MIGRATE, f'{transport} copy SIGKILLed '
                                        f'after 32 KiB of disk')
@@ -158,6 +180,11 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario, sshd):
         b.expect_on_source(before, row)
         b.retry(row, ssh=True, transport=transport)
 
+
+def test_destination_full(scenario: Scenario):
+    """The destination instances path is full up front, and fills up
+    mid-copy."""
+    b = Bench(scenario)
     small = os.path.join(scenario.root, 'small')   # where QEMU may read
     faultbench.mount_tmpfs(small, 200)
     try:
@@ -165,6 +192,11 @@ def test_network_disk_and_libvirt_faults(scenario: Scenario, sshd):
     finally:
         faultbench.umount(small)
 
+
+def test_qemu_img_and_libvirt_failures(scenario: Scenario):
+    """``qemu-img resize`` failing, a definition libvirt rejects and a
+    guest libvirt cannot start."""
+    b = Bench(scenario)
     row, before = b.begin(FINISH, 'qemu-img resize fails')
     b.set_fault('qemu-img-fail-resize')
     err = b.cli(*b.resize_args(), expect_rc=1).stderr
@@ -236,26 +268,60 @@ def _retry_and_revert(b: Bench, row, args: list[str]) -> None:
     row.retry = 'ok (then reverted)'
 
 
+def _boot_with(b: Bench, parameter: str) -> None:
+    """Boot the guest again with one more kernel ``parameter`` (the
+    test guest's way of playing another guest OS)."""
+    host = b.s.host
+    guest = host.lookup(b.uuid)
+    root = etree.fromstring(guest.xml().encode())
+    cmdline = root.find('./os/cmdline')
+    cmdline.text += f' {parameter}'
+    guest.destroy()
+    host.define(etree.tostring(root, encoding='unicode'))
+    host.lookup(b.uuid).start()
+    b.expect_guest(b.flavor)
+
+
+def _resize_away(b: Bench, shutdown_timeout: int) -> tuple[str, float]:
+    """Resize to the other path; the old boot's console log and the
+    seconds the resize took."""
+    b.mark_before_resize()
+    started = time.monotonic()
+    b.cli(*b.resize_args(), shutdown_timeout=shutdown_timeout)
+    took = time.monotonic() - started
+    with open(os.path.join(b.here, b.uuid + '_resize', 'console.log'),
+              errors='replace') as f:
+        return f.read(), took
+
+
+def test_power_button_pressed_before_the_guest_listens(scenario: Scenario):
+    """The guest's init says it is up but listens for the power button
+    only 5 s later (the test guest's ``rdacpi-late``): the ACPI request,
+    repeated every ``shutdown_retry_interval`` (2 s here), reaches it
+    then, and it shuts down cleanly well within the timeout (without the
+    repeat it would be powered off hard after 30 s)."""
+    b = Bench(scenario)
+    _boot_with(b, 'rdacpi-late=5')
+    row, before = b.begin(MIGRATE, 'guest ignores ACPI for its first 5 s')
+    log, took = _resize_away(b, shutdown_timeout=30)
+    assert 'RDGUEST shutdown\n' in log.replace('\r', ''), log
+    b.side, b.flavor = 'B', b.flavor.next()
+    assert b.s.wait_boot(b.boot + 1).shutdown_mark == str(b.boot)
+    b.expect_guest(b.flavor)
+    row.outcome = (f'ACPI request repeated; clean shutdown; resize done in '
+                   f'{took:.0f} s')
+    b.cli('revert', b.uuid, side='A')
+    b.expect_on_source(b.reverted(), row)
+    row.retry = 'n/a (did not fail); reverted fine'
+
+
 def test_power_off_that_never_finishes(scenario: Scenario):
     """The guest OS ignores the ACPI power button: after the shutdown
     timeout the guest is powered off hard, and the resize goes on."""
     b = Bench(scenario)
-    guest = scenario.host.lookup(b.uuid)
-    root = etree.fromstring(guest.xml().encode())
-    cmdline = root.find('./os/cmdline')
-    cmdline.text += ' rdignore-acpi'
-    guest.destroy()
-    scenario.host.define(etree.tostring(root, encoding='unicode'))
-    scenario.host.lookup(b.uuid).start()
-    b.expect_guest(b.flavor)
-
+    _boot_with(b, 'rdignore-acpi')
     row, before = b.begin(MIGRATE, 'guest ignores the ACPI shutdown')
-    b.mark_before_resize()
-    started = time.monotonic()
-    b.cli(*b.resize_args(), shutdown_timeout=5)
-    took = time.monotonic() - started
-    log = open(os.path.join(b.here, b.uuid + '_resize', 'console.log'),
-               errors='replace').read()
+    log, took = _resize_away(b, shutdown_timeout=5)
     assert 'RDGUEST shutdown-ignored' in log
     b.side, b.flavor = 'B', b.flavor.next()
     b.expect_guest(b.flavor)

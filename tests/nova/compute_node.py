@@ -36,7 +36,7 @@ NODES = {'a': ('rdtest-compute-a', '169.254.79.1'),
 def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
     host, ip = NODES[node]
     novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
-                      node=node)
+                      node=node, name_prefix='rdtest-xh')
     novaenv.CONF.set_override('compute_driver', options.get(
         'compute_driver', novaenv.COMPUTE_DRIVER))
     drv = novaenv.load_driver()

@@ -11,10 +11,11 @@ import shutil
 
 import pytest
 
-from tests.lib import guestlog, hostenv
+from tests.lib import guestlog, hostenv, parallel
 from tests.nova import novaenv
 
-ROOT = '/var/lib/resizedriver-tests/nova'
+#: this worker's Nova: its cell database, instances, state and lock paths
+ROOT = f'/var/lib/resizedriver-tests/nova-{parallel.worker()}'
 
 
 def prepare(root: str) -> None:
@@ -30,7 +31,7 @@ def prepare(root: str) -> None:
 @pytest.fixture(scope='session')
 def driver():
     prepare(ROOT)
-    novaenv.configure(ROOT)
+    novaenv.configure(ROOT, name_prefix=f'rdtest-{parallel.worker()}')
     drv = novaenv.load_driver()
     drv.init_host(host=novaenv.CONF.host)
     novaenv.seed_images(novaenv.CONF.instances_path)
@@ -42,11 +43,10 @@ def driver():
 class Server:
     """One spawned instance and what a test needs to drive and watch it."""
 
-    def __init__(self, driver, flavor, n: int, **image_properties) -> None:
+    def __init__(self, driver, flavor, **image_properties) -> None:
         self.driver = driver
         self.ctx = novaenv.admin_context()
-        self.ip = f'169.254.77.{n}/24'
-        self.mac = f'52:54:00:77:01:{n:02x}'
+        self.ip, self.mac = parallel.guest_address()
         self.nw = novaenv.network_info(self.mac)
         self.image_meta = novaenv.image_meta(self.ip, **image_properties)
         self.instance = novaenv.instance(self.ctx, flavor, self.ip, self.nw,
@@ -66,15 +66,12 @@ class Server:
         return hostenv.ping(self.ip.split('/')[0])
 
 
-_N = iter(range(100, 200))
-
-
 @pytest.fixture
 def make_server(driver):
     servers = []
 
     def make(flavor, **image_properties) -> Server:
-        server = Server(driver, flavor, next(_N), **image_properties)
+        server = Server(driver, flavor, **image_properties)
         driver.spawn(server.ctx, server.instance, server.image_meta, [],
                      None, {}, network_info=server.nw)
         servers.append(server)

@@ -52,10 +52,12 @@ class VirtAPI(nova_virtapi.VirtAPI):
 
 def configure(root: str, instances_path: str = '',
               host: str = 'rdtest-compute', my_ip: str = '127.0.0.1',
-              node: str = '') -> None:
+              node: str = '', name_prefix: str = 'rdtest') -> None:
     """Nova's configuration for a compute node under ``root`` (one cell
     database there); a ``node`` name gives it state and lock paths of its
-    own, as on another machine."""
+    own, as on another machine.  Its domains are ``<name_prefix>-<id>``:
+    each cell database counts ids from 1, so two sessions on one libvirtd
+    need prefixes of their own."""
     suffix = f'-{node}' if node else ''
     objects.register_all()
     CONF([], project='nova', default_config_files=[])
@@ -68,6 +70,7 @@ def configure(root: str, instances_path: str = '',
             ('state_path', os.path.join(root, 'state' + suffix), None),
             ('host', host, None),
             ('my_ip', my_ip, None),
+            ('instance_name_template', f'{name_prefix}-%08x', None),
             ('use_cow_images', True, None),
             ('vif_plugging_timeout', 0, None),
             ('virt_type', 'kvm' if kvm_usable() else 'qemu', 'libvirt'),

@@ -20,19 +20,18 @@ import sys
 import pytest
 
 from resizedriver.host import Host
-from tests.lib import guestlog, hostb, hostenv
+from tests.lib import guestlog, hostb, hostenv, parallel
 from tests.lib.testguest import REPO
 from tests.nova import compute_node, conftest
 
-ROOT = '/var/lib/resizedriver-tests/nova-cross-host'
+ROOT = '/var/lib/resizedriver-tests/nova-cross-host-' + parallel.worker()
 GiB = 1024 ** 3
 SMALL = ('1', 1, 256, 1)
 BIG = ('2', 2, 512, 2)
-_N = iter(range(230, 250))
 
 
 @pytest.fixture(scope='module')
-def b() -> hostb.HostB:
+def host_b() -> hostb.HostB:
     conftest.prepare(ROOT)
     return hostb.HostB.setup()
 
@@ -66,14 +65,12 @@ class Node:
 
 class CrossServer:
     def __init__(self, b: hostb.HostB, plan: str) -> None:
-        n = next(_N)
         self.b = b
         self.plan = plan
         pre_copy = plan == 'precopy'
         self.a_node = Node('a', b, pre_copy)
         self.b_node = Node('b', b, pre_copy)
-        self.ip = f'169.254.77.{n}/24'
-        self.mac = f'52:54:00:77:02:{n:02x}'
+        self.ip, self.mac = parallel.guest_address()
         self.uuid = self.a_node('spawn', flavor=SMALL, ip=self.ip,
                                 mac=self.mac)['uuid']
         self.a_host = Host('qemu:///system')
@@ -112,11 +109,11 @@ class CrossServer:
 
 
 @pytest.fixture
-def server(request, b):
+def server(request, host_b):
     """A running instance on A that moves by ``request.param``'s plan:
     ``precopy`` (the default for a running guest) or ``copy``
     (``pre_copy = false``)."""
-    s = CrossServer(b, request.param)
+    s = CrossServer(host_b, request.param)
     yield s
     s.remove()
 

@@ -1,0 +1,34 @@
+"""What every tier shares: the real tiers' resource groups.
+
+Tests that use host B (the ``host_b`` fixture, directly or through
+another fixture) have it alone: they run on one pytest-xdist worker
+(``--dist loadgroup``) and hold B's lock (``parallel.exclusive``) for
+their whole run, so that a test filling B's filesystem or recovering
+every journal there never meets another test's guest on B.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.lib import parallel
+
+#: the fixture that hands a test host B, and the group and lock it takes
+HOST_B_FIXTURE, HOST_B = 'host_b', 'hostb'
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    # tryfirst: xdist reads the group in its own hook, after this one
+    for item in items:
+        if HOST_B_FIXTURE in getattr(item, 'fixturenames', ()):
+            item.add_marker(pytest.mark.xdist_group(HOST_B))
+
+
+@pytest.fixture(autouse=True)
+def _host_b_alone(request):
+    if HOST_B_FIXTURE in request.fixturenames:
+        with parallel.exclusive(HOST_B):
+            yield
+    else:
+        yield
