@@ -12,6 +12,14 @@ Rules, first match wins:
 ====  =========  ===========================  ===============================
 rule  topology   instance / config            plan
 ====  =========  ===========================  ===============================
+0     any        under Nova: a disk that is   ``upstream`` (``nova/
+                 not a file in the instance   upstream.py``): Nova's own
+                 directory (Ceph RBD, LVM,    ``LibvirtDriver`` methods,
+                 ploop, a block or network    unchanged; decided by
+                 device), ``images_type``     :func:`why_upstream` in the
+                 not a file backend,          Nova adapter before the engine
+                 attached volumes, no local   looks at the disks.  The CLI
+                 root disk                    refuses such domains instead
 1     same-host  the guest runs, the flavor   ``live`` (``operations/
                  only grows (swap as it is),  live.py``): vCPUs and memory
                  within the domain's          hot-plugged, disks grown with
@@ -65,11 +73,17 @@ COPY = 'copy'
 OVERLAY = 'overlay'
 LIVE = 'live'
 PRECOPY = 'precopy'
+UPSTREAM = 'upstream'
 #: how live a resize may be (``--live``, ``[resizedriver] live_resize``)
 LIVE_MODES = ('auto', 'always', 'never')
-#: every plan this version can run (and so finish, confirm, revert and
-#: recover); a record naming another was written by a newer version.
-PLANS = (LIVE, OVERLAY, PRECOPY, COPY)
+#: the plans the engine runs (rules 1-4)
+ENGINE_PLANS = (LIVE, OVERLAY, PRECOPY, COPY)
+#: every plan this version knows (and so finishes, confirms, reverts and
+#: recovers); a record naming another was written by a newer version.
+PLANS = ENGINE_PLANS + (UPSTREAM,)
+#: Nova's ``[libvirt] images_type`` values whose disks are files in the
+#: instance directory, which resizedriver owns
+OWN_IMAGE_TYPES = ('default', 'qcow2', 'raw', 'flat')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +93,36 @@ class Choice:
     reason: str
 
 
+def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
+                 volumes: Sequence[str], has_root_file: bool) \
+        -> Optional[str]:
+    """Why a resize under Nova is Nova's own (rule 0), None when
+    resizedriver owns it: what it has not proven its plans with goes the
+    way upstream would take it, never worse.
+
+    ``images_type``: ``[libvirt] images_type``; ``disks_elsewhere``:
+    target device -> what it is, for every disk that is not a file in the
+    instance directory (``domain_xml.disks_elsewhere``); ``volumes``: the
+    target devices of attached Cinder volumes; ``has_root_file``: a root
+    disk file is in the instance directory.
+    """
+    why = []
+    if images_type not in OWN_IMAGE_TYPES:
+        why.append(f'images_type is {images_type}')
+    if volumes:
+        why.append(f'Cinder volumes are attached ({", ".join(volumes)}), '
+                   f'which resizedriver\'s plans are not proven with')
+    if not has_root_file:
+        why.append('no root disk file in the instance directory (booted '
+                   'from volume)')
+    why += [f'{dev} is {what}' for dev, what in
+            sorted(disks_elsewhere.items()) if dev not in volumes]
+    return '; '.join(why) or None
+
+
 def choose(topology: Topology, disks: list[DiskFile], *,
-           use_cow_images: bool, offered: tuple[str, ...] = PLANS,
+           use_cow_images: bool,
+           offered: tuple[str, ...] = ENGINE_PLANS,
            live: str = 'never',
            live_blockers: Sequence[str] = (), running: bool = False,
            pre_copy: bool = False,

@@ -64,6 +64,34 @@ def file_disks(xml: str) -> list[DomainDisk]:
     return disks
 
 
+def disks_elsewhere(xml: str, instance_dir: str) -> dict[str, str]:
+    """Disks whose storage is not a file directly in ``instance_dir``,
+    by target device, each described for a log line: network disks (Ceph
+    RBD, iSCSI, ...), block devices (LVM, a SAN LUN), storage-pool
+    volumes, files elsewhere (NFS volumes, ploop).  Read-only CD-ROM
+    image files and empty drives are the host's, not the instance's
+    storage, and are left out."""
+    root = parse(xml)
+    found = {}
+    for disk in root.iterfind('./devices/disk'):
+        target = disk.find('target')
+        source = disk.find('source')
+        dev = target.get('dev', '?') if target is not None else '?'
+        kind = disk.get('type', '?')
+        if source is None or (kind == 'file' and
+                              disk.get('device') == 'cdrom' and
+                              disk.find('readonly') is not None):
+            continue
+        if kind == 'file' and os.path.dirname(source.get('file', '')) == \
+                instance_dir:
+            continue
+        where = ' '.join(filter(None, (
+            source.get('protocol'), source.get('pool'), source.get('name'),
+            source.get('volume'), source.get('dev'), source.get('file'))))
+        found[dev] = f'a {kind} disk ({where or "no source"})'
+    return found
+
+
 def boot_files(xml: str) -> dict[str, str]:
     """{'kernel': path, 'ramdisk': path} for direct kernel boot domains."""
     root = parse(xml)

@@ -54,6 +54,8 @@ from resizedriver.nova import operations as nova_ops
 from resizedriver.nova.implementation import NovaImplementation
 from resizedriver.operations import sourcetops
 from resizedriver.nova import translate
+from resizedriver.nova import upstream
+from resizedriver.guest import Guest
 from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
@@ -159,6 +161,22 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         self.engine.recover()         # logs what it did with each journal
 
+    @staticmethod
+    def _layout(instance) -> InstanceLayout:
+        return InstanceLayout(CONF.instances_path, instance.uuid)
+
+    def _why_upstream(self, instance, block_device_info) -> Optional[str]:
+        """Why this resize is Nova's own (``nova/upstream.py``), None if
+        it is ours (or the guest is not there to tell: the engine then
+        refuses it as it would)."""
+        try:
+            guest = self._host.get_guest(instance)
+        except nova_exception.InstanceNotFound:
+            return None
+        return upstream.reason(Guest(guest._domain).xml(),
+                               self._layout(instance),
+                               CONF.libvirt.images_type, block_device_info)
+
     def _call(self, context, instance, network_info,
               block_device_info=None) -> nova_ops.NovaCall:
         return nova_ops.NovaCall(self, context, instance, network_info,
@@ -168,6 +186,22 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                    flavor, network_info,
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
+        why = self._why_upstream(instance, block_device_info)
+        if why is not None:
+            LOG.info('Plan upstream: %s: Nova\'s own resize', why,
+                     instance=instance)
+            inst = self._layout(instance)
+            upstream.drop_reverted_record(inst)
+            guest = Guest(self._host.get_guest(instance)._domain)
+            source_xml, was_running = guest.xml(), guest.is_running()
+            disk_info = super().migrate_disk_and_power_off(
+                context, instance, dest, flavor, network_info,
+                block_device_info, timeout, retry_interval)
+            upstream.write_record(
+                inst, name=instance.name, conf=CONF, dest=dest,
+                old_flavor=instance.flavor, new_flavor=flavor,
+                source_xml=source_xml, was_running=was_running)
+            return disk_info
         new_flavor = translate.flavor(flavor, block_device_info)
         destination = translate.destination(dest, CONF)
         impl = NovaImplementation(
@@ -192,6 +226,12 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                          network_info, image_meta, resize_instance,
                          allocations, block_device_info=None, power_on=True,
                          share_info=None):
+        if upstream.is_novas_disk_info(disk_info):
+            LOG.info('Plan upstream: Nova\'s own finish', instance=instance)
+            return super().finish_migration(
+                context, migration, instance, disk_info, network_info,
+                image_meta, resize_instance, allocations, block_device_info,
+                power_on, share_info)
         record = ResizeRecord.from_json(disk_info)
         if record.uuid != instance.uuid:
             raise nova_exception.ResizeError(
@@ -206,6 +246,10 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             raise nova_exception.ResizeError(reason=str(e)) from e
 
     def confirm_migration(self, context, migration, instance, network_info):
+        if upstream.is_pending(self._layout(instance), self.engine.journals):
+            LOG.info('Plan upstream: Nova\'s own confirm', instance=instance)
+            return super().confirm_migration(context, migration, instance,
+                                             network_info)
         impl = NovaImplementation(
             self._call(context, instance, network_info))
         try:
@@ -217,6 +261,14 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
+        inst = self._layout(instance)
+        if upstream.is_pending(inst, self.engine.journals):
+            LOG.info('Plan upstream: Nova\'s own revert', instance=instance)
+            super().finish_revert_migration(
+                context, instance, network_info, migration,
+                block_device_info, power_on, share_info)
+            upstream.drop_reverted_record(inst)
+            return
         impl = NovaImplementation(
             self._call(context, instance, network_info, block_device_info),
             share_info=share_info)

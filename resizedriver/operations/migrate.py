@@ -33,6 +33,7 @@ from typing import Any, Optional
 from oslo_log import log as logging
 
 from resizedriver import chooser
+from resizedriver import domain_xml
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver import fileutil
@@ -55,7 +56,7 @@ LOG = logging.getLogger(__name__)
 
 class MigrateDiskAndPowerOff:
     #: the plans this implementation can run (see ``chooser.choose``)
-    offered_plans: tuple[str, ...] = chooser.PLANS
+    offered_plans: tuple[str, ...] = chooser.ENGINE_PLANS
 
     def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
                  dest: Destination, dest_transport: Transport,
@@ -186,6 +187,7 @@ class MigrateDiskAndPowerOff:
         sourcetops.refuse_if_topped(self.inst)
         self.was_running = self.guest.is_running()
         self.source_xml = self.guest.xml()
+        self.refuse_disks_elsewhere()
         self.disks = inventory.discover(self.source_xml, self.inst,
                                         self.env.qemu_img())
         if not any(d.role is DiskRole.ROOT for d in self.disks):
@@ -228,6 +230,21 @@ class MigrateDiskAndPowerOff:
                 f'{self.dest_inst.dir} already exists on the destination; '
                 f'move it away if it is a leftover')
         self._check_space(free)
+
+    def refuse_disks_elsewhere(self) -> None:
+        """resizedriver resizes disks that are files in the instance
+        directory; a domain with any other (Ceph RBD, LVM, a block or
+        network device, a file elsewhere) is refused before anything is
+        touched.  Under Nova such an instance never gets here: it takes
+        Nova's own path (``chooser.why_upstream``)."""
+        elsewhere = domain_xml.disks_elsewhere(self.source_xml,
+                                               self.inst.dir)
+        if elsewhere:
+            raise exception.ResizeRefused(
+                '; '.join(f'{dev} is {what}' for dev, what in
+                          sorted(elsewhere.items())) +
+                ': resizedriver resizes only disks that are files in the '
+                'instance directory')
 
     def live_blockers(self) -> list[str]:
         """Why this resize cannot be live (``live.blockers``, then the

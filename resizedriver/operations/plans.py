@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any, Callable
 
 from resizedriver import chooser
+from resizedriver import exception
 from resizedriver import stepname
 from resizedriver.operations import live, overlay, precopy
 from resizedriver.plan import Step
@@ -78,4 +79,8 @@ BUILDERS = {
 
 
 def builders(plan: str) -> Builders:
-    return BUILDERS[chooser.check_known(plan)]
+    if chooser.check_known(plan) == chooser.UPSTREAM:
+        raise exception.ResizeRefused(
+            'this resize is Nova\'s own (plan upstream): Nova confirms or '
+            'reverts it')
+    return BUILDERS[plan]

@@ -16,6 +16,10 @@ from tests.nova import novaenv
 
 #: this worker's Nova: its cell database, instances, state and lock paths
 ROOT = f'/var/lib/resizedriver-tests/nova-{parallel.worker()}'
+#: lvcreate/lvremove stand-ins (test_nova_upstream says why), first on
+#: the PATH of every privsep daemon Nova starts from here on
+os.environ['PATH'] = os.path.join(os.path.dirname(__file__), 'lvmbin') + \
+    os.pathsep + os.environ['PATH']
 
 
 def prepare(root: str) -> None:
