@@ -203,14 +203,33 @@ def current_flavor(xml: str, disks: list[DiskFile]) -> Flavor:
                   swap_bytes=size(DiskRole.SWAP))
 
 
+def larger_than_asked(disks: list[DiskFile], new: Flavor) -> list[DiskFile]:
+    """The root and ephemeral disks already larger than ``new`` asks (0
+    asks for none): grown outside the flavor, or kept grown by the revert
+    of a live resize.  A resize keeps them at their size
+    (``model.grown_size``); whether it may run at all is the shrink
+    rule's to say (:func:`check_no_shrink`, or an integration's)."""
+    return [d for d in disks if d.role in GROWABLE and
+            0 < new.size_for(d.role) < d.virtual_size]
+
+
 def check_no_shrink(disks: list[DiskFile], new: Flavor) -> None:
-    """Refuse to shrink root or ephemeral disks (0 means keep the size)."""
-    for d in disks:
-        want = new.size_for(d.role) if d.role in GROWABLE else 0
-        if want and want < d.virtual_size:
-            raise exception.DiskShrinkRefused(
-                f'cannot shrink {d.name} from {d.virtual_size} to {want} '
-                f'bytes: resizing a disk down is not supported')
+    """The operator command's shrink rule: refuse a new size below a
+    disk's size.
+
+    The command has no flavor on record, only the disks, and the sizes
+    it asks for are the operator's own for this resize (``--root-size``;
+    a size left out is the disk's size, so a disk is never in the way of
+    a CPU or memory change).  A disk larger than asked can be neither
+    shrunk (its filesystem may use the space) nor silently kept (the
+    resize would not do what was asked): refused before anything is
+    touched.  Nova decides from its flavors instead (the Nova adapter's
+    ``NovaMigrate``)."""
+    for d in larger_than_asked(disks, new):
+        raise exception.DiskShrinkRefused(
+            f'cannot shrink {d.name} from {d.virtual_size} to '
+            f'{new.size_for(d.role)} bytes: resizing a disk down is not '
+            f'supported')
 
 
 #: mkswap refuses a swap area of fewer than 10 pages.

@@ -209,6 +209,17 @@ class NovaMigrate(MigrateDiskAndPowerOff):
             why.append('the instance has PCI devices')
         return why
 
+    def check_no_shrink(self) -> None:
+        """Nova's rule, from the flavors (``translate.disk_down``), in
+        place of the operator command's from the disks: a disk already
+        larger than the new flavor's size keeps it, as under Nova, and
+        what Nova allows is never refused for it."""
+        why = translate.disk_down(self.nova.instance, self.nova_flavor,
+                                  self.nova.block_device_info)
+        if why:
+            raise exception.DiskShrinkRefused(
+                f'cannot shrink {why}: unable to resize disk down')
+
     def check_host_files(self) -> None:
         """Nova's XML is authoritative: ``_get_guest_xml`` regenerates
         the definition on the destination (guest-agent socket, firmware,

@@ -10,6 +10,7 @@ from nova import block_device as nova_block_device
 from nova import exception as nova_exception
 from nova.virt import driver as nova_driver
 from nova.virt import hardware
+from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
 
 from resizedriver import headroom as rd_headroom
@@ -34,6 +35,29 @@ def flavor(nova_flavor: Any,
                   root_bytes=nova_flavor.root_gb * GiB,
                   ephemeral_bytes=eph_gb * GiB,
                   swap_bytes=(nova_flavor.swap or 0) * MiB)
+
+
+def disk_down(instance: Any, new_flavor: Any,
+              block_device_info: Optional[dict]) -> str:
+    """Which disk Nova's own LibvirtDriver would refuse to resize down
+    ('' none), decided as its ``migrate_disk_and_power_off`` does: from
+    the flavors, not the disks.  The old flavor is ``instance.flavor``
+    (the compute manager swaps it only after migrate), its ephemeral size
+    as :func:`flavor` reads it; a root disk that is a volume does not
+    count.  A disk larger than its flavor says (grown outside Nova, or
+    kept grown by the revert of a live resize) is no reason: Nova allows
+    the resize and keeps the disk at its size."""
+    old = flavor(instance.flavor, block_device_info)
+    if new_flavor.root_gb * GiB < old.root_bytes and not \
+            libvirt_driver.LibvirtDriver._is_booted_from_volume(
+                block_device_info):
+        return (f'the root disk from its flavor\'s '
+                f'{old.root_bytes // GiB} GiB to {new_flavor.root_gb} GiB')
+    if new_flavor.ephemeral_gb * GiB < old.ephemeral_bytes:
+        return (f'the ephemeral disks from their '
+                f'{old.ephemeral_bytes // GiB} GiB to '
+                f'{new_flavor.ephemeral_gb} GiB')
+    return ''
 
 
 def is_this_host(dest: str, conf: Any) -> bool:

@@ -131,3 +131,31 @@ def test_a_flavor_that_changes_more_than_sizes_resizes_cold(make_server):
     server.driver.confirm_migration(server.ctx, mig, server.instance,
                                     server.nw)
     assert_no_resize_left(server)
+
+
+def test_a_disk_a_revert_left_grown_is_no_reason_to_refuse(make_server):
+    """Nova refuses a resize only when the new flavor's disk is below the
+    instance flavor's ("Unable to resize disk down"): a root disk larger
+    than both (a live resize grew it, its revert kept it) is kept at its
+    size, never shrunk and never a reason to refuse."""
+    server = make_server(roomy('31', 1, 256, 1))
+    server.wait_boot(1)
+    mig = resize(server, roomy('32', 1, 256, 2))       # root only, live
+    assert _plan(server) == 'live'
+    _report(server, 'a 2 GiB disk', lambda r: r.disks == {'vda': 2 * GiB})
+    revert(server, mig)
+    assert server.instance.flavor.root_gb == 1        # Nova's record
+    assert _report(server, 'its old flavor', lambda r: r.disks ==
+                   {'vda': 2 * GiB}).boot == 1         # the disk kept 2 GiB
+
+    # more CPU and memory, the flavor's original 1 GiB root; a new extra
+    # spec makes it cold (the overlay plan, then Nova's own images)
+    mig = resize(server, novaenv.flavor('33', 2, 512, 1, dict(
+        ROOM, **{'quota:cpu_shares': '2048'})))
+    assert _plan(server) == 'overlay'
+    after = server.wait_boot(2)
+    assert (after.cpu_count, after.disks) == (2, {'vda': 2 * GiB})
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_no_resize_left(server)
+    assert server.ping()

@@ -25,6 +25,7 @@ from resizedriver import journal
 from resizedriver import vif
 from resizedriver.host import Host
 from resizedriver.nova import operations as nova_ops
+from resizedriver.nova import translate
 from tests.nova import novaenv
 
 GiB = 1024 ** 3
@@ -195,6 +196,90 @@ def test_shrink_is_refused_before_power_off(make_server):
         os.unlink(top)
     assert server.driver.get_info(server.instance).state == 1
     assert server.wait_boot(1).boot == 1
+
+
+class _PastChecks(Exception):
+    """Nova's own migrate_disk_and_power_off got past its checks."""
+
+
+class _UpstreamChecks:
+    """Just enough of a LibvirtDriver for Nova's own
+    ``migrate_disk_and_power_off`` to run its checks: the first thing it
+    does after them (asking whether the path is shared) stops it."""
+
+    _is_booted_from_volume = staticmethod(
+        libvirt_driver.LibvirtDriver._is_booted_from_volume)
+
+    def _is_path_shared_with(self, dest, path):
+        raise _PastChecks()
+
+
+def _upstream_refuses(ctx, instance, new, block_device_info) -> bool:
+    try:
+        libvirt_driver.LibvirtDriver.migrate_disk_and_power_off(
+            _UpstreamChecks(), ctx, instance, 'dest', new, [],
+            block_device_info)
+    except nova_exception.InstanceFaultRollback:
+        return True
+    except _PastChecks:
+        return False
+    raise AssertionError('upstream neither refused nor went on')
+
+
+def _bdm(ctx, **fields) -> 'objects.BlockDeviceMapping':
+    """A block device mapping as Nova's database hands it over."""
+    return objects.BlockDeviceMapping(ctx, **{
+        'no_device': False, 'disk_bus': 'virtio', 'device_type': 'disk',
+        'guest_format': None, 'encrypted': False,
+        'encryption_secret_uuid': None, 'encryption_format': None,
+        'encryption_options': None, 'delete_on_termination': True,
+        'image_id': None, 'snapshot_id': None, 'volume_id': None,
+        'volume_type': None, 'attachment_id': None,
+        'connection_info': None, 'tag': None, **fields})
+
+
+def test_shrinks_are_refused_as_novas_own_driver_refuses_them(driver):
+    """Nova refuses from the flavors (new root or ephemeral below the
+    instance's flavor; a root volume exempt; the ephemeral size from the
+    block device info its compute manager builds): ours decides each case
+    as Nova's own code, run on the same objects, does."""
+    ctx = novaenv.admin_context()
+
+    def flavor_of(root_gb, ephemeral_gb):
+        flv = novaenv.flavor('41', 1, 256, root_gb)
+        flv.ephemeral_gb = ephemeral_gb
+        return flv
+
+    local = _bdm(ctx, source_type='blank', destination_type='local',
+                 volume_size=2, boot_index=-1, device_name='/dev/vdb')
+    root_volume = _bdm(ctx, source_type='volume', destination_type='volume',
+                       volume_id='0b7d3a8e-1111-4c9e-9f00-0000000000aa',
+                       volume_size=1, boot_index=0, device_name='/dev/vda',
+                       connection_info='{"driver_volume_type": "iscsi"}')
+    inst = objects.Instance(uuid='0b7d3a8e-1111-4c9e-9f00-0000000000bb',
+                            root_device_name='/dev/vda')
+    decided = {}
+    for mapped, bdms in (('no bdms', []), ('ephemeral', [local]),
+                         ('root volume', [root_volume]),
+                         ('both', [root_volume, local])):
+        bdi = nova_driver.get_block_device_info(
+            inst, objects.BlockDeviceMappingList(objects=bdms))
+        for old in ((2, 1), (2, 0), (0, 0)):
+            inst.flavor = flavor_of(*old)
+            for new in ((1, 1), (0, 1), (2, 0), (2, 1), (2, 2), (3, 0)):
+                ours = translate.disk_down(inst, flavor_of(*new), bdi)
+                case = (mapped, old, new)
+                assert bool(ours) == _upstream_refuses(
+                    ctx, inst, flavor_of(*new), bdi), (case, ours)
+                decided[case] = ours
+    assert 'root disk' in decided['no bdms', (2, 1), (1, 1)]
+    assert 'root disk' in decided['no bdms', (2, 0), (0, 1)]
+    assert 'ephemeral' in decided['no bdms', (2, 1), (2, 0)]
+    assert decided['root volume', (2, 1), (1, 1)] == ''
+    assert 'ephemeral' in decided['both', (2, 1), (2, 0)]
+    # the 2 GB mapped ephemeral: Nova's sum of it is 0 (the driver's
+    # ephemerals carry no source type), so the flavor's 1 GB counts
+    assert decided['ephemeral', (2, 1), (2, 1)] == ''
 
 
 class Crash(BaseException):

@@ -236,6 +236,14 @@ def test_check_no_shrink_refuses_any_ephemeral():
         inventory.check_no_shrink(disks, Flavor(1, 1, 0, 5 * MiB))
 
 
+def test_larger_than_asked_are_root_and_ephemeral_disks_only():
+    # swap is made anew at any size, 0 asks for nothing
+    assert inventory.larger_than_asked(
+        DISKS, Flavor(1, 1, 10 * MiB, 0, 1 * MiB)) == []
+    assert [d.name for d in inventory.larger_than_asked(
+        DISKS, Flavor(1, 1, 5 * MiB, 2 * MiB))] == ['disk', 'disk.local']
+
+
 def test_inside():
     assert inventory.inside('/a/b/c', '/a/b')
     assert not inventory.inside('/a/b/c/d', '/a/b')

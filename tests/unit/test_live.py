@@ -29,6 +29,14 @@ def test_growth_within_the_headroom_can_be_live():
     assert _blockers(Flavor(1, 256, 128 * MiB), xml=XML) == []
 
 
+def test_a_disk_larger_than_the_new_flavor_is_no_reason_to_go_cold():
+    # (a revert kept it grown): it keeps its size, nothing to grow
+    assert _blockers(Flavor(2, 512, 32 * MiB)) == []
+    no_device = [DiskFile('disk', DiskRole.ROOT, '/i/u/disk', 'qcow2',
+                          64 * MiB, MiB, None, None)]
+    assert _blockers(Flavor(2, 512, 32 * MiB), disks=no_device) == []
+
+
 @pytest.mark.parametrize('new, xml, why', [
     (Flavor(5, 256, 64 * MiB), ROOMY, "beyond the domain's headroom of 4"),
     (Flavor(1, 2048, 64 * MiB), ROOMY, 'beyond the domain\'s headroom of '

@@ -154,6 +154,20 @@ def test_no_swap_in_the_new_flavor_stages_none(instance, img):
     assert root.virtual_size == 64 * MiB      # never smaller than it was
 
 
+def test_disks_larger_than_the_new_flavor_are_staged_at_their_size(
+        instance, img):
+    layout, disks = instance
+    staged = staging.build(layout, disks, Flavor(
+        vcpus=2, memory_mib=512, root_bytes=32 * MiB,
+        ephemeral_bytes=8 * MiB), img)
+    sizes = {name: img.info(os.path.join(staging.staging_dir(layout), name),
+                            'qcow2').virtual_size
+             for name in ('disk', 'disk.local')}
+    assert sizes == {'disk': 64 * MiB, 'disk.local': 16 * MiB}
+    assert {d.name: d.virtual_size for d in staged.disks
+            if d.name in sizes} == sizes
+
+
 def test_build_replaces_a_leftover_staging_dir(instance, img):
     layout, disks = instance
     os.makedirs(staging.staging_dir(layout))

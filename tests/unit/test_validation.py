@@ -4,6 +4,7 @@ files a definition keeps, and conversion onto another ``_base``."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 
@@ -55,6 +56,37 @@ def test_new_sizes_are_checked_before_power_off(make_env, conf, instance,
     flavor = Flavor(**dict(GROW.to_dict(), **change))
     _refused(make_env, instance, flavor, Destination(None, instances, True),
              match)
+
+
+class FlavorRule(MigrateDiskAndPowerOff):
+    """An integration deciding shrinks from a flavor on record of its own,
+    as the Nova adapter does: here, a record by which nothing shrinks."""
+
+    def check_no_shrink(self) -> None:
+        """The record's flavor is no larger than the new one."""
+
+
+def test_a_disk_larger_than_the_new_flavor_keeps_its_size(
+        make_env, instance, instances, caplog, monkeypatch):
+    """A root disk larger than the new flavor's root (a revert kept it
+    grown): the operator command, which has only the disks, refuses;
+    an integration whose flavors allow the resize gets it, the disk kept
+    at its size (logged) and never shrunk."""
+    monkeypatch.setattr('resizedriver.vif.plug', lambda vifs, uuid: None)
+    smaller = Flavor(2, 512, root_bytes=4 * MiB, ephemeral_bytes=4 * MiB)
+    here = Destination(None, instances, True)
+    _refused(make_env, instance, smaller, here, 'cannot shrink disk')
+    env = make_env(FakeGuest(instance.uuid, 'g', without_cdrom(instance.xml)))
+    op = FlavorRule(env, instance.uuid, smaller, here, LocalTransport())
+    with caplog.at_level(logging.INFO):
+        op.plan().run()
+    assert (f"disk is {8 * MiB} bytes, more than the new flavor's "
+            f"{4 * MiB}: it keeps its size") in caplog.text
+    finish = FinishMigration(env, op.record, power_on=False)
+    assert 'extend disks' not in finish.plan().step_names
+    finish.plan().run()
+    assert env.qemu_img().info(instance.path('disk'),
+                               'qcow2').virtual_size == 8 * MiB
 
 
 # -- 7. destination paths ------------------------------------------------
