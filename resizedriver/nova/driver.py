@@ -169,7 +169,8 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
         new_flavor = translate.flavor(flavor, block_device_info)
-        destination = translate.destination(dest, CONF)
+        destination = translate.destination(dest, CONF,
+                                            self.get_host_ip_addr())
         impl = NovaImplementation(
             self._call(context, instance, network_info, block_device_info),
             timeout=timeout, retry_interval=retry_interval,
