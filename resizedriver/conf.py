@@ -45,8 +45,11 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
     cfg.StrOpt('ssh_user', default='',
                help='User for ssh/rsync to the destination host; empty '
                     'means the current user.'),
-    cfg.PortOpt('ssh_port', default=22,
-                help='Port of sshd on the destination host.'),
+    cfg.PortOpt('ssh_port', default=None,
+                help='Port of sshd on the destination host; unset: ssh\'s '
+                     'own configuration decides (~/.ssh/config, e.g. the '
+                     'Port 8022 kolla-ansible gives the nova user, else '
+                     '22).'),
     cfg.StrOpt('ssh_identity_file', default='',
                help='Private key for ssh to the destination host.'),
     cfg.ListOpt('ssh_options', default=[],

@@ -29,6 +29,8 @@ from resizedriver.model import GiB
 from resizedriver.transport import Transport
 
 SUPPORTED_FORMATS = ('raw', 'qcow2')
+#: what every command here runs on its transport's host
+PROGRAMS = ('prlimit', 'qemu-img')
 INFO_CPU_SECONDS = 30
 INFO_ADDRESS_SPACE = 1 * GiB
 
@@ -103,9 +105,10 @@ class QemuImg:
         a file of ``size`` bytes (0: a metadata-only command)."""
         timeout = self.transport.deadlines.for_size(size)
         cpu = INFO_CPU_SECONDS if not size else int(timeout)
+        prlimit, qemu_img = PROGRAMS
         return self.transport.execute(
-            'prlimit', f'--cpu={cpu}', f'--as={INFO_ADDRESS_SPACE}',
-            'qemu-img', *args, timeout=timeout)
+            prlimit, f'--cpu={cpu}', f'--as={INFO_ADDRESS_SPACE}',
+            qemu_img, *args, timeout=timeout)
 
     def info(self, path: str, fmt: Optional[str] = None) -> ImageInfo:
         """Inspect ``path`` as ``fmt`` (give it for anything untrusted).

@@ -15,8 +15,13 @@ from oslo_config import cfg
 from resizedriver import transport
 
 
+def command(conf: cfg.ConfigOpts) -> list[str]:
+    """``[resizedriver] remote_command`` as the argv it starts with."""
+    return shlex.split(conf.resizedriver.remote_command)
+
+
 def run(conf: cfg.ConfigOpts, host: str, *args: str,
         stdin: Optional[str] = None) -> None:
     """Run ``resizedriver ARGS`` on ``host``; its failure raises."""
-    cmd = shlex.split(conf.resizedriver.remote_command) + list(args)
-    transport.for_host(host, conf).execute(*cmd, stdin=stdin)
+    transport.for_host(host, conf).execute(*command(conf), *args,
+                                           stdin=stdin)

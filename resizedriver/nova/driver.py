@@ -198,12 +198,15 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 context, instance, dest, flavor, network_info,
                 block_device_info, timeout, retry_interval)
             upstream.write_record(
-                inst, name=instance.name, conf=CONF, dest=dest,
+                inst, name=instance.name,
+                destination=translate.destination(dest, CONF,
+                                                  self.get_host_ip_addr()),
                 old_flavor=instance.flavor, new_flavor=flavor,
                 source_xml=source_xml, was_running=was_running)
             return disk_info
         new_flavor = translate.flavor(flavor, block_device_info)
-        destination = translate.destination(dest, CONF)
+        destination = translate.destination(dest, CONF,
+                                            self.get_host_ip_addr())
         impl = NovaImplementation(
             self._call(context, instance, network_info, block_device_info),
             timeout=timeout, retry_interval=retry_interval,

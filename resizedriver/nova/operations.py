@@ -131,6 +131,9 @@ def nova_objects(nova: Optional[NovaCall]) -> NovaCall:
 
 
 class NovaMigrate(MigrateDiskAndPowerOff):
+    #: the destination's nova-compute runs the finish
+    dest_half_by_remote_command = False
+
     def __init__(self, env, uuid, new_flavor, dest, transport,
                  live_mode: Optional[str], nova: NovaCall, timeout: int,
                  retry_interval: int, progress: InstanceProgress,

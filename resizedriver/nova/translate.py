@@ -60,9 +60,18 @@ def disk_down(instance: Any, new_flavor: Any,
     return ''
 
 
-def is_this_host(dest: str, conf: Any) -> bool:
-    """Whether Nova's ``dest`` (the dest compute's IP) names this host."""
-    if dest in (conf.my_ip, conf.host, socket.gethostname()):
+def is_this_host(dest: str, conf: Any, own_addr: str) -> bool:
+    """Whether Nova's ``dest`` names this host.
+
+    ``dest`` is the destination driver's ``get_host_ip_addr()`` (the
+    resource tracker puts it in the migration): ``[libvirt]
+    migration_inbound_addr``, ``$my_ip`` unless the operator gave a
+    migration network's address or a ``%s`` form of the hostname.  So,
+    as Nova's own ``_is_path_shared_with`` decides, it is this host when
+    it is ours, ``own_addr``; our ``my_ip``, ``host`` and names resolving
+    to us are this host as well.
+    """
+    if dest in (own_addr, conf.my_ip, conf.host, socket.gethostname()):
         return True
     try:
         return socket.gethostbyname(dest) in ('127.0.0.1', conf.my_ip)
@@ -70,9 +79,11 @@ def is_this_host(dest: str, conf: Any) -> bool:
         return False
 
 
-def destination(dest: str, conf: Any) -> Destination:
-    """Nova keeps the same instances_path on every compute node."""
-    if is_this_host(dest, conf):
+def destination(dest: str, conf: Any, own_addr: str) -> Destination:
+    """Nova keeps the same instances_path on every compute node; whether
+    another host shares it is migrate's to find out (a file made there
+    seen here, as Nova's ``_is_path_shared_with`` does)."""
+    if is_this_host(dest, conf, own_addr):
         return Destination(None, conf.instances_path, same_hypervisor=True)
     return Destination(dest, conf.instances_path, same_hypervisor=False)
 

@@ -45,7 +45,8 @@ from resizedriver import fileutil
 from resizedriver import record as rd_record
 from resizedriver.journal import JournalStore
 from resizedriver.layout import RECORD_NAME, InstanceLayout
-from resizedriver.model import DiskRole, Topology, role_for_name
+from resizedriver.model import (Destination, DiskRole, Topology,
+                                role_for_name)
 from resizedriver.nova import translate
 from resizedriver.record import ResizeRecord
 
@@ -79,13 +80,12 @@ def is_novas_disk_info(disk_info: str) -> bool:
         return False
 
 
-def write_record(inst: InstanceLayout, *, name: str, conf: Any, dest: str,
-                 old_flavor: Any, new_flavor: Any, source_xml: str,
-                 was_running: bool) -> None:
+def write_record(inst: InstanceLayout, *, name: str,
+                 destination: Destination, old_flavor: Any, new_flavor: Any,
+                 source_xml: str, was_running: bool) -> None:
     """The pending resize's record, plan ``upstream``, in the
     ``<uuid>_resize`` Nova's migrate made: ``resizedriver status`` lists
     it, and confirm and revert follow it to Nova's methods."""
-    destination = translate.destination(dest, conf)
     ResizeRecord(
         uuid=inst.uuid, name=name, source_host=socket.gethostname(),
         source_instances_path=inst.instances_path, destination=destination,

@@ -39,7 +39,9 @@ from resizedriver import stepname
 from resizedriver import fileutil
 from resizedriver import hostfiles
 from resizedriver import inventory
+from resizedriver import qemuimg
 from resizedriver import qemuprocess
+from resizedriver import remote
 from resizedriver import transport
 from resizedriver.env import HostEnv
 from resizedriver.operations import live, plans, precopy, sourcetops
@@ -57,6 +59,11 @@ LOG = logging.getLogger(__name__)
 class MigrateDiskAndPowerOff:
     #: the plans this implementation can run (see ``chooser.choose``)
     offered_plans: tuple[str, ...] = chooser.ENGINE_PLANS
+    #: another host's half runs there through ``[resizedriver]
+    #: remote_command`` (the operator CLI), and its finish runs qemu-img
+    #: there; an integration whose own service runs it there (Nova's
+    #: compute) says False
+    dest_half_by_remote_command = True
 
     def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
                  dest: Destination, dest_transport: Transport,
@@ -83,6 +90,8 @@ class MigrateDiskAndPowerOff:
         self.was_running = False
         #: our mkdir of the destination dir failed: something else made it
         self.dest_dir_not_ours = False
+        #: what a pre-copy would run on the destination but cannot
+        self.dest_lacks_for_precopy: list[str] = []
 
     @property
     def guest(self) -> Guest:
@@ -204,7 +213,7 @@ class MigrateDiskAndPowerOff:
                      instance_uuid=self.inst.uuid)
         inventory.check_new_sizes(self.new_flavor,
                                   self.env.qemu_img().max_virtual_size)
-        self.transport.execute('true')       # dest reachable at all
+        self.check_dest_programs()      # and another host is reachable
         self.check_host_files()
         self.topology = Topology.of(self.dest.same_hypervisor,
                                     self._path_is_shared())
@@ -275,6 +284,28 @@ class MigrateDiskAndPowerOff:
         """What the integration (Nova) makes unsafe to hot-plug."""
         return []
 
+    def check_dest_programs(self) -> None:
+        """In one round trip: refuse another host that cannot run what
+        every plan runs there (the copies' receiver; the operator CLI's
+        ``remote_command``, whose finish runs qemu-img), and note what a
+        pre-copy, which runs qemu-img there itself, would lack.  This
+        host runs them as we do."""
+        if self.transport.host is None:
+            return
+        every = list(self.transport.copy_programs)
+        if self.dest_half_by_remote_command:
+            every += remote.command(self.env.conf)[:1] + [*qemuimg.PROGRAMS]
+        precopy_only = [p for p in qemuimg.PROGRAMS if p not in every]
+        missing = self.transport.missing(*every, *precopy_only)
+        lacking = [p for p in every if p in missing]
+        if lacking:
+            raise exception.ResizeRefused(
+                f'the destination {self.transport.host} cannot run what a '
+                f'resize to it runs there: {", ".join(lacking)} (not found '
+                f'on the PATH of an ssh session there)')
+        self.dest_lacks_for_precopy = [p for p in precopy_only
+                                       if p in missing]
+
     def check_host_files(self) -> None:
         """Refuse host files outside the instance directory that the new
         definition cannot keep, or that another hypervisor lacks (see
@@ -331,12 +362,19 @@ class MigrateDiskAndPowerOff:
             sum(os.path.getsize(b) for b in self.backing_to_copy)
 
     def _precopy_blockers(self, free: int) -> list[str]:
+        blockers = []
+        if self.dest_lacks_for_precopy:
+            blockers.append(
+                f'{self.transport.host} has no '
+                f'{", ".join(self.dest_lacks_for_precopy)} on the PATH of '
+                f'an ssh session there, which a pre-copy runs')
         needed = self._bytes_needed() + precopy.fold_room(self.disks)
         if free < needed:
-            return [f'the destination has {free} bytes free, a pre-copy '
-                    f'needs {needed} (its fold holds the data of a disk twice '
-                    f'for a while)']
-        return []
+            blockers.append(
+                f'the destination has {free} bytes free, a pre-copy needs '
+                f'{needed} (its fold holds the data of a disk twice for a '
+                f'while)')
+        return blockers
 
     def _check_space(self, free: int) -> None:
         needed = self._bytes_needed()

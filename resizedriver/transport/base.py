@@ -30,6 +30,9 @@ class Transport(abc.ABC):
     #: None for this host, else the address commands are sent to.
     host: Optional[str] = None
     deadlines: Deadlines = Deadlines()
+    #: what copies run on the target beyond coreutils (``_send``'s
+    #: receiver)
+    copy_programs: tuple[str, ...] = ('python3',)
 
     @abc.abstractmethod
     def _command(self, argv: list[str]) -> list[str]:
@@ -122,6 +125,15 @@ class Transport(abc.ABC):
             f'{cmd!r} failed{self._where} (exit {e.exit_code}): {err}')
 
     # Small operations every transport gets from execute().
+
+    def missing(self, *programs: str) -> list[str]:
+        """Those of ``programs`` the target cannot run (none on its
+        PATH), asked in one round trip: a host that is not reachable at
+        all raises as ``execute`` does."""
+        out = self.execute(
+            'sh', '-c', 'for p do command -v "$p" >/dev/null || '
+            'echo "$p"; done', 'sh', *programs)
+        return out.splitlines()
 
     def exists(self, path: str) -> bool:
         return self.execute('sh', '-c', 'if [ -e "$1" ]; then echo y; fi',

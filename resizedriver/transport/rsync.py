@@ -30,6 +30,8 @@ _RECORD_END = re.compile(rb'\d+:\d\d:\d\d\s*$')
 
 
 class RsyncTransport(ssh.SshTransport):
+    copy_programs = ('rsync',)
+
     def _send(self, src: str, part: str,
               progress: Optional[ProgressFn]) -> tuple[str, str]:
         """rsync to ``part`` (its own ``.<part name>.XXXXXX`` temp file

@@ -52,7 +52,8 @@ def _key(option: str) -> str:
 
 
 class SshOptions:
-    """How to reach a host: user, port, key and ``-o`` options.
+    """How to reach a host: user, port, key and ``-o`` options.  A port
+    or user left unset is ssh's own configuration's (``~/.ssh/config``).
 
     ``options`` are merged into :data:`DEFAULT_OPTIONS`: one with the
     same keyword replaces that default (ssh takes the *first* value it is
@@ -60,7 +61,7 @@ class SshOptions:
     added.
     """
 
-    def __init__(self, user: str = '', port: int = 22,
+    def __init__(self, user: str = '', port: Optional[int] = None,
                  identity_file: str = '',
                  options: Optional[list[str]] = None) -> None:
         self.user = user
@@ -74,7 +75,9 @@ class SshOptions:
     def argv(self) -> list[str]:
         """``ssh`` and its options, up to and including ``--``: the host
         comes next, where nothing can turn it into an option."""
-        argv = ['ssh', '-p', str(self.port)]
+        argv = ['ssh']
+        if self.port is not None:   # else ssh's own config says (kolla)
+            argv += ['-p', str(self.port)]
         if self.user:
             argv += ['-l', self.user]
         if self.identity_file:

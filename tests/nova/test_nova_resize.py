@@ -31,6 +31,7 @@ from tests.nova import novaenv
 GiB = 1024 ** 3
 SMALL = ('1', 1, 256, 1)
 BIG = ('2', 2, 512, 2)
+BIGGER = ('3', 2, 640, 3)
 
 
 def flavor(spec):
@@ -38,10 +39,12 @@ def flavor(spec):
 
 
 def migration_for(server, new) -> 'objects.Migration':
+    """As the resource tracker makes it: ``dest_host`` is the dest
+    driver's ``get_host_ip_addr()``, which the manager hands migrate."""
     mig = objects.Migration(
         context=server.ctx, instance_uuid=server.instance.uuid,
         source_compute=novaenv.CONF.host, dest_compute=novaenv.CONF.host,
-        dest_host=novaenv.CONF.my_ip, migration_type='resize',
+        dest_host=server.driver.get_host_ip_addr(), migration_type='resize',
         status='migrating', old_instance_type_id=server.instance.flavor.id,
         new_instance_type_id=new.id)
     mig.create()
@@ -83,6 +86,11 @@ def assert_no_resize_left(server):
     assert not os.path.exists(os.path.join(server.dir, 'resize.json'))
 
 
+def plan_of(server) -> str:
+    with open(os.path.join(server.dir + '_resize', 'resize.json')) as f:
+        return json.load(f)['plan']
+
+
 def test_the_nova_conf_line_loads_our_driver(driver):
     # The session's driver was loaded by Nova's own load_compute_driver
     # from compute_driver = resizedriver.LibvirtResizeDriver.
@@ -116,8 +124,7 @@ def test_resize_up_then_confirm(make_server):
     assert server.ping()
     assert os.path.isdir(server.dir + '_resize')
     # Same host, qcow2: the overlay plan (nothing copied while down)
-    with open(os.path.join(server.dir + '_resize', 'resize.json')) as f:
-        assert json.load(f)['plan'] == 'overlay'
+    assert plan_of(server) == 'overlay'
 
     server.driver.confirm_migration(server.ctx, mig, server.instance,
                                     server.nw)
@@ -156,6 +163,49 @@ def test_resize_up_then_revert(make_server):
     server.driver.finish_revert_migration(server.ctx, server.instance,
                                           server.nw, mig, None, True)
     assert server.driver.get_info(server.instance).state == 1
+
+
+@pytest.fixture
+def inbound_addr():
+    """Sets ``[libvirt] migration_inbound_addr`` for one test (the
+    session's other tests share the process)."""
+    yield lambda value: novaenv.CONF.set_override(
+        'migration_inbound_addr', value, 'libvirt')
+    novaenv.CONF.clear_override('migration_inbound_addr', 'libvirt')
+
+
+def test_a_migration_address_of_this_host_is_this_host(make_server,
+                                                       inbound_addr):
+    """Nova hands migrate the destination's ``get_host_ip_addr()``:
+    ``[libvirt] migration_inbound_addr``, a dedicated network's address
+    or a ``%s`` form of the hostname.  Taken for another host, a resize
+    on this one went over ssh to itself (refused here: no sshd there),
+    lost the overlay and live plans, and its confirm would have stopped
+    and undefined the resized guest, taken for the source's."""
+    server = make_server(flavor(SMALL))
+    server.wait_boot(1)
+    inbound_addr('127.0.0.2')               # another address of lo
+    mig = resize(server, flavor(BIG))
+    assert mig.dest_host == '127.0.0.2'
+    assert plan_of(server) == 'overlay'
+    assert server.wait_boot(2).cpu_count == 2
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_no_resize_left(server)
+    assert server.driver.get_info(server.instance).state == 1   # RUNNING
+    assert server.ping()
+
+    inbound_addr('%s.rd-migration')        # resolves nowhere
+    mig = resize(server, flavor(BIGGER))
+    assert mig.dest_host == server.driver._host.get_hostname() + \
+        '.rd-migration'
+    assert plan_of(server) == 'overlay'
+    assert server.wait_boot(3).disks == {'vda': 3 * GiB}
+    revert(server, mig)
+    back = server.wait_boot(3)      # the kept copy had counted 2 boots
+    assert (back.cpu_count, back.disks) == (2, {'vda': 2 * GiB})
+    assert_no_resize_left(server)
+    assert server.ping()
 
 
 def test_shrink_is_refused_before_power_off(make_server):

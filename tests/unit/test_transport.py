@@ -452,6 +452,34 @@ def test_an_operator_option_replaces_only_its_own_default():
                     'connecttimeout=5', 'ServerAliveInterval 30']
 
 
+@pytest.mark.parametrize('kind', KINDS)
+def test_missing_programs_are_found_in_one_round_trip(fake_ssh, kind,
+                                                      tmp_path):
+    tool = tmp_path / 'bin' / 'rd tool'       # on PATH, a space in it
+    tool.write_text('#!/bin/sh\n')
+    tool.chmod(0o755)
+    t = make(kind, fake_ssh)
+    assert t.missing('sh', 'no-such-rd-program', 'rd tool', str(tool),
+                     'python3', '/no/such/rd tool') == [
+        'no-such-rd-program', '/no/such/rd tool']
+    assert t.missing() == []
+    if kind in REMOTE:
+        assert len(ssh_argvs(fake_ssh)) == 2
+
+
+@pytest.mark.parametrize('kind', REMOTE)
+def test_ssh_s_own_config_picks_the_port_unless_one_is_configured(conf,
+                                                                  kind):
+    """kolla-ansible runs the compute hosts' sshd on 8022 and says so in
+    the nova user's ~/.ssh/config: a "-p" would override it."""
+    conf.set_override('remote_filesystem_transport', kind, group='libvirt')
+    argv = transport.for_host('desthost', conf)._command(['true'])
+    assert '-p' not in argv[:argv.index('--')]
+    conf.set_override('ssh_port', 8022, group='resizedriver')
+    argv = transport.for_host('desthost', conf)._command(['true'])
+    assert argv[argv.index('-p') + 1] == '8022'
+
+
 def test_configured_ssh_options_are_merged(conf):
     conf.set_override('ssh_options', ['IdentitiesOnly=yes'],
                       group='resizedriver')

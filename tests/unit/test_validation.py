@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from resizedriver import chooser
 from resizedriver import exception
 from resizedriver.engine import ResizeEngine
 from resizedriver.model import GiB, Destination, Flavor, MiB
@@ -18,6 +19,7 @@ from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.orchestrator import Orchestrator
 from resizedriver.transport import LocalTransport
 from tests.unit.fakes import FakeGuest, FakeHost
+from tests.unit.test_precopy import _all_qcow2
 from tests.unit.test_untrusted import _without_cdrom as without_cdrom
 
 GROW = Flavor(vcpus=2, memory_mib=512, root_bytes=16 * MiB,
@@ -268,3 +270,74 @@ def test_a_pre_copy_left_in_the_directory_is_refused_before_power_off(
     open(instance.path(left), 'w').close()
     _refused(make_env, instance, GROW, Destination(None, instances, True),
              f'{left}.*resizedriver recover')
+
+
+# -- programs the destination runs -----------------------------------------
+
+class ToolsAt(LocalTransport):
+    """Another host (to migrate) whose ssh sessions lack ``lacking``,
+    with room for anything; records what each round trip asked."""
+
+    def __init__(self, *lacking: str) -> None:
+        super().__init__()
+        self.host = 'desthost'
+        self.lacking = lacking
+        self.asked: list[tuple[str, ...]] = []
+
+    def missing(self, *programs: str) -> list[str]:
+        self.asked.append(programs)
+        return [p for p in programs if p in self.lacking]
+
+    def free_bytes(self, path: str) -> int:
+        return 1 << 40
+
+
+def _to_another_host(make_env, instance, tmp_path, transport,
+                     remote_half=True):
+    dest_path = tmp_path / 'dest-instances'
+    dest_path.mkdir()
+    guest = FakeGuest(instance.uuid, 'g', without_cdrom(instance.xml))
+    op = MigrateDiskAndPowerOff(
+        make_env(guest), instance.uuid, GROW,
+        Destination('desthost', str(dest_path), same_hypervisor=False),
+        transport)
+    op.dest_half_by_remote_command = remote_half
+    return op, guest
+
+
+@pytest.mark.parametrize('lacking', [
+    '/opt/rd/bin/resizedriver',     # the CLI runs its finish there
+    'qemu-img',                     # which runs qemu-img there
+    'python3'])                     # the copies' receiver
+def test_a_destination_lacking_a_program_is_refused_before_power_off(
+        make_env, conf, instance, tmp_path, lacking):
+    conf.set_override('remote_command', '/opt/rd/bin/resizedriver '
+                      '--config-file /etc/rd.conf', group='resizedriver')
+    before = instance.hashes()
+    dest = ToolsAt(lacking)
+    op, guest = _to_another_host(make_env, instance, tmp_path, dest)
+    with pytest.raises(exception.ResizeRefused) as refused:
+        op.plan()
+    message = str(refused.value)
+    assert 'desthost' in message and lacking in message, message
+    assert '\n' not in message
+    assert len(dest.asked) == 1         # one round trip asked for all
+    assert guest.calls == [] and guest.running
+    assert instance.hashes() == before
+
+
+@pytest.mark.parametrize('lacking,plan', [((), chooser.PRECOPY),
+                                          (('qemu-img',), chooser.COPY)])
+def test_without_qemu_img_there_a_move_is_copied_not_pre_copied(
+        make_env, instance, tmp_path, lacking, plan):
+    """Where the destination's own service runs its half (Nova's
+    compute), the copy plan runs no qemu-img there; a pre-copy does."""
+    _all_qcow2(instance)
+    dest = ToolsAt(*lacking)
+    op, _ = _to_another_host(make_env, instance, tmp_path, dest,
+                             remote_half=False)
+    op.plan()
+    assert op.choice.plan == plan, op.choice.reason
+    if lacking:
+        assert 'desthost has no qemu-img' in op.choice.reason
+    assert len(dest.asked) == 1
