@@ -247,9 +247,19 @@ class NovaMigrate(MigrateDiskAndPowerOff):
                 f'resizedriver does not move yet')
 
     def power_off(self) -> None:
-        # Nova's own: it knows the image's os_shutdown_timeout etc.
-        self.nova.driver.power_off(self.nova.instance, self.timeout,
-                                   self.retry_interval)
+        """Nova's power off with Nova's ``timeout`` and
+        ``retry_interval`` (the compute manager's: the image's
+        ``os_shutdown_timeout``, ...).  Its clean shutdown is ours: the
+        same ACPI request repeated every ``retry_interval`` within
+        ``timeout``, but a guest that went off is seen within
+        ``guest.POLL_SECONDS`` where Nova's ``_clean_shutdown`` looks
+        once a second, a second of downtime it adds to every cold
+        resize.  Then Nova's own ``power_off`` with no timeout: its
+        ``_destroy`` powers off hard what did not stop, as Nova's does
+        after its own clean shutdown."""
+        if self.timeout:
+            self.guest.power_off(self.timeout, self.retry_interval)
+        self.nova.driver.power_off(self.nova.instance, 0, 0)
 
 
 class NovaFinish(FinishMigration):
