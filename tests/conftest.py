@@ -28,6 +28,10 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def _host_b_alone(request):
     if HOST_B_FIXTURE in request.fixturenames:
+        if request.config.getoption('dist', 'no') == 'loadgroup' and \
+                not request.node.nodeid.endswith('@' + HOST_B):
+            pytest.fail('host B tests must share one worker, but pytest-'
+                        'xdist did not group them (pytest 9?)')
         with parallel.exclusive(HOST_B):
             yield
     else:

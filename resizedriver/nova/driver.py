@@ -19,6 +19,10 @@ Nova's exact signatures and exception contract:
 * ``finish_revert_migration`` is idempotent, and a repeated confirm or
   revert completes one a crash interrupted, with Nova's steps (the call
   has Nova's objects);
+* an instance resizedriver does not own (disks that are not files in
+  its instance directory: Ceph RBD, LVM, ...; attached volumes; no local
+  root disk) takes Nova's own path, unchanged: the ``upstream`` plan
+  (:mod:`resizedriver.nova.upstream`);
 * ``init_host`` recovers every operation a crash interrupted, before Nova
   looks at the instances (rolls back migrate and finish, completes
   confirm and revert: see :mod:`resizedriver.recovery`), with the
@@ -165,17 +169,11 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
     def _layout(instance) -> InstanceLayout:
         return InstanceLayout(CONF.instances_path, instance.uuid)
 
-    def _why_upstream(self, instance, block_device_info) -> Optional[str]:
-        """Why this resize is Nova's own (``nova/upstream.py``), None if
-        it is ours (or the guest is not there to tell: the engine then
-        refuses it as it would)."""
+    def _guest(self, instance) -> Optional[Guest]:
         try:
-            guest = self._host.get_guest(instance)
+            return Guest(self._host.get_guest(instance)._domain)
         except nova_exception.InstanceNotFound:
             return None
-        return upstream.reason(Guest(guest._domain).xml(),
-                               self._layout(instance),
-                               CONF.libvirt.images_type, block_device_info)
 
     def _call(self, context, instance, network_info,
               block_device_info=None) -> nova_ops.NovaCall:
@@ -186,14 +184,17 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                    flavor, network_info,
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
-        why = self._why_upstream(instance, block_device_info)
-        if why is not None:
+        inst = self._layout(instance)
+        guest = self._guest(instance)     # none: the engine refuses it
+        source_xml = guest.xml() if guest else ''
+        why = guest and upstream.reason(source_xml, inst,
+                                        CONF.libvirt.images_type,
+                                        block_device_info)
+        if why:
             LOG.info('Plan upstream: %s: Nova\'s own resize', why,
                      instance=instance)
-            inst = self._layout(instance)
+            was_running = guest is not None and guest.is_running()
             upstream.drop_reverted_record(inst)
-            guest = Guest(self._host.get_guest(instance)._domain)
-            source_xml, was_running = guest.xml(), guest.is_running()
             disk_info = super().migrate_disk_and_power_off(
                 context, instance, dest, flavor, network_info,
                 block_device_info, timeout, retry_interval)

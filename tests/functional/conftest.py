@@ -170,7 +170,7 @@ def make_scenario(request, host: Host, sshd: hostenv.LoopbackSshd,
                   room: Optional[headroom.Headroom] = None):
     """A scenario's guest (with ``room`` to grow live), booted; yields
     the scenario and removes it afterwards."""
-    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
+    name = parallel.test_name('rdtest', request.node.name)
     root = os.path.join(TEST_ROOT, name)
     stale = host.lookup(name)
     if stale is not None:

@@ -51,7 +51,7 @@ class CrossScenario(Scenario):
 
 def make_cross_scenario(request, host: Host, b: hostb.HostB, transport: str,
                     pre_copy: bool) -> Iterator[CrossScenario]:
-    name = f'rdtest-{request.node.name}'[:60].replace('[', '-').strip(']')
+    name = parallel.test_name('rdtest', request.node.name)
     root = os.path.join(TEST_ROOT, name)
     for h in (host, b.host()):
         stale = h.lookup(name)

@@ -69,7 +69,7 @@ class Blk:
 
 @pytest.fixture
 def blk(request, host):
-    name = f'rdblk-{request.node.name}'[:60]
+    name = parallel.test_name('rdblk', request.node.name)
     root = os.path.join(TEST_ROOT, name)
     stale = host.lookup(name)
     if stale is not None:

@@ -35,7 +35,7 @@ from tests.lib import hostenv, parallel, testguest
 
 #: the three guests resizing at once
 ROLES = ('local', 'moved', 'failed')
-ROOT = os.path.join(TEST_ROOT, 'rdconc')
+ROOT = os.path.join(TEST_ROOT, parallel.test_name('rdconc', 'trio'))
 BASE = hashlib.sha1(testguest.IMAGE_ID.encode()).hexdigest()
 NEW_FLAVOR = ['--vcpus', '2', '--root-size', '96M']
 TIMEOUT = 180
@@ -61,7 +61,7 @@ def _remove_all(host, guests) -> None:
 
 @pytest.fixture
 def trio(host, sshd):
-    names = [f'rdconc-{role}' for role in ROLES]
+    names = [parallel.test_name('rdconc', role) for role in ROLES]
     _remove_all(host, [testguest.TestGuest('', d.UUIDString(), d.name(),
                                            '', '')
                        for d in host.conn.listAllDomains()
@@ -72,11 +72,11 @@ def trio(host, sshd):
     conf = write_config(ROOT, sshd)
     guests = {}
     try:
-        for role in ROLES:
+        for role, name in zip(ROLES, names, strict=True):
             ip, mac = parallel.guest_address()
             guest = testguest.create(
-                host, os.path.join(ROOT, 'instances'), name=f'rdconc-{role}',
-                mac=mac, ip=ip, bridge=hostenv.BRIDGE, memory_mib=192)
+                host, os.path.join(ROOT, 'instances'), name=name, mac=mac,
+                ip=ip, bridge=hostenv.BRIDGE, memory_mib=192)
             guests[role] = Scenario(ROOT, conf, host, guest)
             host.lookup(guest.uuid).start()
         yield Trio(guests, os.path.join(ROOT, 'faults'))

@@ -29,12 +29,22 @@ RUN_DIR = '/run/resizedriver-tests'
 _FIRST, _COUNT = 10, 240
 
 
+def run() -> str:
+    """``$RESIZEDRIVER_TEST_RUN``: a name for a test session that runs
+    beside another one (two developers' clones, say), '' if none."""
+    return os.environ.get('RESIZEDRIVER_TEST_RUN', '')
+
+
 def worker() -> str:
     """This pytest-xdist worker's name (``gw0``...; ``main`` without
-    xdist), after ``$RESIZEDRIVER_TEST_RUN``: a name for a test session
-    that runs beside another one (two developers' clones, say)."""
-    return os.environ.get('RESIZEDRIVER_TEST_RUN', '') + \
-        os.environ.get('PYTEST_XDIST_WORKER', 'main')
+    xdist), after :func:`run`."""
+    return run() + os.environ.get('PYTEST_XDIST_WORKER', 'main')
+
+
+def test_name(prefix: str, test: str) -> str:
+    """A domain (and scenario directory) name for ``test``: unique in a
+    run, and beside another run (:func:`run`); libvirt-safe."""
+    return f'{prefix}-{run()}{test}'[:60].replace('[', '-').strip(']')
 
 
 @contextlib.contextmanager
