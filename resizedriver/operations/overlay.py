@@ -31,7 +31,8 @@ migrate_disk_and_power_off (steps with an undo in brackets):
   power off               [start]
   move instance dir to _resize [move back]
   put staged dir in place [take it back]      a rename: all the downtime
-                                              work there is
+                                              work there is (and the copy
+                                              of a vfat config drive)
 
 finish_migration:
   check staged overlays                       each backs onto its kept
@@ -59,6 +60,7 @@ from oslo_log import log as logging
 
 from resizedriver import blockjob
 from resizedriver import exception
+from resizedriver import inventory
 from resizedriver import qemuimg
 from resizedriver import staging
 from resizedriver import stepname
@@ -75,8 +77,13 @@ LOG = logging.getLogger(__name__)
 
 
 def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
+    def copied_late() -> list[str]:
+        return [d.name for d in inventory.written_config_drives(
+            op.disks, op.source_xml)]
+
     def stage() -> None:
-        staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img())
+        staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img(),
+                      copied_late())
 
     return [
         Step(stepname.STAGE_OVERLAYS, stage,
@@ -85,7 +92,7 @@ def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
         Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
         Step(stepname.MOVE_TO_RESIZE, op.move_to_resize, op.move_back),
         Step(stepname.PUT_STAGED_IN_PLACE,
-             lambda: staging.put_in_place(op.inst),
+             lambda: staging.put_in_place(op.inst, copied_late()),
              lambda: staging.take_back(op.inst)),
     ]
 
