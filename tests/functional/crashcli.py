@@ -6,12 +6,13 @@ records it done.  'confirm_migration:mid pull' instead kills it while
 the overlay plan's block pull runs; 'after_finish_migration:fail fold'
 makes the pre-copy's fold fail (as a pull QEMU aborts does) instead of
 killing anything; 'confirm_migration:pull times out' has the overlay's
-pull outlast its deadline (throttled, given a second).  Pre-copy rounds: 'migrate_disk_and_power_off:mid round
-2' kills it right after round 2's snapshot (the guest writes to a second
-top over the first); 'migrate_disk_and_power_off:write in round 1' kills
-nothing but has the guest's disk written (``PATTERN`` at ``OFFSET``,
-through QEMU's block layer as the guest's own writes go) just before
-round 2 freezes the top that holds it.  Everything else is the real
+pull outlast its deadline (throttled, given a second).  Pre-copy
+rounds: 'migrate_disk_and_power_off:mid round 2' kills it right after
+round 2's snapshot (the guest writes to a second top over the first);
+'migrate_disk_and_power_off:write in round 1' kills nothing but has the
+guest's disk written (``PATTERN`` at ``OFFSET``, through QEMU's block
+layer as the guest's own writes go) just before round 2 freezes the top
+that holds it.  Everything else is the real
 command.  Over ssh (no environment passes) the remote command sets it:
 ``env RD_CRASH_AT=...``.  Imported, it only lends its constants.
 """
