@@ -113,3 +113,28 @@ def test_a_confirm_whose_fold_fails_leaves_it_to_recovery(
     assert pulls == [('vda', wait + 200_000 / rate),
                      ('vda', wait + 200_000 / rate),
                      ('vdb', wait + 8192 / rate)]
+
+
+def test_the_next_resize_first_completes_a_confirm_left_to_recovery(
+        conf, instances, monkeypatch):
+    """The next migrate of the instance folds first (it would be refused
+    for the journal and _resize otherwise); a finish of another resize
+    here leaves that to the migrate."""
+    record, guest, engine = _confirming(conf, instances)
+    pulls = []
+
+    def pull(guest, dev, base, timeout, progress=None):
+        pulls.append(dev)
+        if len(pulls) == 1:
+            raise blockjob.FoldFailed(f'{dev}: aborted')
+
+    monkeypatch.setattr(blockjob, 'pull', pull)
+    monkeypatch.setattr(blockjob, 'disks_depending_on', lambda *a: [])
+    engine.confirm_migration(record.uuid)
+    other = dataclasses.replace(record, name='another resize')
+    engine._complete_after_finish(record.uuid, other)
+    assert pulls == ['vda'] and len(engine.journals.find(record.uuid)) == 1
+    engine._complete_after_finish(record.uuid)
+    assert pulls == ['vda', 'vda', 'vdb']
+    assert engine.journals.find(record.uuid) == []
+    assert not os.path.exists(record.source.resize_dir)
