@@ -78,11 +78,13 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
                help='Directory for per-instance lock files; empty means '
                     '<instances_path>/locks.'),
     cfg.IntOpt('fold_timeout', default=3600, min=1,
-               help='Seconds a live block pull that folds an overlay '
-                    'resize\'s backing chain back may take (the guest runs '
-                    'meanwhile); a pull still running then is aborted, '
-                    'which leaves the chain valid, and confirm pulls '
-                    'again.'),
+               help='Seconds a live block job that folds a pre-copy\'s '
+                    'layers or snapshot tops back may take (the guest runs '
+                    'meanwhile); a job still running then is aborted, '
+                    'which leaves the chain valid, and it is run again.  '
+                    '(An overlay resize\'s fold at confirm may take '
+                    'command_timeout plus its data at '
+                    'min_transfer_rate_mib instead.)'),
     cfg.BoolOpt('pre_copy', default=True,
                 help='Move a running guest with qcow2 disks to another host '
                      'by pre-copy: its disks are copied while it runs (an '

@@ -64,6 +64,20 @@ def file_disks(xml: str) -> list[DomainDisk]:
     return disks
 
 
+def guest_writes(xml: str) -> set[str]:
+    """The files the guest may write: disks attached neither as a CD-ROM
+    nor ``<readonly/>``.  Nova 34 attaches its config drive as a CD-ROM
+    with ``config_drive_format = iso9660`` but as a plain writable disk
+    with ``vfat`` (``blockinfo.get_config_drive_type``), so whether a
+    copy taken while the guest runs is final depends on this."""
+    return {source.get('file')
+            for disk in parse(xml).iterfind('./devices/disk[@type="file"]')
+            if disk.get('device') != 'cdrom' and
+            disk.find('readonly') is None and
+            (source := disk.find('source')) is not None and
+            source.get('file')}
+
+
 def disks_elsewhere(xml: str, instance_dir: str) -> dict[str, str]:
     """Disks whose storage is not a file directly in ``instance_dir``,
     by target device, each described for a log line: network disks (Ceph

@@ -40,7 +40,7 @@ from resizedriver.journal import OUTER_OPERATIONS, Journal, JournalStore
 from resizedriver.model import Destination, Flavor
 from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import AfterFinish, FinishMigration
-from resizedriver.operations import sourcetops
+from resizedriver.operations import plans, sourcetops
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.operations.revert import (DropDestinationGuest,
                                             FinishRevertMigration)
@@ -223,18 +223,25 @@ class ResizeEngine:
     def _complete_after_finish(self, uuid: str,
                                incoming: Optional[ResizeRecord] = None) \
             -> None:
-        """Complete what an earlier finish left undone here (its fold
-        failed) before anything else is done to the instance: a new
-        finish or migrate would otherwise be refused for the journal, or
-        read a chain that is not Nova's yet.  A failure again refuses
-        the operation before it touched anything.  A finish of another
-        resize (``incoming``) means the instance left this host since and
-        came back: what that journal would fold is gone, and the names it
-        would fold are the new copies' -- it is dropped, not run."""
+        """Complete what an earlier finish or confirm left undone here
+        (its fold failed: ``_run_or_leave``) before anything else is done
+        to the instance: a new finish or migrate would otherwise be
+        refused for the journal, or read a chain that is not Nova's yet.
+        A failure again refuses the operation before it touched anything.
+        A finish of another resize (``incoming``) means the instance left
+        this host since and came back: what an after-finish journal would
+        fold is gone, and the names it would fold are the new copies' --
+        it is dropped, not run.  (A confirm's is completed by the migrate
+        that made the instance leave.)"""
         for journal in self.journals.find(uuid):
-            if journal.operation != AfterFinish.OPERATION:
+            if journal.operation == ConfirmMigration.OPERATION:
+                if incoming is not None or not plans.builders(
+                        journal.context['record']['plan']
+                        ).confirm_completed_later:
+                    continue
+            elif journal.operation != AfterFinish.OPERATION:
                 continue
-            if incoming is not None and \
+            elif incoming is not None and \
                     journal.context.get('record') != incoming.to_dict():
                 LOG.warning('Dropping %s of an earlier resize: the '
                             'instance left this host since', journal.path,
@@ -247,15 +254,21 @@ class ResizeEngine:
             LOG.info('%s', result, instance_uuid=uuid)
 
     def _after_finish(self, after: AfterFinish) -> None:
-        """Run what the plan does once the resized guest runs; a failure
-        is the log's, not the caller's: the finish is done and the guest
-        runs (``AfterFinish``), and its journal has recovery complete it
-        (nova-compute at start, or ``resizedriver recover``)."""
-        plan = after.plan()
+        """Run what the plan does once the resized guest runs
+        (``_run_or_leave``): the finish is done and the guest runs
+        (``AfterFinish``)."""
+        self._run_or_leave(after)
+
+    def _run_or_leave(self, op: Operation) -> None:
+        """Run a forward plan that leaves the guest running on a valid
+        chain whatever happens in it; a failure is the log's, not the
+        caller's: its journal has recovery complete it (nova-compute at
+        start, ``resizedriver recover``, or the next resize first)."""
+        plan = op.plan()
         if not plan.steps:
             return
         try:
-            self.run(plan, after.journal_context())
+            self.run(plan, op.journal_context())
         except exception.ResizeDriverError as e:
             LOG.error('%s. The resized guest runs on a valid disk chain; '
                       '"resizedriver recover %s" (nova-compute does at '
@@ -273,7 +286,12 @@ class ResizeEngine:
                 return
             rec = rd_record.load_pending(self._layout(uuid))
             op = impl.confirm(self.env, rec)
-            self.run(op.plan(), op.journal_context())
+            if plans.builders(rec.plan).confirm_completed_later:
+                # the overlay's fold: failing the confirm would have Nova
+                # put a running instance in ERROR and never confirm again
+                self._run_or_leave(op)
+            else:
+                self.run(op.plan(), op.journal_context())
 
     def finish_revert_migration(self, uuid: str, power_on: bool = True,
                                 impl: Implementation = OWN) -> None:

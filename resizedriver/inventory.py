@@ -256,3 +256,14 @@ def check_new_sizes(new: Flavor, max_virtual_size: int) -> None:
         raise exception.ResizeRefused(
             f'new swap size {new.swap_bytes} bytes is below the '
             f'{min_swap} bytes mkswap needs (0 removes swap)')
+
+
+def written_config_drives(disks: list[DiskFile], xml: str) -> list[DiskFile]:
+    """The config drives among ``disks`` that the guest defined by ``xml``
+    may write (``domain_xml.guest_writes``: Nova's vfat ones).  A copy of
+    one taken while the guest runs may miss its last writes, and a hard
+    link to one would carry the resized guest's writes into the source
+    copy a revert goes back to: they are copied, with the guest off."""
+    writes = domain_xml.guest_writes(xml)
+    return [d for d in disks if d.role is DiskRole.CONFIG and
+            d.path in writes]

@@ -17,6 +17,9 @@ RESIZE_SUFFIX = '_resize'
 BASE_DIR = '_base'
 RECORD_NAME = 'resize.json'
 DISK_INFO = 'disk.info'   # Nova's {path: format} cache
+#: in ``<uuid>_resize`` while the running guest still reads from it (an
+#: overlay resize confirmed before its fold was done): says so in words
+IN_USE_MARKER = 'STILL-READ-BY-THE-RUNNING-GUEST'
 
 
 def check_uuid(value: str) -> str:

@@ -5,11 +5,13 @@ still runs, ``<uuid>.staging/`` is filled with what the resized guest will
 open -- a new qcow2 overlay per root/ephemeral disk whose backing file is
 the disk's *future* name in ``<uuid>_resize/`` (so it is created unsafe:
 that file does not exist yet), a fresh swap, hard links of the files that
-are only ever read (kernel, ramdisk, config drive) and a ``disk.info``
-naming the final paths.  Then, with the guest off, two renames
-(``<uuid>`` -> ``<uuid>_resize`` is migrate's own, then
+are only ever read (kernel, ramdisk, a CD-ROM config drive) and a
+``disk.info`` naming the final paths.  Then, with the guest off, two
+renames (``<uuid>`` -> ``<uuid>_resize`` is migrate's own, then
 :func:`put_in_place`) make the staged files the instance's, and the
-guest boots reading its old disks through the overlays.  The old disks
+guest boots reading its old disks through the overlays.  A config drive
+the guest may write (vfat) is copied instead, just before the second
+rename: the one copy in the downtime, of a small file.  The old disks
 are then only backing files: opened read-only, they stay the exact
 bytes a revert goes back to.  ``blockjob.pull`` later folds the chain
 back to Nova's ``<uuid>/disk -> _base/...`` layout while the guest runs.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Optional
+from typing import Optional, Sequence
 
 from resizedriver import exception
 from resizedriver import fileutil
@@ -31,11 +33,11 @@ from resizedriver.layout import DISK_INFO, InstanceLayout
 from resizedriver.model import (GROWABLE, DiskFile, DiskRole, Flavor,
                                 disk_info, grown_size)
 from resizedriver.qemuimg import QemuImg
+from resizedriver.sparse import PARTIAL_SUFFIX
 
 STAGING_SUFFIX = '.staging'
-#: Files the guest only reads: the staged ones are hard links.  (A vfat
-#: config drive attached read-write would be written through the link
-#: into the source copy: Nova attaches config drives read-only.)
+#: Files the guest only reads: the staged ones are hard links -- unless
+#: the guest may write them (a vfat config drive: ``copied_late``).
 LINKED = (DiskRole.CONFIG, DiskRole.KERNEL, DiskRole.RAMDISK)
 
 
@@ -73,11 +75,13 @@ def _check(disks: list[DiskFile]) -> None:
 
 
 def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
-          qemu_img: QemuImg) -> Staged:
+          qemu_img: QemuImg, copied_late: Sequence[str] = ()) -> Staged:
     """Fill ``<uuid>.staging`` for ``disks`` (the source's, as inventory
     found them) and flavor ``new``; a leftover staging dir (a build that
     crashed) is replaced.  Everything made is fsynced: once the renames
-    are durable, so is what they name."""
+    are durable, so is what they name.  The files named in
+    ``copied_late`` (the guest may write them) are left to
+    :func:`put_in_place`."""
     _check(disks)
     remove(layout)
     sdir = staging_dir(layout)
@@ -98,7 +102,8 @@ def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
                 folds.append(Fold(disk.target_dev, disk.path,
                                   disk.backing_file))
             elif disk.role in LINKED:
-                os.link(disk.path, staged)
+                if disk.name not in copied_late:
+                    os.link(disk.path, staged)
                 final.append(disk)
         if new.swap_bytes:
             final.append(_make_swap(layout, qemu_img, new.swap_bytes))
@@ -128,11 +133,24 @@ def _write_disk_info(sdir: str, final: list[DiskFile]) -> None:
     """Naming the final paths, not the staging ones."""
     fileutil.write_atomic(os.path.join(sdir, DISK_INFO), disk_info(final))
 
-def put_in_place(layout: InstanceLayout) -> None:
+def put_in_place(layout: InstanceLayout, copied: Sequence[str] = ()) \
+        -> None:
     """``<uuid>.staging`` becomes ``<uuid>`` (which must be gone: moved to
     ``<uuid>_resize``).  The only work of the resize while the guest is
-    down, with the rename before it."""
-    fileutil.rename_durably(staging_dir(layout), layout.dir)
+    down, with the rename before it -- and the copy of the files named
+    in ``copied``, from ``<uuid>_resize``: what the guest may have
+    written up to its power-off (a vfat config drive, 64 MiB at most
+    under Nova) must be in them, and the resized guest must not write
+    through a link into the revert point."""
+    sdir = staging_dir(layout)
+    for name in copied:
+        part = os.path.join(sdir, name + PARTIAL_SUFFIX)
+        shutil.copyfile(layout.in_resize_dir(name), part)
+        fileutil.fsync_file(part)
+        os.rename(part, os.path.join(sdir, name))
+    if copied:
+        fileutil.fsync_dir(sdir)
+    fileutil.rename_durably(sdir, layout.dir)
 
 
 def take_back(layout: InstanceLayout) -> None:

@@ -46,6 +46,7 @@ FOLD_PRECOPY = 'fold pre-copied layers'
 
 # confirm_migration
 CHECK_VERIFIED = 'check copies were verified'
+MARK_RESIZE_DIR_IN_USE = 'mark _resize as read by the guest'
 UNDEFINE_SOURCE = 'undefine source domain'
 DELETE_RESIZE_DIR = 'delete _resize'
 

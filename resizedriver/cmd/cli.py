@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging as std_logging
+import os
 import re
 import sys
 import threading
@@ -200,6 +201,12 @@ def _uuid_for_recovery(engine: ResizeEngine, domain: str) -> str:
 
 
 def _describe(rec: ResizeRecord) -> str:
+    resize_dir = rec.source.resize_dir
+    if os.path.exists(os.path.join(resize_dir, layout.IN_USE_MARKER)):
+        return (f'{rec.uuid} {rec.name}: confirmed, but the running guest '
+                f'still reads its disks through {resize_dir} (see '
+                f'{layout.IN_USE_MARKER} there); "resizedriver recover '
+                f'{rec.uuid}" folds them and deletes it')
     o, n = rec.old_flavor, rec.new_flavor
     where = rec.destination.host or 'this host'
     return (f'{rec.uuid} {rec.name}: vcpus {o.vcpus}->{n.vcpus}, memory '

@@ -31,7 +31,8 @@ migrate_disk_and_power_off (steps with an undo in brackets):
   power off               [start]
   move instance dir to _resize [move back]
   put staged dir in place [take it back]      a rename: all the downtime
-                                              work there is
+                                              work there is (and the copy
+                                              of a vfat config drive)
 
 finish_migration:
   check staged overlays                       each backs onto its kept
@@ -40,9 +41,14 @@ finish_migration:
   define domain           [restore source definition]
   start guest             [destroy]           only when power_on
 
-confirm_migration (forward: completed after a crash):
-  fold backing chains     live pull, or offline rebase if the guest is
-                          off; then nothing may still read _resize
+confirm_migration (forward: completed after a crash, and after a
+failure: the call succeeds, the guest runs on, recovery folds later):
+  mark _resize as read by the guest   a file in it says so, for anyone
+                                      who would take it for disposable
+  fold backing chains     live pull (its deadline scales with the bytes
+                          to pull, as copies' do), or offline rebase if
+                          the guest is off; then nothing may still read
+                          _resize
   delete _resize
 
 After a crash, migrate and finish are rolled back by their undos (each
@@ -59,9 +65,13 @@ from oslo_log import log as logging
 
 from resizedriver import blockjob
 from resizedriver import exception
+from resizedriver import fileutil
+from resizedriver import inventory
 from resizedriver import qemuimg
 from resizedriver import staging
 from resizedriver import stepname
+from resizedriver import transport
+from resizedriver.layout import IN_USE_MARKER
 from resizedriver.model import GROWABLE, DiskFile
 from resizedriver.plan import Step
 
@@ -75,8 +85,13 @@ LOG = logging.getLogger(__name__)
 
 
 def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
+    def copied_late() -> list[str]:
+        return [d.name for d in inventory.written_config_drives(
+            op.disks, op.source_xml)]
+
     def stage() -> None:
-        staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img())
+        staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img(),
+                      copied_late())
 
     return [
         Step(stepname.STAGE_OVERLAYS, stage,
@@ -85,7 +100,7 @@ def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
         Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
         Step(stepname.MOVE_TO_RESIZE, op.move_to_resize, op.move_back),
         Step(stepname.PUT_STAGED_IN_PLACE,
-             lambda: staging.put_in_place(op.inst),
+             lambda: staging.put_in_place(op.inst, copied_late()),
              lambda: staging.take_back(op.inst)),
     ]
 
@@ -100,8 +115,27 @@ def finish_steps(op: 'FinishMigration') -> list[Step]:
 
 
 def confirm_steps(op: 'ConfirmMigration') -> list[Step]:
-    return [Step(stepname.FOLD_CHAINS, lambda: fold_before_delete(op)),
+    return [Step(stepname.MARK_RESIZE_DIR_IN_USE, lambda: mark_in_use(op)),
+            Step(stepname.FOLD_CHAINS, lambda: fold_before_delete(op)),
             Step(stepname.DELETE_RESIZE_DIR, op.delete_resize_dir)]
+
+
+def mark_in_use(op: 'ConfirmMigration') -> None:
+    """Say in ``<uuid>_resize`` that the guest reads from it: a fold
+    that fails leaves it there after a confirm that succeeded (Nova
+    shows the resize as done), and every operator knows ``_resize`` as
+    the disposable copy a revert would have needed."""
+    rec = op.record
+    fileutil.write_atomic(os.path.join(
+        rec.source.resize_dir, IN_USE_MARKER),
+        f'Do not delete this directory.  The resize of instance '
+        f'{rec.uuid} ({rec.name}) was confirmed, but its guest still '
+        f'reads its disks through the files here: each disk in '
+        f'{rec.dest.dir} is a qcow2 overlay backed by its namesake in '
+        f'{rec.source.resize_dir} until a block pull folds it back.  '
+        f'"resizedriver recover {rec.uuid}" (nova-compute runs it at '
+        f'start, the next resize of the instance first) folds the disks '
+        f'and then deletes this directory.\n')
 
 
 def _growable(record: 'ResizeRecord') -> list[DiskFile]:
@@ -137,8 +171,10 @@ def _fold(op: 'ConfirmMigration', disk: DiskFile) -> None:
         raise exception.NotFound(f'no domain {op.record.uuid} to fold')
     progress = op.env.progress
     assert disk.target_dev is not None     # the chooser made sure
+    # what the pull moves: the kept disk's data (at most its file size)
+    size = os.path.getsize(op.record.source.in_resize_dir(disk.name))
     blockjob.pull(guest, disk.target_dev, disk.backing_file,
-                  op.env.conf.resizedriver.fold_timeout,
+                  transport.deadlines(op.env.conf).for_size(size),
                   (lambda done, total: progress(f'{disk.name} (fold)', done,
                                                 total)) if progress else None)
 

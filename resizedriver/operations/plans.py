@@ -38,6 +38,10 @@ class Builders:
     #: of its own that is only ever completed (``finish.AfterFinish``):
     #: a failure there must not take down a guest that runs
     after_finish: StepsFor = _nothing
+    #: a confirm that fails still leaves the guest running on a valid
+    #: chain (the overlay's fold): like ``after_finish``, it is then left
+    #: to be completed later, and the call does not fail
+    confirm_completed_later: bool = False
     #: the copies stay in the format they arrived in, whatever this
     #: host's ``use_cow_images`` (pre-copy's qcow2 chains: converting
     #: them would take downtime; Nova keeps a qcow2 disk qcow2 too)
@@ -68,7 +72,8 @@ BUILDERS = {
     chooser.COPY: Builders(_copy_steps, _copy_steps, _copy_steps,
                            _cold_revert),
     chooser.OVERLAY: Builders(overlay.migrate_steps, overlay.finish_steps,
-                              overlay.confirm_steps, _cold_revert),
+                              overlay.confirm_steps, _cold_revert,
+                              confirm_completed_later=True),
     chooser.PRECOPY: Builders(precopy.migrate_steps, precopy.finish_steps,
                               _copy_steps, _precopy_revert,
                               after_finish=precopy.after_finish_steps,

@@ -45,7 +45,7 @@ migrate_disk_and_power_off (steps with an undo in brackets):
                                 off; then the saved definition]
   pre-copy disks                            the frozen images as
                                             <name>.precopy, kernel,
-                                            ramdisk, config drive,
+                                            ramdisk, CD-ROM config drive,
                                             disk.info: all while it runs;
                                             then rounds: snapshot again,
                                             copy the frozen top, commit
@@ -55,7 +55,8 @@ migrate_disk_and_power_off (steps with an undo in brackets):
   move instance dir to _resize [move back]
   copy what changed                         each top as the dest's
                                             <name>, backed by
-                                            <name>.precopy (header only)
+                                            <name>.precopy (header only);
+                                            a vfat config drive
 
 finish_migration:
   check pre-copied disks                    layer as the record says,
@@ -201,9 +202,10 @@ def precopy(op: 'MigrateDiskAndPowerOff') -> None:
     each freezing what the guest wrote during the one before and folding
     it into the copied layers.  Ends with the room for the last tops
     checked: the guest is stopped next."""
+    late = inventory.written_config_drives(op.disks, op.source_xml)
     pairs = [(op.inst.path(d.name), op.dest_inst.path(
         d.name + LAYER if d.role in GROWABLE else d.name))
-        for d in op.disks if d.role is not DiskRole.SWAP]
+        for d in op.disks if d.role is not DiskRole.SWAP and d not in late]
     if os.path.exists(op.inst.path(DISK_INFO)):
         pairs.append((op.inst.path(DISK_INFO), op.dest_inst.path(DISK_INFO)))
     op.copy_all(pairs)
@@ -303,8 +305,10 @@ def _check_room_for_tops(op: 'MigrateDiskAndPowerOff', grown: int) -> None:
 
 def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
     """With the guest off: each disk's last top as the destination's
-    ``<name>``, over its pre-copied layer; then ``copies_verified`` on
-    record, as the copy plan does."""
+    ``<name>``, over its pre-copied layer, and a config drive the guest
+    may write (vfat; small: 64 MiB at most under Nova), which only now
+    holds all it wrote; then ``copies_verified`` on record, as the copy
+    plan does."""
     remote_img = op.env.qemu_img(op.transport)
     tops = _active_tops(op, op.inst.resize_dir)
     names = [d.name for d in _growable(op.disks)]
@@ -312,7 +316,11 @@ def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
         raise exception.ResizeDriverError(
             f'no pre-copy top of {", ".join(missing)} in '
             f'{op.inst.resize_dir}: cannot copy what the guest wrote')
-    op.copy_all([(tops[name], op.dest_inst.path(name)) for name in names])
+    late = [d.name for d in inventory.written_config_drives(
+        op.disks, op.source_xml)]
+    op.copy_all([(tops[name], op.dest_inst.path(name)) for name in names] +
+                [(op.inst.in_resize_dir(name), op.dest_inst.path(name))
+                 for name in late])
     for name in names:
         remote_img.rebase_unsafe(op.dest_inst.path(name),
                                  op.dest_inst.path(name + LAYER), 'qcow2')

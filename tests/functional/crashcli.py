@@ -5,12 +5,14 @@ process SIGKILLs itself right after that step has run, before the journal
 records it done.  'confirm_migration:mid pull' instead kills it while
 the overlay plan's block pull runs; 'after_finish_migration:fail fold'
 makes the pre-copy's fold fail (as a pull QEMU aborts does) instead of
-killing anything.  Pre-copy rounds: 'migrate_disk_and_power_off:mid round
-2' kills it right after round 2's snapshot (the guest writes to a second
-top over the first); 'migrate_disk_and_power_off:write in round 1' kills
-nothing but has the guest's disk written (``PATTERN`` at ``OFFSET``,
-through QEMU's block layer as the guest's own writes go) just before
-round 2 freezes the top that holds it.  Everything else is the real
+killing anything; 'confirm_migration:pull times out' has the overlay's
+pull outlast its deadline (throttled, given a second).  Pre-copy
+rounds: 'migrate_disk_and_power_off:mid round 2' kills it right after
+round 2's snapshot (the guest writes to a second top over the first);
+'migrate_disk_and_power_off:write in round 1' kills nothing but has the
+guest's disk written (``PATTERN`` at ``OFFSET``, through QEMU's block
+layer as the guest's own writes go) just before round 2 freezes the top
+that holds it.  Everything else is the real
 command.  Over ssh (no environment passes) the remote command sets it:
 ``env RD_CRASH_AT=...``.  Imported, it only lends its constants.
 """
@@ -28,6 +30,7 @@ from resizedriver import blockjob
 from resizedriver import domain_xml
 from resizedriver import guest
 from resizedriver import journal
+from resizedriver import transport
 from resizedriver.cmd import cli
 from resizedriver.operations import precopy
 
@@ -57,6 +60,12 @@ def block_pull(self, target_dev: str, base, bandwidth: int = 0) -> None:
             break
         time.sleep(0.05)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def throttled_pull(self, target_dev: str, base, bandwidth: int = 0) -> None:
+    """RD_CRASH_AT = 'confirm_migration:pull times out': the fold's pull
+    at ``SLOW_PULL``, which its one-second deadline cannot wait for."""
+    _block_pull(self, target_dev, base, SLOW_PULL)
 
 
 #: what 'write in round 1' writes, and where (clear of the guest's own
@@ -91,6 +100,11 @@ if __name__ == '__main__':
     if TARGET == 'confirm_migration:mid pull':
         _block_pull = guest.Guest.block_pull
         guest.Guest.block_pull = block_pull
+    elif TARGET == 'confirm_migration:pull times out':
+        _block_pull = guest.Guest.block_pull
+        guest.Guest.block_pull = throttled_pull
+        transport.deadlines = lambda conf: transport.Deadlines(
+            command=1, rate=1 << 40)
     elif TARGET == 'after_finish_migration:fail fold':
         precopy.fold_layers = failing_fold
     elif TARGET.endswith((':mid round 2', ':write in round 1')):

@@ -334,6 +334,49 @@ def test_power_off_that_never_finishes(scenario: Scenario):
     row.retry = 'n/a (did not fail); reverted fine'
 
 
+def test_ovconf_confirm_whose_block_pull_times_out(scenario: Scenario):
+    """The overlay plan's pull at confirm outlasts its deadline: the
+    confirm still succeeds (under Nova a failure puts the running
+    instance in ERROR for good), the guest runs on through _resize,
+    which says so, as status does; recover folds it later and the
+    guest's bytes are what they were."""
+    b = Bench(scenario)
+    guest = scenario.host.lookup(b.uuid)
+    guest.power_off(60, 2)
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
+                    f'write -P 0x5a {MiB} {48 * MiB}',
+                    os.path.join(b.here, b.uuid, 'disk')], check=True,
+                   capture_output=True)
+    guest.start()
+    b.expect_guest(b.flavor)
+    b.retry(same_path=True)                  # an overlay resize pending
+    row = faultbench.Row(CONFIRM, 'block pull times out (same path)', '')
+    faultbench.TABLE.append(row)
+    before = b.fingerprint()
+
+    proc = b.cli('confirm', b.uuid, crash_at=f'{CONFIRM}:pull times out')
+    assert 'the pull did not finish within 1 s' in proc.stderr, proc.stderr
+    b.expect_guest(b.flavor)                 # ran on, as resized
+    resize_dir = os.path.join(b.here, b.uuid + '_resize')
+    assert os.path.isfile(os.path.join(resize_dir,
+                                       'STILL-READ-BY-THE-RUNNING-GUEST'))
+    assert f'still reads its disks through {resize_dir}' in \
+        b.cli('status').stdout
+    b.recover(row, 'completed')
+    row.outcome = ('pull aborted, confirm succeeded; ' +
+                   row.outcome.removeprefix('killed; '))
+    b.pending = False
+    b.expect_guest(b.flavor)
+    assert b.fingerprint() == before
+    info = subprocess.run(['qemu-img', 'info', '-U', '-f', 'qcow2',
+                           os.path.join(b.here, b.uuid, 'disk')],
+                          check=True, capture_output=True, text=True).stdout
+    assert f'backing file: {os.path.join(b.here, "_base")}/' in info, info
+    b.expect_settled()
+    row.source = 'folded by recover, _resize deleted; guest bytes unchanged'
+    row.retry = 'n/a (completed by recover)'
+
+
 def test_confirm_killed_mid_block_pull(scenario: Scenario):
     """The command SIGKILLed while QEMU pulls the overlay plan's chain at
     confirm: the job is libvirt's and goes on without it; recover

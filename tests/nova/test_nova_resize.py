@@ -20,6 +20,7 @@ from nova.compute import task_states
 from nova.virt import driver as nova_driver
 from nova.virt.libvirt import driver as libvirt_driver
 
+from resizedriver import blockjob
 from resizedriver import chooser
 from resizedriver import journal
 from resizedriver import vif
@@ -206,6 +207,51 @@ def test_a_migration_address_of_this_host_is_this_host(make_server,
     assert (back.cpu_count, back.disks) == (2, {'vda': 2 * GiB})
     assert_no_resize_left(server)
     assert server.ping()
+
+
+def test_ovconf_a_confirm_whose_fold_fails_keeps_the_instance_running(
+        make_server, monkeypatch):
+    """The overlay's fold fails at confirm (a pull QEMU aborts, or that
+    outlasts its deadline): Nova's confirm_resize errors the instance out
+    when confirm_migration raises, so it must not.  The guest runs on
+    through <uuid>_resize, which says so; nova-compute's next start
+    folds it and deletes it, the guest running all along."""
+    server = make_server(flavor(SMALL))
+    server.wait_boot(1)
+    drv, inst = server.driver, server.instance
+    mig = resize(server, flavor(BIG))
+    assert plan_of(server) == 'overlay'
+    after = server.wait_boot(2)
+    domain_id = drv._host.get_guest(inst).id
+
+    def aborted(guest, dev, base, timeout, progress=None):
+        raise blockjob.FoldFailed(f'{dev}: the pull did not finish within '
+                                  f'{timeout:.0f} s; it was aborted')
+    monkeypatch.setattr(blockjob, 'pull', aborted)
+    drv.confirm_migration(server.ctx, mig, inst, server.nw)    # no raise
+    monkeypatch.undo()
+    assert drv.get_info(inst).state == 1                       # RUNNING
+    assert server.ping()
+    marker = os.path.join(server.dir + '_resize',
+                          'STILL-READ-BY-THE-RUNNING-GUEST')
+    with open(marker) as f:
+        assert inst.uuid in f.read()
+
+    monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
+                        lambda self, host: None)
+    drv.init_host(host=novaenv.CONF.host)
+    monkeypatch.undo()
+    assert_no_resize_left(server)
+    assert drv.engine.journals.find() == []
+    info = json.loads(subprocess.run(
+        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2',
+         os.path.join(server.dir, 'disk')],
+        check=True, capture_output=True, text=True).stdout)
+    assert os.path.dirname(info['backing-filename']) == os.path.join(
+        os.path.dirname(server.dir), '_base')
+    assert drv._host.get_guest(inst).id == domain_id   # never restarted
+    assert server.ping()
+    assert server.wait_boot(2).cpu_count == after.cpu_count
 
 
 def test_shrink_is_refused_before_power_off(make_server):

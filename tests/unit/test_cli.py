@@ -14,7 +14,7 @@ from resizedriver import exception
 from resizedriver.cmd import cli
 from resizedriver.host import Host
 from resizedriver.journal import JournalStore
-from resizedriver.layout import RECORD_NAME
+from resizedriver.layout import IN_USE_MARKER, RECORD_NAME
 from resizedriver.nova.progress import InstanceProgress
 from tests.unit.test_record import UUID, make_record
 
@@ -100,6 +100,22 @@ def test_status_lists_pending(cli_env):
     assert 'no resize pending' not in text
     assert text.startswith(f'{UUID} guest-1: vcpus 1->2, memory 256->512')
     assert 'dst.example:/srv/dest' in text
+
+
+def test_status_says_the_guest_still_reads_a_confirmed_resize_dir(cli_env):
+    """An overlay confirm whose fold is left to recovery: its _resize is
+    not a pending resize nor disposable, and status says so."""
+    instances, ini, out = cli_env
+    resize_dir = instances / f'{UUID}_resize'
+    os.makedirs(resize_dir)
+    make_record(str(instances)).write(str(resize_dir / RECORD_NAME))
+    (resize_dir / IN_USE_MARKER).write_text('Do not delete\n')
+    assert cli.main(['--config-file', ini, 'status']) == 0
+    [line] = out.getvalue().splitlines()
+    assert line == (f'{UUID} guest-1: confirmed, but the running guest '
+                    f'still reads its disks through {resize_dir} (see '
+                    f'{IN_USE_MARKER} there); "resizedriver recover '
+                    f'{UUID}" folds them and deletes it')
 
 
 def _error_lines(err: str) -> list[str]:

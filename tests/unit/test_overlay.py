@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import types
 
-from resizedriver.layout import InstanceLayout
-from resizedriver.model import DiskFile, DiskRole, MiB
+from resizedriver import blockjob
+from resizedriver import chooser
+from resizedriver.engine import ResizeEngine
+from resizedriver.layout import IN_USE_MARKER, RECORD_NAME, InstanceLayout
+from resizedriver.model import (Destination, DiskFile, DiskRole, MiB,
+                                Topology)
 from resizedriver.operations import overlay
 from tests.unit.conftest import qemu_img, write_at
+from tests.unit.fakes import FakeGuest, FakeHost
+from tests.unit.test_record import make_record
 
 UUID = '11111111-2222-3333-4444-555555555555'
 
@@ -57,3 +64,77 @@ def test_confirm_folds_offline_even_when_the_header_already_names_base(
                           check=True, capture_output=True, text=True).stdout
     assert f'backing file: {base}' in info
 
+
+
+def _confirming(conf, instances):
+    """An overlay resize waiting for its confirm, its guest running."""
+    record = dataclasses.replace(
+        make_record(instances), plan=chooser.OVERLAY,
+        topology=Topology.SAME_HOST,
+        destination=Destination(None, instances, True))
+    os.makedirs(record.source.resize_dir)
+    for disk in record.disks:
+        with open(record.source.in_resize_dir(disk.name), 'wb') as f:
+            f.truncate(disk.actual_size)
+    record.write(record.source.in_resize_dir(RECORD_NAME))
+    guest = FakeGuest(record.uuid, record.name, record.source_xml)
+    return record, guest, ResizeEngine(conf, host=FakeHost([guest]))
+
+
+def test_a_confirm_whose_fold_fails_leaves_it_to_recovery(
+        conf, instances, monkeypatch):
+    """A pull that fails or times out must not fail the confirm (Nova
+    would put the instance in ERROR and never confirm again): the guest
+    runs on, <uuid>_resize says what reads it, recovery folds later.
+    Each pull may take as long as its bytes need at the slowest rate."""
+    record, guest, engine = _confirming(conf, instances)
+    pulls = []
+
+    def pull(guest, dev, base, timeout, progress=None):
+        pulls.append((dev, timeout))
+        if len(pulls) == 1:
+            raise blockjob.FoldFailed(f'{dev}: timed out')
+
+    monkeypatch.setattr(blockjob, 'pull', pull)
+    monkeypatch.setattr(blockjob, 'disks_depending_on', lambda *a: [])
+    engine.confirm_migration(record.uuid)
+    assert guest.running and guest.calls == []
+    with open(os.path.join(record.source.resize_dir, IN_USE_MARKER)) as f:
+        said = f.read()
+    assert record.uuid in said and 'Do not delete' in said
+    [journal] = engine.journals.find(record.uuid)
+    assert journal.operation == 'confirm_migration'
+
+    [result] = engine.recover(record.uuid)
+    assert (result.action, result.error) == ('completed', None), result
+    assert not os.path.exists(record.source.resize_dir)
+    rate = conf.resizedriver.min_transfer_rate_mib * MiB
+    wait = conf.resizedriver.command_timeout
+    assert pulls == [('vda', wait + 200_000 / rate),
+                     ('vda', wait + 200_000 / rate),
+                     ('vdb', wait + 8192 / rate)]
+
+
+def test_the_next_resize_first_completes_a_confirm_left_to_recovery(
+        conf, instances, monkeypatch):
+    """The next migrate of the instance folds first (it would be refused
+    for the journal and _resize otherwise); a finish of another resize
+    here leaves that to the migrate."""
+    record, guest, engine = _confirming(conf, instances)
+    pulls = []
+
+    def pull(guest, dev, base, timeout, progress=None):
+        pulls.append(dev)
+        if len(pulls) == 1:
+            raise blockjob.FoldFailed(f'{dev}: aborted')
+
+    monkeypatch.setattr(blockjob, 'pull', pull)
+    monkeypatch.setattr(blockjob, 'disks_depending_on', lambda *a: [])
+    engine.confirm_migration(record.uuid)
+    other = dataclasses.replace(record, name='another resize')
+    engine._complete_after_finish(record.uuid, other)
+    assert pulls == ['vda'] and len(engine.journals.find(record.uuid)) == 1
+    engine._complete_after_finish(record.uuid)
+    assert pulls == ['vda', 'vda', 'vdb']
+    assert engine.journals.find(record.uuid) == []
+    assert not os.path.exists(record.source.resize_dir)

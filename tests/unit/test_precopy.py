@@ -303,6 +303,7 @@ def test_no_power_off_when_the_tops_no_longer_fit(tmp_path):
     op = types.SimpleNamespace(
         disks=disks, inst=inst, dest_inst=InstanceLayout('/b', UUID),
         dest=InstanceLayout('/b', UUID), copy_all=lambda pairs: None,
+        source_xml=XML,
         env=_env(FakeHost([]), _Img()),
         transport=types.SimpleNamespace(
             sync_dir=lambda d: None, free_bytes=lambda p: free['n']))
@@ -433,7 +434,7 @@ def _round_op(tmp_path, first_top: int, writes: list[int],
         pre_copy_rounds=rounds, pre_copy_final_mb=1))
     dest = InstanceLayout('/b', UUID)
     op = types.SimpleNamespace(
-        disks=disks, inst=inst, dest_inst=dest, dest=dest,
+        disks=disks, inst=inst, dest_inst=dest, dest=dest, source_xml=XML,
         copy_all=copies.append, img=img, removed=removed, copies=copies,
         guest=_RoundGuest(XML.replace('/i/u/disk', inst.path('disk.top')),
                           list(writes)),
@@ -685,3 +686,36 @@ def test_the_undo_of_the_power_off_checks_the_tops_first(tmp_path):
     guest._xml = XML.replace('/i/u/disk', inst.path('disk.top'), 1)
     MigrateDiskAndPowerOff.power_on_again(op)
     assert guest.running
+
+
+def test_a_config_drive_the_guest_may_write_crosses_after_power_off(
+        tmp_path):
+    """vfat (Nova attaches it as a writable disk): copied while the guest
+    runs, the copy could miss its last writes; a CD-ROM one cannot change
+    and crosses with the bulk."""
+    op = _round_op(tmp_path, MiB, [], rounds=1)
+    config = DiskFile('disk.config', DiskRole.CONFIG,
+                      op.inst.path('disk.config'), 'raw', 300, 300)
+    open(config.path, 'w').close()
+    op.disks.append(config)
+    vfat = op.guest.xml.replace('/iso', config.path).replace(
+        "device='cdrom'", "device='disk'").replace('<readonly/>', '')
+    op.source_xml = vfat
+    precopy.precopy(op)
+    assert op.copies == [[(op.inst.path('disk'),
+                           op.dest.path('disk.precopy'))]]
+    os.makedirs(op.inst.resize_dir)
+    open(op.inst.in_resize_dir('disk.top'), 'w').close()
+    op.record = types.SimpleNamespace(copies_verified=False,
+                                      write=lambda path: None)
+    op.copies.clear()
+    precopy.copy_tops(op)
+    assert op.copies == [[(op.inst.in_resize_dir('disk.top'),
+                           op.dest.path('disk')),
+                          (op.inst.in_resize_dir('disk.config'),
+                           op.dest.path('disk.config'))]]
+
+    op.source_xml = op.guest.xml.replace('/iso', config.path)   # CD-ROM
+    op.copies.clear()
+    precopy.precopy(op)
+    assert (config.path, op.dest.path('disk.config')) in op.copies[0]

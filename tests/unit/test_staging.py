@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import types
 import uuid as uuidlib
 
 import pytest
 
 from resizedriver import exception
 from resizedriver import staging
+from resizedriver import stepname
 from resizedriver.layout import InstanceLayout
 from resizedriver.model import DiskFile, DiskRole, Flavor, GiB
+from resizedriver.operations import overlay
 from resizedriver.qemuimg import QemuImg
 from resizedriver.transport import LocalTransport
-from tests.unit.conftest import MiB, qemu_img, sha256
+from tests.unit.conftest import DOMAIN_XML, MiB, qemu_img, sha256
 
 NEW = Flavor(vcpus=2, memory_mib=512, root_bytes=128 * MiB,
              ephemeral_bytes=32 * MiB, swap_bytes=16 * MiB)
@@ -207,3 +210,64 @@ def test_take_back_never_moves_the_source_dir(instance, img):
     staging.remove(layout)
     staging.take_back(layout)
     assert _tree_digest(layout.dir) == before
+
+
+def _vfat(layout: InstanceLayout, device: str = 'disk',
+          readonly: str = '') -> str:
+    """A definition attaching the config drive as Nova 34 does: with
+    ``config_drive_format = vfat`` a writable disk, with iso9660 a
+    CD-ROM (read-only whatever the XML says)."""
+    return DOMAIN_XML.format(
+        name='g', uuid=layout.uuid, memory_kib=262144, vcpus=1,
+        dir=layout.dir, root_type='qcow2', swap='',
+        iso=layout.path('disk.config')).replace(
+            "device='cdrom'", f"device='{device}'").replace(
+            '<readonly/>', readonly)
+
+
+def _overlay_migrate(layout, disks, img, xml):
+    """The overlay plan's migrate steps run as the plan runs them, the
+    power-off left out (no guest here)."""
+    op = types.SimpleNamespace(
+        inst=layout, disks=disks, new_flavor=NEW, source_xml=xml,
+        env=types.SimpleNamespace(qemu_img=lambda: img),
+        write_record=lambda: None, remove_record=lambda: None,
+        power_off_step=lambda: None, power_on_again=lambda: None,
+        move_to_resize=lambda: os.rename(layout.dir, layout.resize_dir),
+        move_back=lambda: None)
+    return {s.name: s for s in overlay.migrate_steps(op)}
+
+
+def test_a_config_drive_the_guest_may_write_is_copied_not_linked(
+        instance, img):
+    """vfat: the resized guest's writes must not reach the kept source
+    (the revert point), and the copy must hold what the guest wrote up
+    to its power-off, not what it held at staging."""
+    layout, disks = instance
+    steps = _overlay_migrate(layout, disks, img, _vfat(layout))
+    steps[stepname.STAGE_OVERLAYS].do()
+    with open(layout.path('disk.config'), 'r+b') as f:
+        f.write(b'written while running')      # before the power-off
+    for name in (stepname.WRITE_RECORD, stepname.POWER_OFF,
+                 stepname.MOVE_TO_RESIZE, stepname.PUT_STAGED_IN_PLACE):
+        steps[name].do()
+    kept = layout.in_resize_dir('disk.config')
+    assert not os.path.samefile(layout.path('disk.config'), kept)
+    assert sha256(layout.path('disk.config')) == sha256(kept)
+    with open(layout.path('disk.config'), 'r+b') as f:
+        f.write(b'the resized guest')
+    with open(kept, 'rb') as f:
+        assert f.read(21) == b'written while running'
+
+
+@pytest.mark.parametrize('device, readonly', [('cdrom', ''),
+                                              ('disk', '<readonly/>')])
+def test_a_read_only_config_drive_is_linked(instance, img, device,
+                                            readonly):
+    layout, disks = instance
+    steps = _overlay_migrate(layout, disks, img,
+                             _vfat(layout, device, readonly))
+    steps[stepname.STAGE_OVERLAYS].do()
+    assert os.path.samefile(
+        os.path.join(staging.staging_dir(layout), 'disk.config'),
+        layout.path('disk.config'))
