@@ -334,7 +334,7 @@ def test_power_off_that_never_finishes(scenario: Scenario):
     row.retry = 'n/a (did not fail); reverted fine'
 
 
-def test_ovconf_confirm_whose_block_pull_times_out(scenario: Scenario):
+def test_confirm_whose_block_pull_times_out(scenario: Scenario):
     """The overlay plan's pull at confirm outlasts its deadline: the
     confirm still succeeds (under Nova a failure puts the running
     instance in ERROR for good), the guest runs on through _resize,

@@ -209,7 +209,7 @@ def test_a_migration_address_of_this_host_is_this_host(make_server,
     assert server.ping()
 
 
-def test_ovconf_a_confirm_whose_fold_fails_keeps_the_instance_running(
+def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
         make_server, monkeypatch):
     """The overlay's fold fails at confirm (a pull QEMU aborts, or that
     outlasts its deadline): Nova's confirm_resize errors the instance out
