@@ -283,15 +283,24 @@ def _boot_with(b: Bench, parameter: str) -> None:
 
 
 def _resize_away(b: Bench, shutdown_timeout: int) -> tuple[str, float]:
-    """Resize to the other path; the old boot's console log and the
-    seconds the resize took."""
+    """Resize from A to the other path (B); the old boot's console log
+    and the seconds the resize took."""
     b.mark_before_resize()
     started = time.monotonic()
     b.cli(*b.resize_args(), shutdown_timeout=shutdown_timeout)
     took = time.monotonic() - started
     with open(os.path.join(b.here, b.uuid + '_resize', 'console.log'),
               errors='replace') as f:
-        return f.read(), took
+        log = f.read()
+    b.side, b.flavor = 'B', b.flavor.next()
+    return log, took
+
+
+def _revert_to_a(b: Bench, row: faultbench.Row) -> None:
+    """The resize did not fail: revert it, the source as it was."""
+    b.cli('revert', b.uuid, side='A')
+    b.expect_on_source(b.reverted(), row)
+    row.retry = 'n/a (did not fail); reverted fine'
 
 
 def test_power_button_pressed_before_the_guest_listens(scenario: Scenario):
@@ -305,14 +314,11 @@ def test_power_button_pressed_before_the_guest_listens(scenario: Scenario):
     row, before = b.begin(MIGRATE, 'guest ignores ACPI for its first 5 s')
     log, took = _resize_away(b, shutdown_timeout=30)
     assert 'RDGUEST shutdown\n' in log.replace('\r', ''), log
-    b.side, b.flavor = 'B', b.flavor.next()
     assert b.s.wait_boot(b.boot + 1).shutdown_mark == str(b.boot)
     b.expect_guest(b.flavor)
     row.outcome = (f'ACPI request repeated; clean shutdown; resize done in '
                    f'{took:.0f} s')
-    b.cli('revert', b.uuid, side='A')
-    b.expect_on_source(b.reverted(), row)
-    row.retry = 'n/a (did not fail); reverted fine'
+    _revert_to_a(b, row)
 
 
 def test_power_off_that_never_finishes(scenario: Scenario):
@@ -323,15 +329,12 @@ def test_power_off_that_never_finishes(scenario: Scenario):
     row, before = b.begin(MIGRATE, 'guest ignores the ACPI shutdown')
     log, took = _resize_away(b, shutdown_timeout=5)
     assert 'RDGUEST shutdown-ignored' in log
-    b.side, b.flavor = 'B', b.flavor.next()
     b.expect_guest(b.flavor)
     assert b.fingerprint(os.path.join(b.paths['A'], b.uuid + '_resize')) \
         == before
     row.outcome = (f'powered off hard after the 5 s timeout; resize done '
                    f'in {took:.0f} s')
-    b.cli('revert', b.uuid, side='A')
-    b.expect_on_source(b.reverted(), row)
-    row.retry = 'n/a (did not fail); reverted fine'
+    _revert_to_a(b, row)
 
 
 def test_confirm_whose_block_pull_times_out(scenario: Scenario):
@@ -341,19 +344,8 @@ def test_confirm_whose_block_pull_times_out(scenario: Scenario):
     which says so, as status does; recover folds it later and the
     guest's bytes are what they were."""
     b = Bench(scenario)
-    guest = scenario.host.lookup(b.uuid)
-    guest.power_off(60, 2)
-    subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
-                    f'write -P 0x5a {MiB} {48 * MiB}',
-                    os.path.join(b.here, b.uuid, 'disk')], check=True,
-                   capture_output=True)
-    guest.start()
-    b.expect_guest(b.flavor)
-    b.retry(same_path=True)                  # an overlay resize pending
-    row = faultbench.Row(CONFIRM, 'block pull times out (same path)', '')
-    faultbench.TABLE.append(row)
-    before = b.fingerprint()
-
+    row, before = _overlay_resize_with_data_to_pull(
+        b, 'block pull times out (same path)')
     proc = b.cli('confirm', b.uuid, crash_at=f'{CONFIRM}:pull times out')
     assert 'the pull did not finish within 1 s' in proc.stderr, proc.stderr
     b.expect_guest(b.flavor)                 # ran on, as resized
@@ -365,27 +357,18 @@ def test_confirm_whose_block_pull_times_out(scenario: Scenario):
     b.recover(row, 'completed')
     row.outcome = ('pull aborted, confirm succeeded; ' +
                    row.outcome.removeprefix('killed; '))
-    b.pending = False
-    b.expect_guest(b.flavor)
-    assert b.fingerprint() == before
-    info = subprocess.run(['qemu-img', 'info', '-U', '-f', 'qcow2',
-                           os.path.join(b.here, b.uuid, 'disk')],
-                          check=True, capture_output=True, text=True).stdout
-    assert f'backing file: {os.path.join(b.here, "_base")}/' in info, info
-    b.expect_settled()
+    _expect_folded(b, before)
     row.source = 'folded by recover, _resize deleted; guest bytes unchanged'
     row.retry = 'n/a (completed by recover)'
 
 
-def test_confirm_killed_mid_block_pull(scenario: Scenario):
-    """The command SIGKILLed while QEMU pulls the overlay plan's chain at
-    confirm: the job is libvirt's and goes on without it; recover
-    completes the confirm (waits for the job, flushes, deletes _resize)
-    and the guest's bytes are what they were."""
-    b = Bench(scenario)
-    # Data for the pull to copy: 48 MiB in the root overlay (guest off;
-    # qemu-io is much faster than the guest writing under TCG).
-    guest = scenario.host.lookup(b.uuid)
+def _overlay_resize_with_data_to_pull(b: Bench, fault: str) \
+        -> tuple[faultbench.Row, dict[str, str]]:
+    """An overlay resize pending, 48 MiB in the root overlay for the
+    confirm's pull to copy (written with the guest off: qemu-io is much
+    faster than the guest writing under TCG); the row of ``fault`` and
+    the fingerprint to compare with."""
+    guest = b.s.host.lookup(b.uuid)
     guest.power_off(60, 2)
     subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
                     f'write -P 0x5a {MiB} {48 * MiB}',
@@ -394,10 +377,32 @@ def test_confirm_killed_mid_block_pull(scenario: Scenario):
     guest.start()
     b.expect_guest(b.flavor)
     b.retry(same_path=True)                  # an overlay resize pending
-    row = faultbench.Row(CONFIRM, 'killed mid block pull (same path)', '')
+    row = faultbench.Row(CONFIRM, fault, '')
     faultbench.TABLE.append(row)
-    before = b.fingerprint()
+    return row, b.fingerprint()
 
+
+def _expect_folded(b: Bench, before: dict[str, str]) -> None:
+    """The confirm completed: the guest runs on as resized with its
+    bytes, on Nova's layout again (its disk backed by ``_base``)."""
+    b.pending = False
+    b.expect_guest(b.flavor)
+    assert b.fingerprint() == before
+    info = subprocess.run(['qemu-img', 'info', '-U', '-f', 'qcow2',
+                           os.path.join(b.here, b.uuid, 'disk')],
+                          check=True, capture_output=True, text=True).stdout
+    assert f'backing file: {os.path.join(b.here, "_base")}/' in info, info
+    b.expect_settled()
+
+
+def test_confirm_killed_mid_block_pull(scenario: Scenario):
+    """The command SIGKILLed while QEMU pulls the overlay plan's chain at
+    confirm: the job is libvirt's and goes on without it; recover
+    completes the confirm (waits for the job, flushes, deletes _resize)
+    and the guest's bytes are what they were."""
+    b = Bench(scenario)
+    row, before = _overlay_resize_with_data_to_pull(
+        b, 'killed mid block pull (same path)')
     proc = b.cli('confirm', b.uuid, crash_at=f'{CONFIRM}:mid pull',
                  expect_rc=None)
     assert proc.returncode == KILLED, proc.stderr
@@ -409,13 +414,6 @@ def test_confirm_killed_mid_block_pull(scenario: Scenario):
                    check=True, capture_output=True)
     b.recover(row, 'completed')
     row.outcome += f' (QEMU\'s pull was at {job.cur * 100 // job.end}%)'
-    b.pending = False
-    b.expect_guest(b.flavor)                 # ran on, as resized
-    assert b.fingerprint() == before
-    info = subprocess.run(['qemu-img', 'info', '-U', '-f', 'qcow2',
-                           os.path.join(b.here, b.uuid, 'disk')],
-                          check=True, capture_output=True, text=True).stdout
-    assert f'backing file: {os.path.join(b.here, "_base")}/' in info, info
-    b.expect_settled()
+    _expect_folded(b, before)                # ran on, as resized
     row.source = 'folded, _resize deleted; guest bytes unchanged'
     row.retry = 'n/a (completed by recover)'

@@ -82,6 +82,16 @@ def revert(server, mig) -> None:
     inst.save()
 
 
+def assert_novas_layout(server):
+    """The root disk is Nova's again: ``disk -> _base/<sha>``."""
+    info = json.loads(subprocess.run(
+        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2',
+         os.path.join(server.dir, 'disk')],
+        check=True, capture_output=True, text=True).stdout)
+    assert os.path.dirname(info['backing-filename']) == os.path.join(
+        os.path.dirname(server.dir), '_base')
+
+
 def assert_no_resize_left(server):
     assert not os.path.exists(server.dir + '_resize')
     assert not os.path.exists(os.path.join(server.dir, 'resize.json'))
@@ -130,13 +140,7 @@ def test_resize_up_then_confirm(make_server):
     server.driver.confirm_migration(server.ctx, mig, server.instance,
                                     server.nw)
     assert_no_resize_left(server)
-    # Nova's layout again: disk -> _base/<sha>, disk.info says qcow2
-    info = json.loads(subprocess.run(
-        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2',
-         os.path.join(server.dir, 'disk')],
-        check=True, capture_output=True, text=True).stdout)
-    assert os.path.dirname(info['backing-filename']) == os.path.join(
-        os.path.dirname(server.dir), '_base')
+    assert_novas_layout(server)
     with open(os.path.join(server.dir, 'disk.info')) as f:
         assert json.load(f)[os.path.join(server.dir, 'disk')] == 'qcow2'
     # A repeated confirm (the manager may retry) is harmless.
@@ -243,12 +247,7 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
     monkeypatch.undo()
     assert_no_resize_left(server)
     assert drv.engine.journals.find() == []
-    info = json.loads(subprocess.run(
-        ['qemu-img', 'info', '-U', '--output=json', '-f', 'qcow2',
-         os.path.join(server.dir, 'disk')],
-        check=True, capture_output=True, text=True).stdout)
-    assert os.path.dirname(info['backing-filename']) == os.path.join(
-        os.path.dirname(server.dir), '_base')
+    assert_novas_layout(server)
     assert drv._host.get_guest(inst).id == domain_id   # never restarted
     assert server.ping()
     assert server.wait_boot(2).cpu_count == after.cpu_count
