@@ -417,13 +417,13 @@ def _live_or_reboot(env: 'HostEnv', rec: 'ResizeRecord', what: str,
             change()
             return
         except Exception as e:      # any failure: the reboot reverts too
-            LOG.warning('Revert of a live resize: %s failed (%s); the '
-                        'guest reboots once into the old flavor instead',
-                        what, e, instance_uuid=rec.uuid)
+            LOG.warning('Live resize: %s failed (%s); the guest reboots '
+                        'once into the old flavor instead', what, e,
+                        instance_uuid=rec.uuid)
             shut_down(env, rec)
     else:
-        LOG.info('Revert of a live resize: the guest is off, it boots '
-                 'into the old flavor', instance_uuid=rec.uuid)
+        LOG.info('Live resize: the guest is off, it boots into the old '
+                 'flavor', instance_uuid=rec.uuid)
     boot_old()
 
 
