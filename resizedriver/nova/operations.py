@@ -423,16 +423,24 @@ class NovaRevert:
         #: whether define_and_start must (re)define: the kept copy came
         #: back, or an interrupted revert is being completed
         self.must_define = False
+        #: a live resize's revert decision (``live.decide_revert``)
+        self.decision: Optional[str] = None
 
     @classmethod
     def from_journal(cls, env, context: dict[str, Any],
-                     nova: Optional[NovaCall] = None, power_on: bool = False,
+                     nova: Optional[NovaCall] = None,
+                     power_on: Optional[bool] = None,
                      share_info: Any = None) -> 'NovaRevert':
         """An interrupted revert: with ``nova``, a repeated call that
-        completes it with Nova's steps; without, start-up recovery."""
+        completes it with Nova's steps; without, start-up recovery (with
+        the journaled ``power_on``).  A live revert goes on as it was
+        decided when it began."""
         record = ResizeRecord.from_dict(context['record'])
+        if power_on is None:
+            power_on = bool(context['power_on'])
         op = cls(env, record.uuid, record, nova, power_on, share_info)
         op.must_define = True
+        op.decision = context.get(live.DECISION)
         return op
 
     def journal_context(self) -> dict[str, Any]:
@@ -440,19 +448,17 @@ class NovaRevert:
         of a kept copy is journaled: one with no record has nothing to
         recover (``NovaImplementation.nothing_to_revert``)."""
         assert self.record is not None
+        self.decision = live.decided(self.env, self.record, self.decision)
         return dict(rd_revert.FinishRevertMigration.context_for(
-            self.record, self.power_on), **IMPL)
+            self.record, self.power_on, self.decision), **IMPL)
 
     @property
     def is_live(self) -> bool:
         return self.record is not None and self.record.plan == chooser.LIVE
 
     def plan(self) -> Plan:
-        if self.record is not None and self.is_live:
-            return Plan('finish_revert_migration', self.source.uuid,
-                        live.revert_steps(self.env, self.record,
-                                          self.define_live, None),
-                        forward=True)
+        if self.is_live:
+            return self._live_plan(self.define_live, None)
         steps = [Step(stepname.MOVE_BACK, self.move_back)]
         if self.record is not None and \
                 self.record.plan == chooser.PRECOPY:
@@ -469,16 +475,29 @@ class NovaRevert:
         RESIZE_MIGRATING Nova calls finish_revert_migration again, which
         then finds no record and defines and starts it; one left
         RESIZE_REVERTING gets a new XML from Nova's next hard reboot).  A
-        live resize's guest that still runs gets the definition Nova made
-        before the resize back (its own XML, from the record)."""
-        plan = self.plan()
+        live resize's guest gets the definition Nova made before the
+        resize back (its own XML, from the record), and one the revert
+        reboots (or shut down before the crash) is started here: Nova
+        has no start-up branch for RESIZE_REVERTING, and the guest was
+        running when the revert began."""
         if self.is_live:
             assert self.record is not None
-            source_xml = self.record.source_xml
-            return plan.replace(stepname.DEFINE_SOURCE, Step(
-                stepname.DEFINE_SOURCE,
-                lambda: self.env.host.define(source_xml)))
-        return plan.replace(stepname.DEFINE_AND_START)
+            record = self.record
+            return self._live_plan(
+                lambda: live.restore_definition(self.env, record),
+                functools.partial(live.start_guest, self.env, record)
+                if self.power_on else None)
+        return self.plan().replace(stepname.DEFINE_AND_START)
+
+    def _live_plan(self, define: Callable[[], None],
+                   start: Optional[Callable[[], None]]) -> Plan:
+        """The live plan's revert, as decided when it began."""
+        assert self.record is not None
+        self.decision = live.decided(self.env, self.record, self.decision)
+        assert self.decision is not None
+        return Plan('finish_revert_migration', self.source.uuid,
+                    live.revert_steps(self.env, self.record, self.decision,
+                                      define, start), forward=True)
 
     def define_live(self) -> None:
         """A live resize's revert: Nova's XML for the old flavor (the

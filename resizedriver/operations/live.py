@@ -21,7 +21,9 @@ finish_migration:
                                         headroom, disks as recorded
   define new flavor       [restore]     the persistent definition only
   grow memory             [shrink]      virtio-mem <requested>, then its
-                                        <current> read back
+                                        <current> read back; a guest that
+                                        cannot give it back reboots once
+                                        into its old definition
   grow disks                            blockResize, capacity read back
   add vCPUs                             live vCPU count read back
 
@@ -29,9 +31,15 @@ confirm_migration:
   delete _resize                        (the record; nothing was copied)
 
 finish_revert_migration, decided when the resize began (the record's
-``live_revert``) and logged then:
+``live_revert``) and logged then, checked against the guest when the
+revert begins and journaled (``decide_revert``; recovery follows the
+journal, not the state a crash left):
   'live' (no vCPUs were added, or the hypervisor can unplug them):
-    shrink memory                       virtio-mem back to the old size
+    shrink memory                       virtio-mem back to the old size;
+                                        if the guest cannot give it back
+                                        (it uses it: the unplug never
+                                        completes within live_timeout), it
+                                        reboots once into the old flavor
     define source domain
     remove resize record
   'reboot' (vCPUs were added and cannot be taken away live):
@@ -39,6 +47,8 @@ finish_revert_migration, decided when the resize began (the record's
     define source domain
     start guest                         only when power_on
     remove resize record
+  'off' (the guest was found off): define source domain, start guest
+    (only when power_on), remove resize record
 Disks keep their grown size on a revert: nothing shrinks a disk the
 guest may have written to (its filesystem may already use the space).
 
@@ -56,6 +66,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from oslo_log import log as logging
 
+from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import headroom
@@ -78,6 +89,10 @@ POLL_SECONDS = 0.2
 #: how a live resize is reverted (``ResizeRecord.live_revert``)
 REVERT_LIVE = 'live'
 REVERT_REBOOT = 'reboot'
+#: the revert's decision (``decide_revert``) for a guest found off
+GUEST_OFF = 'off'
+#: the revert journal's context key that keeps the decision
+DECISION = 'live_revert_decision'
 #: QEMU versions on which vCPU hot-unplug is known to hang (libvirt times
 #: out waiting for QEMU; a later DIMM attach crashed QEMU): never tried
 UNPLUG_HANGS = ((7, 2),)
@@ -232,13 +247,31 @@ def set_memory(env: 'HostEnv', rec: 'ResizeRecord',
 def undo_memory(env: 'HostEnv', rec: 'ResizeRecord') -> None:
     """Back to the old memory; nothing to do for a guest that is off
     (after a host crash): it boots from the old definition, restored by
-    the undo of the define step."""
+    the undo of the define step.  A guest that cannot give the memory
+    back (it uses it) reboots once into its old definition, defined here
+    already (the define step's undo, next, does it again harmlessly)."""
     guest = env.host.lookup(rec.uuid)
     if guest is None or not guest.is_running():
         LOG.info('Guest is off: its memory comes back with its old '
                  'definition', instance_uuid=rec.uuid)
         return
-    set_memory(env, rec, rec.old_flavor.memory_mib)
+    _live_or_reboot(env, rec, 'shrink memory', lambda: set_memory(
+        env, rec, rec.old_flavor.memory_mib), lambda: _boot(env, rec))
+
+
+def _boot(env: 'HostEnv', rec: 'ResizeRecord') -> None:
+    """Start the guest from the definition it had before the resize."""
+    restore_definition(env, rec)
+    start_guest(env, rec)
+
+
+def start_guest(env: 'HostEnv', rec: 'ResizeRecord') -> None:
+    """Start the defined guest unless it runs (looked up: recovery may
+    run this alone)."""
+    guest = env.host.lookup(rec.uuid)
+    if guest is None:
+        raise exception.NotFound(f'no libvirt domain {rec.uuid} to start')
+    guest.ensure_running(env.conf.resizedriver.start_timeout)
 
 
 def grow_disks(env: 'HostEnv', rec: 'ResizeRecord') -> None:
@@ -287,52 +320,111 @@ def confirm_steps(op: 'ConfirmMigration') -> list[Step]:
                  lambda: remove_record_dir(op.record.source))]
 
 
-def revert_steps(env: 'HostEnv', rec: 'ResizeRecord',
-                 define_source: Callable[[], None],
-                 start: Optional[Callable[[], None]]) -> list[Step]:
-    """``define_source`` defines the old flavor's definition (and under
-    Nova, in a reboot, starts it: ``start`` is then None).
+def decide_revert(env: 'HostEnv', rec: 'ResizeRecord') -> str:
+    """How the revert goes, from the guest as it is when the revert
+    begins: ``REVERT_LIVE``, ``REVERT_REBOOT`` or ``GUEST_OFF``.  The
+    caller journals it (``DECISION``) so that a crashed revert is
+    completed as it began, not re-decided from the state the crash left
+    (a guest it had shut down to reboot would then look like one that
+    was off, and stay off).
 
     Which revert runs was decided when the resize began (the record's
     ``live_revert``); a reboot still happens only while the guest really
     runs with vCPUs it cannot lose live (a finish undone before it added
     them needs none), and a guest that is off just gets its old
     definition back."""
+    guest = env.host.lookup(rec.uuid)
+    if guest is None or not guest.is_running():
+        LOG.info('Revert of a live resize: the guest is off, it gets its '
+                 'old definition back', instance_uuid=rec.uuid)
+        return GUEST_OFF
+    why_reboot = _why_reboot(guest, rec)
+    if why_reboot:
+        LOG.info('Revert of a live resize: %s; the guest reboots once '
+                 'into the old flavor', why_reboot, instance_uuid=rec.uuid)
+        return REVERT_REBOOT
+    LOG.info('Revert of a live resize: the guest keeps running',
+             instance_uuid=rec.uuid)
+    return REVERT_LIVE
+
+
+def decided(env: 'HostEnv', rec: Optional['ResizeRecord'],
+            journaled: Optional[str]) -> Optional[str]:
+    """The revert's decision: the one ``journaled`` when it began, else
+    (a revert beginning now, or a journal from before decisions were
+    kept) :func:`decide_revert`'s for a live resize; None for others."""
+    if journaled is not None or rec is None or rec.plan != chooser.LIVE:
+        return journaled
+    return decide_revert(env, rec)
+
+
+def revert_steps(env: 'HostEnv', rec: 'ResizeRecord', decision: str,
+                 define_source: Callable[[], None],
+                 start: Optional[Callable[[], None]]) -> list[Step]:
+    """The revert ``decision`` (:func:`decide_revert`) makes.
+    ``define_source`` defines the old flavor's definition (and under
+    Nova, in a reboot, starts it: ``start`` is then None).
+
+    A live revert whose guest cannot give back what it was given (it
+    uses the memory: the unplug never completes) reboots it once into
+    the old flavor instead (:func:`_live_or_reboot`): the revert never
+    fails for good, and a repeat would only build the same plan."""
     grown = [d.name for d in rec.disks if d.role in GROWABLE and
              grown_size(d, rec.new_flavor) > d.virtual_size]
     if grown:
         LOG.warning('Revert of a live resize: %s stay at their grown size '
                     '(a disk the guest may have written to is never '
                     'shrunk)', ', '.join(grown), instance_uuid=rec.uuid)
-    guest = env.host.lookup(rec.uuid)
-    running = guest is not None and guest.is_running()
+
+    def boot_old() -> None:
+        define_source()
+        if start is not None:
+            start()
+
     steps = []
-    why_reboot = _why_reboot(guest, rec) if guest is not None and running \
-        else None
-    if not running:
-        LOG.info('Revert of a live resize: the guest is off, it gets its '
-                 'old definition back', instance_uuid=rec.uuid)
-    elif why_reboot:
-        LOG.info('Revert of a live resize: %s; the guest reboots once '
-                 'into the old flavor', why_reboot, instance_uuid=rec.uuid)
+    if decision == REVERT_REBOOT:
         steps.append(Step(stepname.SHUT_DOWN_RESIZED,
                           lambda: shut_down(env, rec)))
-        running = False
-    else:
-        LOG.info('Revert of a live resize: the guest keeps running',
-                 instance_uuid=rec.uuid)
+    elif decision == REVERT_LIVE:
         if rec.new_flavor.memory_mib > rec.old_flavor.memory_mib:
-            steps.append(Step(stepname.SHRINK_MEMORY, lambda: set_memory(
-                env, rec, rec.old_flavor.memory_mib)))
+            steps.append(Step(stepname.SHRINK_MEMORY, lambda: _live_or_reboot(
+                env, rec, 'shrink memory', lambda: set_memory(
+                    env, rec, rec.old_flavor.memory_mib), boot_old)))
         if rec.new_flavor.vcpus > rec.old_flavor.vcpus:
-            steps.append(Step(stepname.REMOVE_VCPUS, lambda: set_vcpus(
-                env, rec, rec.old_flavor.vcpus)))
+            steps.append(Step(stepname.REMOVE_VCPUS, lambda: _live_or_reboot(
+                env, rec, 'remove vCPUs', lambda: set_vcpus(
+                    env, rec, rec.old_flavor.vcpus), boot_old)))
     steps.append(Step(stepname.DEFINE_SOURCE, define_source))
-    if not running and start is not None:
+    if decision != REVERT_LIVE and start is not None:
         steps.append(Step(stepname.START, start))
     steps.append(Step(stepname.REMOVE_RECORD,
                       lambda: remove_record_dir(rec.source)))
     return steps
+
+
+def _live_or_reboot(env: 'HostEnv', rec: 'ResizeRecord', what: str,
+                    change: Callable[[], None],
+                    boot_old: Callable[[], None]) -> None:
+    """``change`` the running guest back live; if it cannot (whatever
+    the reason: the reboot is always a correct revert), shut it down and
+    ``boot_old``: its old definition, started.  Bounded by
+    ``live_timeout`` plus a shutdown and a start.  A guest found off (a
+    crash interrupted this fallback) is booted: it was running when the
+    revert began."""
+    guest = env.host.lookup(rec.uuid)
+    if guest is not None and guest.is_running():
+        try:
+            change()
+            return
+        except Exception as e:      # any failure: the reboot reverts too
+            LOG.warning('Live resize: %s failed (%s); the guest reboots '
+                        'once into the old flavor instead', what, e,
+                        instance_uuid=rec.uuid)
+            shut_down(env, rec)
+    else:
+        LOG.info('Live resize: the guest is off, it boots into the old '
+                 'flavor', instance_uuid=rec.uuid)
+    boot_old()
 
 
 def _why_reboot(guest: Guest, rec: 'ResizeRecord') -> Optional[str]:

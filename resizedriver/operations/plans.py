@@ -64,7 +64,9 @@ def _precopy_revert(op: Any) -> list[Step]:
 
 
 def _live_revert(op: Any) -> list[Step]:
-    return live.revert_steps(op.env, op.record, op.define,
+    decision = op.live_decision()
+    assert decision is not None          # the record is a live resize's
+    return live.revert_steps(op.env, op.record, decision, op.define,
                              op.start if op.power_on else None)
 
 

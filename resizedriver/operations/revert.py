@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-from typing import Any
+from typing import Any, Optional
 
 from resizedriver import domain_xml
 from resizedriver import exception
@@ -34,7 +34,7 @@ from resizedriver import transport
 from resizedriver import vif
 from resizedriver.env import HostEnv
 from resizedriver.layout import RECORD_NAME, InstanceLayout
-from resizedriver.operations import plans
+from resizedriver.operations import live, plans
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 from resizedriver.transport import Transport
@@ -58,20 +58,35 @@ def remove_record(source: InstanceLayout) -> None:
 
 class FinishRevertMigration:
     def __init__(self, env: HostEnv, record: ResizeRecord,
-                 dest_transport: Transport, power_on: bool) -> None:
+                 dest_transport: Transport, power_on: bool,
+                 decision: Optional[str] = None) -> None:
         self.env = env
         self.record = record
         self.source = record.source
         self.transport = dest_transport
         self.power_on = power_on
+        #: a live resize's revert decision (``live.decide_revert``)
+        self.decision = decision
+
+    def live_decision(self) -> Optional[str]:
+        """The live plan's revert decision, made once (before the
+        journal that keeps it is opened), or the journaled one; None for
+        the other plans."""
+        self.decision = live.decided(self.env, self.record, self.decision)
+        return self.decision
 
     def journal_context(self) -> dict[str, Any]:
-        return self.context_for(self.record, self.power_on)
+        return self.context_for(self.record, self.power_on,
+                                self.live_decision())
 
     @staticmethod
-    def context_for(record: ResizeRecord, power_on: bool) -> dict[str, Any]:
+    def context_for(record: ResizeRecord, power_on: bool,
+                    decision: Optional[str]) -> dict[str, Any]:
         """What ``from_journal`` reads back (also for Nova's revert)."""
-        return {'record': record.to_dict(), 'power_on': power_on}
+        context = {'record': record.to_dict(), 'power_on': power_on}
+        if decision is not None:
+            context[live.DECISION] = decision
+        return context
 
     @classmethod
     def from_journal(cls, env: HostEnv,
@@ -79,7 +94,7 @@ class FinishRevertMigration:
         record = ResizeRecord.from_dict(context['record'])
         return cls(env, record,
                    transport.for_host(record.destination.host, env.conf),
-                   bool(context['power_on']))
+                   bool(context['power_on']), context.get(live.DECISION))
 
     def recovery_plan(self) -> Plan:
         return self.plan()

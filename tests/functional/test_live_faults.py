@@ -5,14 +5,20 @@ the live plan (before the journal records it done), runs ``resizedriver
 recover``, and checks the guest: still running, with the vCPUs and disk
 it prints and the memory and definition the hypervisor reports, and a
 boot counter that moved only where the revert had to reboot (vCPUs added
-that this QEMU cannot unplug).  Rows join the fault table printed at the
-end of the run.
+that this QEMU cannot unplug).  Last, the guest uses the memory it is
+given (the test guest's ``rdhold-memory``), so a virtio-mem unplug never
+completes: a revert, a revert killed, and a finish rolled back each
+reboot it once into the old flavor instead of failing for good.  Rows
+join the fault table printed at the end of the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
+
+from lxml import etree
 
 from resizedriver import headroom
 from tests.functional import faultbench
@@ -76,6 +82,39 @@ class LiveBench:
             self.b.expect_settled()
         self.now = size
 
+    def boot_with(self, parameter: str) -> None:
+        """Boot the guest again with one more kernel ``parameter``."""
+        host = self.s.host
+        guest = host.lookup(self.s.guest.uuid)
+        root = etree.fromstring(guest.xml().encode())
+        root.find('./os/cmdline').text += f' {parameter}'
+        guest.destroy()
+        host.define(etree.tostring(root, encoding='unicode'))
+        host.lookup(self.s.guest.uuid).start()
+        self.boot += 1
+        self.expect(self.now)
+
+    def holding(self) -> int:
+        """How often the guest has taken the memory it was given."""
+        with open(self.s.guest.console_log(self.s.host),
+                  errors='replace') as f:
+            return f.read().count('RDGUEST holding=')
+
+    def wait_held(self, before: int) -> None:
+        """Until the guest took the memory plugged since ``before``
+        (its ``holding()`` then)."""
+        deadline = time.monotonic() + 60
+        while self.holding() == before:
+            assert time.monotonic() < deadline, 'the guest holds nothing'
+            time.sleep(0.5)
+
+    def resize_held(self, new: Flavor) -> None:
+        """A live resize whose plugged memory the guest then uses."""
+        before = self.holding()
+        assert '(live plan)' in self.b.cli('resize', self.s.guest.uuid,
+                                           *new.args()).stdout
+        self.wait_held(before)
+
 
 def test_live_plan_killed_after_each_step(live_scenario: Scenario):
     lb = LiveBench(Bench(live_scenario))
@@ -129,3 +168,40 @@ def test_live_plan_killed_after_each_step(live_scenario: Scenario):
     assert not os.path.exists(lb.s.guest.dir + '_resize')
     row.source = 'running throughout'
     row.retry = 'n/a (completed by recover)'
+
+    # The guest uses the memory it is given: the unplug of a revert (and
+    # of a finish's undo) never completes within live_timeout.
+    with open(lb.s.conf_file, 'a') as f:
+        f.write('live_timeout = 5\n')
+    lb.boot_with('rdhold-memory')
+    old = lb.now
+    new = Flavor(old.vcpus, old.memory_mib + 64, old.root_mib)
+
+    row = lb.row(REVERT, 'memory unplug never completes')
+    lb.resize_held(new)
+    lb.b.cli('revert', uuid)
+    lb.boot += 1
+    lb.expect(old)
+    row.outcome = 'unplug timed out; revert rebooted once instead'
+    row.source = 'rebooted once into the old flavor'
+    row.retry = 'n/a (reverted)'
+
+    row = lb.row(REVERT, "killed after 'shrink memory' never completed")
+    lb.resize_held(new)
+    lb.crash(f'{REVERT}:shrink memory', 'revert', uuid)
+    lb.b.recover(row, 'completed')
+    lb.boot += 1
+    lb.expect(old)
+    row.source = 'rebooted once into the old flavor'
+    row.retry = 'n/a (completed by recover)'
+
+    row = lb.row(FINISH, "killed after 'grow disks', memory held")
+    grown = dataclasses.replace(new, root_mib=old.root_mib + 8)
+    before = lb.holding()
+    lb.crash(f'{FINISH}:grow disks', 'resize', uuid, *grown.args())
+    lb.wait_held(before)
+    lb.b.recover(row, 'rolled back')
+    lb.boot += 1
+    lb.expect(dataclasses.replace(old, root_mib=grown.root_mib))
+    row.source = 'rebooted once into the old flavor; disk kept grown'
+    row.retry = 'n/a (rolled back)'

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+from nova.virt.libvirt import driver as libvirt_driver
+
 from resizedriver import headroom
 from tests.lib import guestlog
 from tests.nova import novaenv
-from tests.nova.test_nova_resize import (assert_no_resize_left, resize,
-                                         revert)
+from tests.nova.test_nova_resize import (Crash, assert_no_resize_left,
+                                         kill_after, resize, revert)
 
 GiB = 1024 ** 3
 KiB = 1024
@@ -92,6 +95,37 @@ def test_live_resize_under_nova_then_revert(make_server):
     server.driver.finish_revert_migration(server.ctx, server.instance,
                                           server.nw, mig, None, True)
     assert server.driver.get_info(server.instance).state == 1
+
+
+def test_a_rebooting_live_revert_killed_mid_way_ends_running(make_server,
+                                                            monkeypatch):
+    """Issue 20 item 5: nova-compute dies in the revert of a live resize
+    that reboots (a vCPU was added), right after the resized guest was
+    shut down.  Nova has no start-up branch for RESIZE_REVERTING, so
+    recovery at ``init_host`` must start the guest the revert took down:
+    it follows what the revert journaled when it began, not the state
+    (off) the crash left."""
+    server = make_server(roomy('16', 1, 256, 1))
+    server.wait_boot(1)
+    drv, inst = server.driver, server.instance
+    mig = resize(server, roomy('17', 2, 256, 1))
+    _report(server, '2 CPUs', lambda r: r.cpu_count == 2)
+    kill_after(monkeypatch, 'shut down resized guest')
+    with pytest.raises(Crash):
+        revert(server, mig)
+    monkeypatch.undo()
+    assert drv.get_info(inst).state != 1
+
+    monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
+                        lambda self, host: None)
+    drv.init_host(host=novaenv.CONF.host)
+    monkeypatch.undo()
+    assert drv.engine.journals.find() == []
+    assert_no_resize_left(server)
+    back = server.wait_boot(2)
+    assert back.cpu_count == 1
+    assert drv.get_info(inst).state == 1
+    assert server.ping()
 
 
 def test_headroom_follows_flavor_image_and_what_pins_the_guest(driver):

@@ -14,6 +14,19 @@ from tests.unit.test_headroom import XML
 
 OLD = Flavor(vcpus=1, memory_mib=256, root_bytes=64 * MiB)
 ROOMY = headroom.apply(XML, Headroom(4, 1024), 1, 256)
+def _plugged(mib: int) -> str:
+    """ROOMY's live XML once its virtio-mem device plugged ``mib``."""
+    from lxml import etree
+    root = etree.fromstring(ROOMY.encode())
+    device = root.find('./devices/memory[@model="virtio-mem"]')
+    root.find('devices').replace(device, etree.fromstring(
+        headroom.requested_xml(ROOMY, mib).encode()))
+    return etree.tostring(root).decode()
+
+
+#: a guest that plugged 256 MiB into its virtio-mem device
+PLUGGED = _plugged(256)
+
 DISKS = [DiskFile('disk', DiskRole.ROOT, '/i/u/disk', 'qcow2', 64 * MiB,
                   MiB, '/i/_base/x', 'vda')]
 
@@ -107,9 +120,14 @@ class _Host:
 
 
 class _Guest:
+    """A guest whose virtio-mem never gives memory back (it uses it)."""
+
+    name = 'instance-live-unit'
+
     def __init__(self, live_xml: str, running: bool = True) -> None:
         self._xml = live_xml
         self.running = running
+        self.calls: list[str] = []
 
     def is_running(self) -> bool:
         return self.running
@@ -117,19 +135,35 @@ class _Guest:
     def live_xml(self) -> str:
         return self._xml
 
+    def update_device_live(self, xml: str) -> None:
+        self.calls.append('unplug')
 
-def _record(new: Flavor, live_revert: str = 'live'):
+    def power_off(self, timeout: float, retry_interval: float) -> bool:
+        self.calls.append('power off')
+        self.running = False
+        return True
+
+    def ensure_running(self, timeout: float) -> None:
+        self.calls.append('start')
+        self.running = True
+
+
+def _record(new: Flavor, live_revert: str = 'live', path: str = '/i'):
     import types
     from resizedriver.layout import InstanceLayout
     return types.SimpleNamespace(
         uuid='11111111-2222-3333-4444-555555555555', old_flavor=OLD,
         new_flavor=new, disks=DISKS, live_revert=live_revert,
-        source=InstanceLayout('/i', '11111111-2222-3333-4444-555555555555'))
+        source_xml='<domain>old flavor</domain>',
+        source=InstanceLayout(path, '11111111-2222-3333-4444-555555555555'))
 
 
 def _env(guest):
     import types
-    return types.SimpleNamespace(host=_Host(guest))
+    conf = types.SimpleNamespace(resizedriver=types.SimpleNamespace(
+        live_timeout=0, shutdown_timeout=1, shutdown_retry_interval=1,
+        start_timeout=1))
+    return types.SimpleNamespace(host=_Host(guest), conf=conf)
 
 
 def _names(steps) -> list[str]:
@@ -141,15 +175,12 @@ def test_a_revert_reboots_a_guest_that_booted_with_the_new_memory():
     flavor's memory (Nova's hard reboot); a live revert would ask
     virtio-mem for a negative size."""
     booted_new = headroom.apply(XML, Headroom(4, 1024), 1, 512)
-    steps = live.revert_steps(_env(_Guest(booted_new)),
-                              _record(Flavor(1, 512, 64 * MiB)),
-                              lambda: None, lambda: None)
-    assert _names(steps)[0] == 'shut down resized guest'
+    rec = _record(Flavor(1, 512, 64 * MiB))
+    assert live.decide_revert(_env(_Guest(booted_new)), rec) == 'reboot'
     # booted with the old memory, plugged the new: live
-    steps = live.revert_steps(_env(_Guest(ROOMY)),
-                              _record(Flavor(1, 512, 64 * MiB)),
-                              lambda: None, lambda: None)
-    assert _names(steps)[0] == 'shrink memory'
+    assert live.decide_revert(_env(_Guest(PLUGGED)), rec) == 'live'
+    assert _names(live.revert_steps(_env(None), rec, 'live', lambda: None,
+                                    lambda: None))[0] == 'shrink memory'
 
 
 def test_undoing_memory_of_a_guest_that_is_off_is_done():
@@ -158,3 +189,66 @@ def test_undoing_memory_of_a_guest_that_is_off_is_done():
     the old definition's memory anyway)."""
     live.undo_memory(_env(_Guest(ROOMY, running=False)),
                      _record(Flavor(1, 512, 64 * MiB)))
+
+
+
+
+def test_a_live_revert_whose_guest_keeps_its_memory_reboots_once(
+        tmp_path):
+    """Issue 20 item 4: the guest uses the memory it was given, so the
+    unplug never completes; the revert must not fail for good (Nova
+    would put the instance in ERROR with placement already back at the
+    old flavor) but reboot it once into the old flavor."""
+    from resizedriver.plan import Plan
+    guest = _Guest(PLUGGED)
+    rec = _record(Flavor(1, 512, 64 * MiB), path=str(tmp_path))
+    defined: list[bool] = []
+    steps = live.revert_steps(_env(guest), rec,
+                              live.decide_revert(_env(guest), rec),
+                              lambda: defined.append(guest.running),
+                              lambda: guest.ensure_running(1))
+    Plan('finish_revert_migration', rec.uuid, steps, forward=True).run()
+    assert guest.calls == ['unplug', 'power off', 'start']
+    # the old definition is what boots; the define step then runs again
+    assert defined == [False, True]
+    assert guest.running
+
+
+def test_undoing_grown_memory_the_guest_keeps_reboots_it():
+    """Issue 20 item 4, in a failed finish: the undo of 'grow memory'
+    cannot unplug either; the guest reboots into its old definition
+    rather than leave the finish's undo incomplete."""
+    guest = _Guest(PLUGGED)
+    env = _env(guest)
+    defined: list[tuple[str, bool]] = []
+    env.host.define = lambda xml: defined.append((xml, guest.running))
+    rec = _record(Flavor(1, 512, 64 * MiB))
+    live.undo_memory(env, rec)
+    assert guest.calls == ['unplug', 'power off', 'start']
+    assert defined == [(rec.source_xml, False)]
+
+
+def test_a_revert_goes_on_as_it_was_decided_when_it_began(tmp_path):
+    """Issue 20 item 5: the revert's decision is in its journal when it
+    begins, and the revert rebuilt from that journal (after a crash that
+    left the guest off) follows it, not the guest's state.  (That it
+    then ends running under Nova: tests/nova/test_nova_live.py.)"""
+    from resizedriver.operations.revert import FinishRevertMigration
+    guest = _Guest(headroom.apply(XML, Headroom(4, 1024), 2, 256))
+    env = _env(guest)
+    rec = _record(Flavor(2, 256, 64 * MiB), 'reboot', str(tmp_path))
+    rec.plan, rec.to_dict = 'live', lambda: {}
+    begun = FinishRevertMigration(env, rec, None, True)
+    assert _names(begun.plan().steps)[0] == 'shut down resized guest'
+    context = begun.journal_context()
+    assert context[live.DECISION] == 'reboot'
+
+    guest.running = False          # shut down, then the crash
+    again = FinishRevertMigration(env, rec, None, True,
+                                  context[live.DECISION])
+    assert _names(again.plan().steps) == [
+        'shut down resized guest', 'define source domain', 'start guest',
+        'remove resize record']
+    # re-decided from the state, it would be another revert
+    assert FinishRevertMigration(env, rec, None, True).live_decision() == \
+        'off'
