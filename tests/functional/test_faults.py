@@ -13,11 +13,11 @@ import subprocess
 import time
 
 import pytest
-from lxml import etree
 
 from tests.functional import faultbench
 from tests.functional.conftest import MiB, Scenario
 from tests.functional.faultbench import KILLED, Bench, Flavor
+from tests.lib import testguest
 
 MIGRATE = 'migrate_disk_and_power_off'
 FINISH = 'finish_migration'
@@ -269,16 +269,8 @@ def _retry_and_revert(b: Bench, row, args: list[str]) -> None:
 
 
 def _boot_with(b: Bench, parameter: str) -> None:
-    """Boot the guest again with one more kernel ``parameter`` (the
-    test guest's way of playing another guest OS)."""
-    host = b.s.host
-    guest = host.lookup(b.uuid)
-    root = etree.fromstring(guest.xml().encode())
-    cmdline = root.find('./os/cmdline')
-    cmdline.text += f' {parameter}'
-    guest.destroy()
-    host.define(etree.tostring(root, encoding='unicode'))
-    host.lookup(b.uuid).start()
+    """Boot the guest again with one more kernel ``parameter``."""
+    testguest.boot_with(b.s.host, b.uuid, parameter)
     b.expect_guest(b.flavor)
 
 

@@ -160,6 +160,18 @@ def _iso(directory: str) -> str:
     return path
 
 
+def boot_with(host: Host, uuid: str, parameter: str) -> None:
+    """Start the guest again (hard off first) with one more kernel
+    ``parameter``: the test guest's way of playing another guest OS
+    (``tools/guest-init``)."""
+    guest = host.lookup(uuid)
+    root = etree.fromstring(guest.xml().encode())
+    root.find('./os/cmdline').text += f' {parameter}'
+    guest.destroy()
+    host.define(etree.tostring(root, encoding='unicode'))
+    host.lookup(uuid).start()
+
+
 def remove(host: Host, guest: TestGuest) -> None:
     """Destroy and undefine the domain if it is still there."""
     dom = host.lookup(guest.uuid)
