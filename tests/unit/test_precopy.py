@@ -306,6 +306,35 @@ def test_the_fold_s_deadline_scales_with_the_layer_it_pulls(
     assert not os.path.exists(layer)
 
 
+def test_the_next_resize_completes_a_fold_left_first(
+        conf, instances, monkeypatch):
+    """A pre-copied layer left by a fold that failed: the next resize of
+    the instance folds it before anything else, and is refused before
+    it touched anything while the fold fails again (it would copy a
+    chain that is not Nova's)."""
+    record = dataclasses.replace(make_record(instances), plan=chooser.PRECOPY)
+    engine = ResizeEngine(conf, host=FakeHost([]))
+    after = AfterFinish(engine.env, record)
+    engine.journals.open(after.OPERATION, record.uuid,
+                         after.journal_context()).started(
+                             stepname.FOLD_PRECOPY, False)
+    folds = []
+
+    def fold(op) -> None:
+        folds.append(op.record.uuid)
+        if len(folds) == 1:
+            raise exception.UnreadableImage('disk.precopy: unreadable')
+    monkeypatch.setattr(precopy, 'fold_layers', fold)
+    with pytest.raises(exception.ResizeRefused, match='unreadable'):
+        engine.migrate_disk_and_power_off(
+            record.uuid, GROW, Destination(None, instances, True))
+    [journal] = engine.journals.find(record.uuid)
+    assert journal.operation == AfterFinish.OPERATION
+    engine._complete_after_finish(record.uuid)      # the migrate's call
+    assert folds == [record.uuid] * 2
+    assert engine.journals.find(record.uuid) == []
+
+
 def test_a_fold_left_by_an_earlier_resize_is_dropped_not_run(
         conf, instances, monkeypatch):
     """The instance left this host (its files with it) and comes back by
