@@ -23,10 +23,10 @@ Nova's exact signatures and exception contract:
   its instance directory: Ceph RBD, LVM, ...; attached volumes; no local
   root disk) takes Nova's own path, unchanged: the ``upstream`` plan
   (:mod:`resizedriver.nova.upstream`);
-* Nova's hard reboot (power on), live migration and rescue are refused
-  before anything is touched while the disks read a layer Nova would take
-  for an image of its cache (:mod:`resizedriver.foreignlayers`), until
-  recovery has folded it;
+* Nova's hard reboot (power on), live migration, rescue and own resize
+  path are refused before anything is touched while the disks read a
+  layer Nova would take for an image of its cache
+  (:mod:`resizedriver.foreignlayers`), until recovery has folded it;
 * ``init_host`` recovers every operation a crash interrupted, before Nova
   looks at the instances (rolls back migrate and finish, completes
   confirm and revert: see :mod:`resizedriver.recovery`), with the
@@ -229,6 +229,15 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                         CONF.libvirt.images_type,
                                         block_device_info)
         if why:
+            try:
+                # Nova's own path would first delete a <uuid>_resize the
+                # guest still reads, and copy a disk whose backing it
+                # takes for an image of its cache: our own path completes
+                # such a fold first (the engine), this one cannot
+                _refuse_if_topped(instance, foreign_layers=True)
+            except nova_exception.NovaException as e:
+                raise nova_exception.InstanceFaultRollback(
+                    nova_exception.ResizeError(reason=str(e))) from e
             LOG.info('Plan upstream: %s: Nova\'s own resize', why,
                      instance=instance)
             was_running = guest is not None and guest.is_running()

@@ -27,6 +27,7 @@ from resizedriver import vif
 from resizedriver.host import Host
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova import translate
+from resizedriver.nova import upstream
 from tests.nova import novaenv
 
 GiB = 1024 ** 3
@@ -252,6 +253,14 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
         with pytest.raises(nova_exception.NovaException,
                            match=f'resizedriver recover {inst.uuid}'):
             refused()
+    # nor a resize Nova's own way (it would delete <uuid>_resize first)
+    monkeypatch.setattr(upstream, 'reason', lambda *a: 'forced by a test')
+    with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
+        drv.migrate_disk_and_power_off(server.ctx, inst, novaenv.CONF.my_ip,
+                                       flavor(BIGGER), server.nw, None, 60,
+                                       2)
+    monkeypatch.undo()
+    assert 'resizedriver recover' in str(caught.value.inner_exception)
     assert drv._host.get_guest(inst).id == domain_id
     assert server.ping()
 
