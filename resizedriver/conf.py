@@ -78,13 +78,16 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
                help='Directory for per-instance lock files; empty means '
                     '<instances_path>/locks.'),
     cfg.IntOpt('fold_timeout', default=3600, min=1,
-               help='Seconds a live block job that folds a pre-copy\'s '
-                    'layers or snapshot tops back may take (the guest runs '
-                    'meanwhile); a job still running then is aborted, '
-                    'which leaves the chain valid, and it is run again.  '
-                    '(An overlay resize\'s fold at confirm may take '
-                    'command_timeout plus its data at '
-                    'min_transfer_rate_mib instead.)'),
+               deprecated_for_removal=True,
+               deprecated_reason='Unused: every live block job that '
+                                 'folds layers (a pre-copy\'s, its '
+                                 'snapshot tops, an overlay resize\'s) '
+                                 'now may take command_timeout plus its '
+                                 'data at min_transfer_rate_mib, as a '
+                                 'copy may; a flat cap aborted every fold '
+                                 'of a large enough disk, each retry '
+                                 'the same.',
+               help='Ignored (deprecated).'),
     cfg.BoolOpt('pre_copy', default=True,
                 help='Move a running guest with qcow2 disks to another host '
                      'by pre-copy: its disks are copied while it runs (an '

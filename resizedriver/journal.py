@@ -75,6 +75,12 @@ class Journal:
         self.steps[-1][1] = DONE
         self._write()
 
+    def save(self) -> None:
+        """Write it again as it is now: the operation's ``context`` may
+        hold facts its steps learnt while it ran (the operation's own
+        dict), which an undo after a crash needs as much as one now."""
+        self._write()
+
     def mark_undo_incomplete(self) -> None:
         self.undo_incomplete = True
         self._write()

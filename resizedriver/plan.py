@@ -131,6 +131,8 @@ class Plan:
 
     def _end_failed(self, done: list[Step],
                     journal: Optional[Journal]) -> bool:
+        if journal:
+            journal.save()      # what the steps learnt, before undos use it
         clean = self._undo(done)
         if journal and not self.forward:
             if clean:

@@ -23,6 +23,10 @@ Nova's exact signatures and exception contract:
   its instance directory: Ceph RBD, LVM, ...; attached volumes; no local
   root disk) takes Nova's own path, unchanged: the ``upstream`` plan
   (:mod:`resizedriver.nova.upstream`);
+* Nova's hard reboot (power on), live migration, rescue and own resize
+  path are refused before anything is touched while the disks read a
+  layer Nova would take for an image of its cache
+  (:mod:`resizedriver.foreignlayers`), until recovery has folded it;
 * ``init_host`` recovers every operation a crash interrupted, before Nova
   looks at the instances (rolls back migrate and finish, completes
   confirm and revert: see :mod:`resizedriver.recovery`), with the
@@ -49,6 +53,7 @@ from oslo_log import log as logging
 from resizedriver import chooser
 from resizedriver import conf as rd_conf
 from resizedriver import exception
+from resizedriver import foreignlayers
 from resizedriver import headroom
 from resizedriver import record as rd_record
 from resizedriver.engine import ResizeEngine
@@ -66,14 +71,23 @@ LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
 
 
-def _refuse_if_topped(instance) -> None:
+def _refuse_if_topped(instance, foreign_layers: bool = False) -> None:
     """No Nova definition on a disk under a pre-copy top: an interrupted
-    pre-copy is recovered first (``sourcetops.refuse_if_topped``)."""
+    pre-copy is recovered first (``sourcetops.refuse_if_topped``).  With
+    ``foreign_layers``, neither while its disks read a layer Nova would
+    take for an image of its cache (``foreignlayers``): what reads the
+    chain anew (a hard reboot, a live migration, a rescue) waits for
+    recovery to fold it.  Not for every definition: a finish defines the
+    guest on its pre-copied layer, folded once the guest runs."""
+    inst = InstanceLayout(CONF.instances_path, instance.uuid)
     try:
-        sourcetops.refuse_if_topped(InstanceLayout(CONF.instances_path,
-                                                instance.uuid))
+        sourcetops.refuse_if_topped(inst)
     except exception.RecoveryNeeded as e:
         raise nova_exception.NovaException(str(e)) from e
+    why = foreign_layers and foreignlayers.reason(inst)
+    if why:
+        LOG.warning('Refused: %s', why, instance=instance)
+        raise nova_exception.NovaException(why)
 
 
 class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
@@ -113,12 +127,36 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                               instance.flavor.memory_mb)
 
     def _hard_reboot(self, context, instance, *args, **kwargs):
-        """Nova's, refused up front while a pre-copy top is in the
-        instance directory (:func:`_refuse_if_topped`): Nova's hard
-        reboot (and power on) destroys the guest before it writes the new
-        XML, which would then be refused with the guest down."""
-        _refuse_if_topped(instance)
+        """Nova's, refused up front while a pre-copy top or a layer that
+        is not Nova's is in the chain (:func:`_refuse_if_topped`): Nova's
+        hard reboot (and power on, and the resume at host boot) destroys
+        the guest before it writes the new XML, which would then be
+        refused with the guest down, and fetches the image it takes a
+        layer's name for into ``_base``."""
+        _refuse_if_topped(instance, foreign_layers=True)
         return super()._hard_reboot(context, instance, *args, **kwargs)
+
+    def check_can_live_migrate_source(self, context, instance, *args,
+                                      **kwargs):
+        """Nova's, refused as :meth:`_hard_reboot` is: the destination
+        would build the disk on the Glance image named as the layer
+        (``_create_images_and_backing``), and the migrated guest would
+        read it where the layer held its data."""
+        _refuse_if_topped(instance, foreign_layers=True)
+        return super().check_can_live_migrate_source(context, instance,
+                                                     *args, **kwargs)
+
+    def live_migration(self, context, instance, *args, **kwargs):
+        """Nova's, refused as :meth:`check_can_live_migrate_source` is
+        (checked again: a fold may have failed in between)."""
+        _refuse_if_topped(instance, foreign_layers=True)
+        return super().live_migration(context, instance, *args, **kwargs)
+
+    def rescue(self, context, instance, *args, **kwargs):
+        """Nova's, refused as :meth:`_hard_reboot` is (it destroys the
+        guest and boots a definition of its own on the disks)."""
+        _refuse_if_topped(instance, foreign_layers=True)
+        return super().rescue(context, instance, *args, **kwargs)
 
     def unpause(self, instance):
         """Nova's, refused while a pre-copy top is in the instance
@@ -191,6 +229,15 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                         CONF.libvirt.images_type,
                                         block_device_info)
         if why:
+            try:
+                # Nova's own path would first delete a <uuid>_resize the
+                # guest still reads, and copy a disk whose backing it
+                # takes for an image of its cache: our own path completes
+                # such a fold first (the engine), this one cannot
+                _refuse_if_topped(instance, foreign_layers=True)
+            except nova_exception.NovaException as e:
+                raise nova_exception.InstanceFaultRollback(
+                    nova_exception.ResizeError(reason=str(e))) from e
             LOG.info('Plan upstream: %s: Nova\'s own resize', why,
                      instance=instance)
             was_running = guest is not None and guest.is_running()

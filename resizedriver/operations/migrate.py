@@ -54,6 +54,9 @@ from resizedriver.record import ResizeRecord
 from resizedriver.transport import Transport
 
 LOG = logging.getLogger(__name__)
+#: a fact (``MigrateDiskAndPowerOff.facts``): our mkdir of the destination
+#: dir failed, something else made it
+DEST_DIR_NOT_OURS = 'dest_dir_not_ours'
 
 
 class MigrateDiskAndPowerOff:
@@ -88,8 +91,10 @@ class MigrateDiskAndPowerOff:
         self.backing_to_copy: list[str] = []
         self._record: Optional[ResizeRecord] = None
         self.was_running = False
-        #: our mkdir of the destination dir failed: something else made it
-        self.dest_dir_not_ours = False
+        #: what a step learns that an undo needs, kept in the journal's
+        #: context (this very dict: a failing plan saves its journal
+        #: before it undoes anything), so that recovery knows it too
+        self.facts: dict[str, Any] = {}
         #: what a pre-copy would run on the destination but cannot
         self.dest_lacks_for_precopy: list[str] = []
 
@@ -126,7 +131,8 @@ class MigrateDiskAndPowerOff:
                 'plan': self.choice.plan,
                 'was_running': self.was_running,
                 'backing_to_copy': self.backing_to_copy,
-                'source_xml': self.source_xml}
+                'source_xml': self.source_xml,
+                'facts': self.facts}
 
     @classmethod
     def from_journal(cls, env: HostEnv,
@@ -146,6 +152,7 @@ class MigrateDiskAndPowerOff:
         op.backing_to_copy = [str(p) for p in context['backing_to_copy']]
         # what an undo puts back (journals before it was kept: none needed)
         op.source_xml = str(context.get('source_xml', ''))
+        op.facts = dict(context.get('facts', {}))
         plan = chooser.check_known(str(context.get('plan', chooser.COPY)))
         op.choice = chooser.Choice(plan, 'from the journal')
         return op
@@ -496,11 +503,12 @@ class MigrateDiskAndPowerOff:
         try:
             self.transport.execute('mkdir', self.dest_inst.dir)
         except exception.ResizeDriverError:
-            self.dest_dir_not_ours = True     # whatever is there, keep it
+            # something else made it: whatever is there, keep it
+            self.facts[DEST_DIR_NOT_OURS] = True
             raise
 
     def remove_dest_dir(self) -> None:
-        if self.dest_dir_not_ours:
+        if self.facts.get(DEST_DIR_NOT_OURS):
             return
         if self.topology.shared_path and \
                 not os.path.isdir(self.inst.resize_dir):

@@ -92,6 +92,7 @@ from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import inventory
 from resizedriver import stepname
+from resizedriver import transport
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
 from resizedriver.model import GROWABLE, DiskFile, DiskRole, MiB
 from resizedriver.operations.sourcetops import (dev_reading, fold_tops_back,
@@ -409,8 +410,10 @@ def fold_layers(op: 'FinishMigration') -> None:
             if progress is not None:
                 report = functools.partial(_report, progress,
                                            f'{copied.name} (fold)')
+            # what the pull moves: the layer's data (at most its size)
             blockjob.pull(guest, dev, final.backing_file,
-                          op.env.conf.resizedriver.fold_timeout, report)
+                          transport.deadlines(op.env.conf).for_size(
+                              os.path.getsize(layer)), report)
         else:
             blockjob.fold_offline(final.path, layer, final.backing_file,
                                   op.qemu_img)

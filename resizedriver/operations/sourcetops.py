@@ -21,6 +21,7 @@ from resizedriver import blockjob
 from resizedriver import domain_xml
 from resizedriver import exception
 from resizedriver import fileutil
+from resizedriver import transport
 from resizedriver.layout import InstanceLayout
 from resizedriver.model import GROWABLE, role_for_name
 
@@ -88,8 +89,7 @@ def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
     for name, stack in tops.items():
         LOG.info('Committing %s into %s offline', ', '.join(stack), name,
                  instance_uuid=inst.uuid)
-        qemu_img.commit(stack[-1], inst.path(name),
-                        size=sum(os.path.getsize(t) for t in stack))
+        qemu_img.commit(stack[-1], inst.path(name), size=_bytes(stack))
         _mark_folded(inst, name, stack)
     if stale_definition and redefine is not None:
         LOG.info('Replacing the stopped definition that names a pre-copy '
@@ -111,6 +111,12 @@ def _names_tops_of_disks_here(xml: str, inst: InstanceLayout) -> bool:
                                for name in named)
 
 
+def _bytes(stack: list[str]) -> int:
+    """What committing the tops ``stack`` moves: their data (at most their
+    files' sizes), which its deadline scales with, as a copy's does."""
+    return sum(os.path.getsize(t) for t in stack)
+
+
 def _mark_folded(inst: InstanceLayout, name: str, stack: list[str]) -> None:
     """Disk ``name`` holds the data of its tops ``stack``: its active top
     becomes the marker (durably), and the ones below are stale."""
@@ -128,8 +134,9 @@ def _fold_tops_live(env: 'HostEnv', guest: 'Guest', inst: InstanceLayout,
         live = guest.live_xml()
         dev = next(filter(None, (dev_reading(live, t) for t in stack)), None)
         if dev is not None:
-            blockjob.commit_active(guest, dev, inst.path(name),
-                                   env.conf.resizedriver.fold_timeout, mark)
+            blockjob.commit_active(
+                guest, dev, inst.path(name),
+                transport.deadlines(env.conf).for_size(_bytes(stack)), mark)
         else:
             _mark_pivoted_away(live, inst, name, stack)
     _resume_pivoted(guest, inst)

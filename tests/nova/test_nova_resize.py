@@ -27,6 +27,7 @@ from resizedriver import vif
 from resizedriver.host import Host
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova import translate
+from resizedriver.nova import upstream
 from tests.nova import novaenv
 
 GiB = 1024 ** 3
@@ -218,8 +219,10 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
     """The overlay's fold fails at confirm (a pull QEMU aborts, or that
     outlasts its deadline): Nova's confirm_resize errors the instance out
     when confirm_migration raises, so it must not.  The guest runs on
-    through <uuid>_resize, which says so; nova-compute's next start
-    folds it and deletes it, the guest running all along."""
+    through <uuid>_resize, which says so, and Nova may neither hard
+    reboot nor live migrate it (it would take <uuid>_resize/disk for an
+    image of its cache); nova-compute's next start folds it and deletes
+    it, the guest running all along, and Nova's hard reboot works."""
     server = make_server(flavor(SMALL))
     server.wait_boot(1)
     drv, inst = server.driver, server.instance
@@ -240,6 +243,26 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
                           'STILL-READ-BY-THE-RUNNING-GUEST')
     with open(marker) as f:
         assert inst.uuid in f.read()
+    # Nova would take the overlays' backing (<uuid>_resize/disk) for an
+    # image of its cache: no hard reboot (nor power on) and no live
+    # migration from here until the fold is done, the guest untouched
+    for refused in (
+            lambda: drv.reboot(server.ctx, inst, server.nw, 'HARD'),
+            lambda: drv.check_can_live_migrate_source(server.ctx, inst,
+                                                      None)):
+        with pytest.raises(nova_exception.NovaException,
+                           match=f'resizedriver recover {inst.uuid}'):
+            refused()
+    # nor a resize Nova's own way (it would delete <uuid>_resize first)
+    monkeypatch.setattr(upstream, 'reason', lambda *a: 'forced by a test')
+    with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
+        drv.migrate_disk_and_power_off(server.ctx, inst, novaenv.CONF.my_ip,
+                                       flavor(BIGGER), server.nw, None, 60,
+                                       2)
+    monkeypatch.undo()
+    assert 'resizedriver recover' in str(caught.value.inner_exception)
+    assert drv._host.get_guest(inst).id == domain_id
+    assert server.ping()
 
     monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
                         lambda self, host: None)
@@ -251,6 +274,10 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
     assert drv._host.get_guest(inst).id == domain_id   # never restarted
     assert server.ping()
     assert server.wait_boot(2).cpu_count == after.cpu_count
+    drv.reboot(server.ctx, inst, server.nw, 'HARD')    # Nova's own now
+    again = server.wait_boot(3)
+    assert (again.cpu_count, again.disks) == (after.cpu_count, after.disks)
+    assert server.ping()
 
 
 def test_shrink_is_refused_before_power_off(make_server):

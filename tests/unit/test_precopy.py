@@ -16,6 +16,7 @@ import pytest
 from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
+from resizedriver import transport
 from resizedriver.engine import ResizeEngine
 from resizedriver.layout import InstanceLayout
 from resizedriver.model import (Destination, DiskFile, DiskRole, GiB, MiB,
@@ -82,7 +83,8 @@ class _Img:
 
 def _env(host: FakeHost, img: _Img):
     conf = types.SimpleNamespace(
-        resizedriver=types.SimpleNamespace(fold_timeout=60,
+        resizedriver=types.SimpleNamespace(command_timeout=60,
+                                           min_transfer_rate_mib=5,
                                            pre_copy_rounds=3,
                                            pre_copy_final_mb=0))
     return types.SimpleNamespace(host=host, conf=conf,
@@ -272,6 +274,67 @@ def test_a_guest_paused_for_a_pivot_whose_top_went_is_resumed(tmp_path):
 
 
 
+def test_the_fold_s_deadline_scales_with_the_layer_it_pulls(
+        conf, tmp_path, monkeypatch):
+    """The after-finish pull of a pre-copied layer had a flat
+    ``fold_timeout`` (an hour): any layer larger than that hour at the
+    slowest rate always timed out, every retry the same.  It now gets
+    what a copy of its bytes gets."""
+    dest = InstanceLayout(str(tmp_path), UUID)
+    os.makedirs(dest.dir)
+    final = DiskFile('disk', DiskRole.ROOT, dest.path('disk'), 'qcow2',
+                     200 * GiB, MiB, str(tmp_path / '_base' / 'x'), 'vda')
+    open(final.path, 'w').close()
+    layer = dest.path('disk' + precopy.LAYER)
+    with open(layer, 'w') as f:
+        f.truncate(100 * GiB)
+    guest = FakeGuest(UUID, 'g', XML.replace('/i/u/disk', final.path))
+    pulls = []
+
+    def pull(guest, dev, base, timeout, progress=None):
+        pulls.append((dev, base, timeout))
+    monkeypatch.setattr(precopy.blockjob, 'pull', pull)
+    op = types.SimpleNamespace(
+        env=types.SimpleNamespace(host=FakeHost([guest]), conf=conf,
+                                  progress=None),
+        record=types.SimpleNamespace(uuid=UUID), dest=dest,
+        pairs=[(final, final)], qemu_img=None)
+    precopy.fold_layers(op)
+    assert pulls == [('vda', final.backing_file,
+                      transport.deadlines(conf).for_size(100 * GiB))]
+    assert pulls[0][2] > 3600           # the flat cap it had
+    assert not os.path.exists(layer)
+
+
+def test_the_next_resize_completes_a_fold_left_first(
+        conf, instances, monkeypatch):
+    """A pre-copied layer left by a fold that failed: the next resize of
+    the instance folds it before anything else, and is refused before
+    it touched anything while the fold fails again (it would copy a
+    chain that is not Nova's)."""
+    record = dataclasses.replace(make_record(instances), plan=chooser.PRECOPY)
+    engine = ResizeEngine(conf, host=FakeHost([]))
+    after = AfterFinish(engine.env, record)
+    engine.journals.open(after.OPERATION, record.uuid,
+                         after.journal_context()).started(
+                             stepname.FOLD_PRECOPY, False)
+    folds = []
+
+    def fold(op) -> None:
+        folds.append(op.record.uuid)
+        if len(folds) == 1:
+            raise exception.UnreadableImage('disk.precopy: unreadable')
+    monkeypatch.setattr(precopy, 'fold_layers', fold)
+    with pytest.raises(exception.ResizeRefused, match='unreadable'):
+        engine.migrate_disk_and_power_off(
+            record.uuid, GROW, Destination(None, instances, True))
+    [journal] = engine.journals.find(record.uuid)
+    assert journal.operation == AfterFinish.OPERATION
+    engine._complete_after_finish(record.uuid)      # the migrate's call
+    assert folds == [record.uuid] * 2
+    assert engine.journals.find(record.uuid) == []
+
+
 def test_a_fold_left_by_an_earlier_resize_is_dropped_not_run(
         conf, instances, monkeypatch):
     """The instance left this host (its files with it) and comes back by
@@ -362,18 +425,24 @@ def test_a_disk_marked_folded_only_loses_its_stale_tops(tmp_path):
 
 def test_a_running_guest_on_stacked_tops_is_committed_down_to_its_disk(
         tmp_path, monkeypatch):
+    """Its deadline scales with the data to move (the tops' bytes), as
+    copies' do: a flat cap aborted every fold of a large enough top."""
     inst = _stack(tmp_path, 'disk.top', 'disk.top.2')
+    for top, size in (('disk.top', 40 * GiB), ('disk.top.2', 2 * GiB)):
+        os.truncate(inst.path(top), size)
     guest = FakeGuest(UUID, 'g', XML.replace('/i/u/disk',
                                              inst.path('disk.top.2')))
     commits = []
+    env = _env(FakeHost([guest]), _Img())
 
     def commit_active(guest, dev, base, timeout, drop_top):
         commits.append((dev, base))
+        assert timeout == transport.deadlines(env.conf).for_size(42 * GiB)
         guest.paused = True             # as the pivot leaves it
         drop_top()
         assert os.path.exists(inst.path('disk.top.pivoted'))
     monkeypatch.setattr(sourcetops.blockjob, 'commit_active', commit_active)
-    sourcetops.fold_tops_back(_env(FakeHost([guest]), _Img()), inst, None)
+    sourcetops.fold_tops_back(env, inst, None)
     assert commits == [('vda', inst.path('disk'))]
     assert sorted(os.listdir(inst.dir)) == ['disk']
     assert guest.call_names == ['resume']

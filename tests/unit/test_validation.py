@@ -17,6 +17,7 @@ from resizedriver.model import GiB, Destination, Flavor, MiB
 from resizedriver.operations.finish import FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.orchestrator import Orchestrator
+from resizedriver.plan import Plan
 from resizedriver.transport import LocalTransport
 from tests.unit.fakes import FakeGuest, FakeHost
 from tests.unit.test_precopy import _all_qcow2
@@ -186,6 +187,35 @@ def test_a_failed_mkdir_does_not_remove_the_dir_it_found(make_env, instance,
         op.plan().run()
     assert (dest_path / instance.uuid / 'theirs').read_text() == 'not ours'
     assert instance.hashes() == before and guest.running
+
+
+class _Killed(BaseException):
+    """nova-compute killed: nothing after it runs, the journal stays."""
+
+
+def test_a_crash_in_the_undo_of_a_failed_mkdir_keeps_the_dir_it_found(
+        conf, instance, tmp_path, monkeypatch):
+    """The fact that the destination dir is not ours was only in memory:
+    killed while the failed mkdir was being undone, recovery (which knows
+    only the journal) removed the directory someone else had made."""
+    dest_path = tmp_path / 'dest-instances'
+    dest_path.mkdir()
+    guest = FakeGuest(instance.uuid, 'g', instance.xml)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    op = MigrateDiskAndPowerOff(engine.env, instance.uuid, GROW,
+                                Destination(None, str(dest_path), True),
+                                RacingMkdir())
+
+    def killed(self, done):
+        raise _Killed()
+    monkeypatch.setattr(Plan, '_undo', killed)
+    with pytest.raises(_Killed):
+        engine.run(op.plan(), op.journal_context())
+    monkeypatch.undo()
+    [result] = engine.recover(instance.uuid)
+    assert result.error is None, result
+    assert (dest_path / instance.uuid / 'theirs').read_text() == 'not ours'
+    assert engine.journals.find(instance.uuid) == []
 
 
 # -- 5. host files a definition keeps --------------------------------------
