@@ -4,7 +4,8 @@ A same-host resize need not copy a byte while the guest is down: while it
 still runs, ``<uuid>.staging/`` is filled with what the resized guest will
 open -- a new qcow2 overlay per root/ephemeral disk whose backing file is
 the disk's *future* name in ``<uuid>_resize/`` (so it is created unsafe:
-that file does not exist yet), a fresh swap, hard links of the files that
+that file does not exist yet), a fresh swap (unless the integration makes
+its own at finish, as Nova does), hard links of the files that
 are only ever read (kernel, ramdisk, config drive) and a ``disk.info``
 naming the final paths.  Then, with the guest off, two renames
 (``<uuid>`` -> ``<uuid>_resize`` is migrate's own, then
@@ -73,11 +74,12 @@ def _check(disks: list[DiskFile]) -> None:
 
 
 def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
-          qemu_img: QemuImg) -> Staged:
+          qemu_img: QemuImg, make_swap: bool = True) -> Staged:
     """Fill ``<uuid>.staging`` for ``disks`` (the source's, as inventory
     found them) and flavor ``new``; a leftover staging dir (a build that
     crashed) is replaced.  Everything made is fsynced: once the renames
-    are durable, so is what they name."""
+    are durable, so is what they name.  ``make_swap`` false: the new swap
+    is left to the finish (Nova's image backend makes its own)."""
     _check(disks)
     remove(layout)
     sdir = staging_dir(layout)
@@ -100,7 +102,7 @@ def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
             elif disk.role in LINKED:
                 os.link(disk.path, staged)
                 final.append(disk)
-        if new.swap_bytes:
+        if new.swap_bytes and make_swap:
             final.append(_make_swap(layout, qemu_img, new.swap_bytes))
         if os.path.exists(layout.path(DISK_INFO)):
             _write_disk_info(sdir, final)

@@ -56,6 +56,10 @@ LOG = logging.getLogger(__name__)
 class MigrateDiskAndPowerOff:
     #: the plans this implementation can run (see ``chooser.choose``)
     offered_plans: tuple[str, ...] = chooser.PLANS
+    #: whether the plans make the new swap (raw, ``mkswap``) or the
+    #: integration's finish does (``FinishMigration.makes_swap``): the
+    #: overlay plan stages one only when they do
+    makes_swap = True
 
     def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
                  dest: Destination, dest_transport: Transport,

@@ -76,7 +76,8 @@ LOG = logging.getLogger(__name__)
 
 def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
     def stage() -> None:
-        staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img())
+        staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img(),
+                      make_swap=op.makes_swap)
 
     return [
         Step(stepname.STAGE_OVERLAYS, stage,

@@ -154,6 +154,19 @@ def test_no_swap_in_the_new_flavor_stages_none(instance, img):
     assert root.virtual_size == 64 * MiB      # never smaller than it was
 
 
+def test_a_swap_the_integration_makes_is_not_staged(instance, img):
+    """Nova's image backend makes the new swap at finish, in the format
+    its XML declares (a qcow2 under ``use_cow_images``): nothing is
+    staged for it, and ``disk.info`` leaves it for Nova to name."""
+    layout, disks = instance
+    staged = staging.build(layout, disks, NEW, img, make_swap=False)
+    sdir = staging.staging_dir(layout)
+    assert 'disk.swap' not in os.listdir(sdir)
+    assert 'disk.swap' not in {d.name for d in staged.disks}
+    with open(os.path.join(sdir, 'disk.info')) as f:
+        assert layout.path('disk.swap') not in json.load(f)
+
+
 def test_build_replaces_a_leftover_staging_dir(instance, img):
     layout, disks = instance
     os.makedirs(staging.staging_dir(layout))
