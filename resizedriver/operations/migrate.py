@@ -269,10 +269,13 @@ class MigrateDiskAndPowerOff:
             return self.transport.exists(marker.name)
 
     def _backing_to_copy(self) -> list[str]:
-        """Backing files the dest lacks; refuse one it has but differs."""
+        """Backing files the dest lacks; refuse one it has but differs.
+        Not swap's (Nova's ``_base/swap_<MiB>``, which ``mkswap`` makes
+        different on every host): swap is made anew there, not copied."""
         needed = []
         for backing in sorted({d.backing_file for d in self.disks
-                               if d.backing_file}):
+                               if d.backing_file and
+                               d.role is not DiskRole.SWAP}):
             dest_path = self.dest_inst.base_path(os.path.basename(backing))
             if self.topology.shared_path or (self.transport.host is None and
                                os.path.realpath(dest_path) ==
