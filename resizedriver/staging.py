@@ -4,10 +4,11 @@ A same-host resize need not copy a byte while the guest is down: while it
 still runs, ``<uuid>.staging/`` is filled with what the resized guest will
 open -- a new qcow2 overlay per root/ephemeral disk whose backing file is
 the disk's *future* name in ``<uuid>_resize/`` (so it is created unsafe:
-that file does not exist yet), a fresh swap, hard links of the files that
-are only ever read (kernel, ramdisk, a CD-ROM config drive) and a
-``disk.info`` naming the final paths.  Then, with the guest off, two
-renames (``<uuid>`` -> ``<uuid>_resize`` is migrate's own, then
+that file does not exist yet), a fresh swap (unless the integration makes
+its own at finish, as Nova does), hard links of the files that are only
+ever read (kernel, ramdisk, a CD-ROM config drive) and a ``disk.info``
+naming the final paths.  Then, with the guest off, two renames
+(``<uuid>`` -> ``<uuid>_resize`` is migrate's own, then
 :func:`put_in_place`) make the staged files the instance's, and the
 guest boots reading its old disks through the overlays.  A config drive
 the guest may write (vfat) is copied instead, just before the second
@@ -75,13 +76,15 @@ def _check(disks: list[DiskFile]) -> None:
 
 
 def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
-          qemu_img: QemuImg, copied_late: Sequence[str] = ()) -> Staged:
+          qemu_img: QemuImg, copied_late: Sequence[str] = (),
+          make_swap: bool = True) -> Staged:
     """Fill ``<uuid>.staging`` for ``disks`` (the source's, as inventory
     found them) and flavor ``new``; a leftover staging dir (a build that
     crashed) is replaced.  Everything made is fsynced: once the renames
     are durable, so is what they name.  The files named in
     ``copied_late`` (the guest may write them) are left to
-    :func:`put_in_place`."""
+    :func:`put_in_place`; ``make_swap`` false: the new swap is left to
+    the finish (Nova's image backend makes its own)."""
     _check(disks)
     remove(layout)
     sdir = staging_dir(layout)
@@ -105,7 +108,7 @@ def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
                 if disk.name not in copied_late:
                     os.link(disk.path, staged)
                 final.append(disk)
-        if new.swap_bytes:
+        if new.swap_bytes and make_swap:
             final.append(_make_swap(layout, qemu_img, new.swap_bytes))
         if os.path.exists(layout.path(DISK_INFO)):
             _write_disk_info(sdir, final)

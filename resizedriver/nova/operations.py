@@ -133,6 +133,8 @@ def nova_objects(nova: Optional[NovaCall]) -> NovaCall:
 class NovaMigrate(MigrateDiskAndPowerOff):
     #: the destination's nova-compute runs the finish
     dest_half_by_remote_command = False
+    #: Nova's image backend makes the swap at finish (``NovaFinish``)
+    makes_swap = False
 
     def __init__(self, env, uuid, new_flavor, dest, transport,
                  live_mode: Optional[str], nova: NovaCall, timeout: int,
@@ -263,6 +265,12 @@ class NovaMigrate(MigrateDiskAndPowerOff):
 
 
 class NovaFinish(FinishMigration):
+    #: Nova's image backend makes the swap (``create_missing_images``),
+    #: as its XML declares it: under ``use_cow_images`` a qcow2 overlay
+    #: over ``_base/swap_<MiB>``, which QEMU is told to read as qcow2
+    #: whatever ``disk.info`` says.  A raw swap of ours would not boot.
+    makes_swap = False
+
     def __init__(self, env, record, power_on: bool,
                  nova: Optional[NovaCall], migration: Any = None,
                  image_meta: Any = None, allocations: Any = None,
@@ -301,8 +309,6 @@ class NovaFinish(FinishMigration):
 
     def plan(self) -> Plan:
         plan = super().plan()
-        if stepname.CREATE_SWAP in plan:     # Nova's image backend does it
-            plan.replace(stepname.CREATE_SWAP)
         if stepname.PLUG_VIFS not in plan:   # live: the guest has them
             return plan
         # Nova plugs VIFs as part of defining the guest; what it needs

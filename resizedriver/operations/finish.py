@@ -53,6 +53,10 @@ LOG = logging.getLogger(__name__)
 
 
 class FinishMigration:
+    #: whether the finish makes the new swap (raw, ``mkswap``), or the
+    #: integration does (Nova's image backend, in its own format)
+    makes_swap = True
+
     def __init__(self, env: HostEnv, record: ResizeRecord,
                  power_on: bool) -> None:
         self.env = env
@@ -66,7 +70,7 @@ class FinishMigration:
         self.pairs = [(d, self._final(d)) for d in self.copied]
         #: the disks of the resized guest: swap is made anew, not copied
         self.final = [f for _, f in self.pairs]
-        if record.new_flavor.swap_bytes:
+        if record.new_flavor.swap_bytes and self.makes_swap:
             self.final.append(DiskFile(
                 name='disk.swap', role=DiskRole.SWAP,
                 path=self.dest.path('disk.swap'), format='raw',
@@ -122,7 +126,7 @@ class FinishMigration:
         steps: list[Step] = []
         if any(c.virtual_size != f.virtual_size for c, f in self.pairs):
             steps.append(Step(stepname.EXTEND, self.extend))
-        if self.record.new_flavor.swap_bytes:
+        if self.record.new_flavor.swap_bytes and self.makes_swap:
             steps.append(Step(stepname.CREATE_SWAP, self.create_swap))
         if os.path.exists(self.dest.path(DISK_INFO)):
             steps.append(Step(stepname.WRITE_DISK_INFO, self.write_disk_info))

@@ -67,6 +67,10 @@ class MigrateDiskAndPowerOff:
     #: there; an integration whose own service runs it there (Nova's
     #: compute) says False
     dest_half_by_remote_command = True
+    #: whether the plans make the new swap (raw, ``mkswap``) or the
+    #: integration's finish does (``FinishMigration.makes_swap``): the
+    #: overlay plan stages one only when they do
+    makes_swap = True
 
     def __init__(self, env: HostEnv, uuid: str, new_flavor: Flavor,
                  dest: Destination, dest_transport: Transport,
@@ -332,10 +336,13 @@ class MigrateDiskAndPowerOff:
             return self.transport.exists(marker.name)
 
     def _backing_to_copy(self) -> list[str]:
-        """Backing files the dest lacks; refuse one it has but differs."""
+        """Backing files the dest lacks; refuse one it has but differs.
+        Not swap's (Nova's ``_base/swap_<MiB>``, which ``mkswap`` makes
+        different on every host): swap is made anew there, not copied."""
         needed = []
         for backing in sorted({d.backing_file for d in self.disks
-                               if d.backing_file}):
+                               if d.backing_file and
+                               d.role is not DiskRole.SWAP}):
             dest_path = self.dest_inst.base_path(os.path.basename(backing))
             if self.topology.shared_path or (self.transport.host is None and
                                os.path.realpath(dest_path) ==

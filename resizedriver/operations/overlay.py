@@ -91,7 +91,7 @@ def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
 
     def stage() -> None:
         staging.build(op.inst, op.disks, op.new_flavor, op.env.qemu_img(),
-                      copied_late())
+                      copied_late(), make_swap=op.makes_swap)
 
     return [
         Step(stepname.STAGE_OVERLAYS, stage,

@@ -53,9 +53,19 @@ def _instance(ctx, uuid: str):
                                    'system_metadata', 'metadata'])
 
 
+def _swap_bdm_follows_flavor(ctx, inst, confirm: bool) -> dict:
+    """The manager's finish_resize (``confirm``) and finish_revert_resize:
+    the swap mapping takes the flavor's size; the block device info
+    after."""
+    from nova.compute import manager
+    manager.ComputeManager._update_bdm_for_swap_to_finish_resize(
+        None, ctx, inst, confirm=confirm)
+    return novaenv.block_device_info(inst)
+
+
 def run(drv, req: dict[str, Any]) -> dict[str, Any]:
     from nova import objects
-    from nova.compute import task_states
+    from nova.compute import manager, task_states
     ctx = novaenv.admin_context()
     call = req['call']
     cmdline = req.get('cmdline', '')
@@ -68,12 +78,16 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         flv = novaenv.flavor(*req['flavor'])
         nw = novaenv.network_info(req['mac'])
         inst = novaenv.instance(ctx, flv, req['ip'], nw, cmdline)
+        if req.get('local_bdms'):
+            novaenv.create_local_bdms(ctx, drv, inst)
         drv.spawn(ctx, inst, novaenv.image_meta(req['ip'], cmdline), [],
-                  None, {}, network_info=nw)
+                  None, {}, network_info=nw,
+                  block_device_info=novaenv.block_device_info(inst))
         novaenv.wire_taps(nw)
         return {'uuid': inst.uuid}
     inst = _instance(ctx, req['uuid'])
     nw = inst.get_network_info()
+    bdi = novaenv.block_device_info(inst)   # the manager's, from the DB
     if call in ('power_off', 'power_on'):
         if call == 'power_off':
             drv.power_off(inst, 60, 2)
@@ -93,8 +107,8 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         inst.old_flavor, inst.new_flavor = inst.flavor, new
         inst.save()
         disk_info = drv.migrate_disk_and_power_off(
-            ctx, inst, mig.dest_host, new, nw, None, 60, 2)
-        inst.flavor = new                   # manager: _set_instance_info
+            ctx, inst, mig.dest_host, new, nw, bdi, 60, 2)
+        manager.ComputeManager._set_instance_info(inst, new)
         inst.host = NODES['b'][0]
         inst.save()
         return {'disk_info': disk_info, 'migration': mig.id}
@@ -106,9 +120,10 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         # it would.  The root disk's backing file is the resize's to copy.
         novaenv.seed_images(INSTANCES, (novaenv.KERNEL_ID,
                                         novaenv.RAMDISK_ID))
+        bdi = _swap_bdm_follows_flavor(ctx, inst, confirm=True)
         drv.finish_migration(ctx, mig, inst, req['disk_info'], nw,
                              novaenv.image_meta(req['ip'], cmdline), True,
-                             {}, None, True)
+                             {}, bdi, True)
         novaenv.wire_taps(nw)
     elif call == 'confirm_resize':
         drv.confirm_migration(ctx, mig, inst, nw)
@@ -117,17 +132,19 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         inst.save()
         # Not shared storage: the destination's disks go (the manager's
         # destroy_disks = not shared).
-        drv.destroy(ctx, inst, nw, None, destroy_disks=True)
+        drv.destroy(ctx, inst, nw, bdi, destroy_disks=True)
+        novaenv.remove_taps(nw)
     elif call == 'finish_revert_resize':
-        inst.flavor = inst.old_flavor
+        bdi = _swap_bdm_follows_flavor(ctx, inst, confirm=False)
+        manager.ComputeManager._set_instance_info(inst, inst.old_flavor)
         inst.host = NODES['a'][0]
         inst.save()
-        drv.finish_revert_migration(ctx, inst, nw, mig, None, True)
+        drv.finish_revert_migration(ctx, inst, nw, mig, bdi, True)
         inst.task_state = None
         inst.save()
         novaenv.wire_taps(nw)
     elif call == 'destroy':
-        drv.destroy(ctx, inst, nw, None, destroy_disks=True)
+        drv.destroy(ctx, inst, nw, bdi, destroy_disks=True)
     else:
         raise SystemExit(f'unknown call {call!r}')
     return {}

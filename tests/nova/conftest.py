@@ -47,14 +47,24 @@ def driver():
 class Server:
     """One spawned instance and what a test needs to drive and watch it."""
 
-    def __init__(self, driver, flavor, **image_properties) -> None:
+    def __init__(self, driver, flavor, local_bdms: bool = False,
+                 **image_properties) -> None:
         self.driver = driver
+        #: block device mappings for its ephemeral disk and swap, as
+        #: Nova's API makes them (else none: the flavor alone says)
+        self.local_bdms = local_bdms
         self.ctx = novaenv.admin_context()
         self.ip, self.mac = parallel.guest_address()
         self.nw = novaenv.network_info(self.mac)
         self.image_meta = novaenv.image_meta(self.ip, **image_properties)
         self.instance = novaenv.instance(self.ctx, flavor, self.ip, self.nw,
                                          **image_properties)
+
+    def bdi(self):
+        """The block device info the compute manager would pass now."""
+        if not self.local_bdms:
+            return None
+        return novaenv.block_device_info(self.instance)
 
     @property
     def dir(self) -> str:
@@ -74,15 +84,20 @@ class Server:
 def make_server(driver):
     servers = []
 
-    def make(flavor, **image_properties) -> Server:
-        server = Server(driver, flavor, **image_properties)
+    def make(flavor, local_bdms: bool = False,
+             **image_properties) -> Server:
+        server = Server(driver, flavor, local_bdms, **image_properties)
+        if local_bdms:
+            novaenv.create_local_bdms(server.ctx, driver, server.instance)
         driver.spawn(server.ctx, server.instance, server.image_meta, [],
-                     None, {}, network_info=server.nw)
+                     None, {}, network_info=server.nw,
+                     block_device_info=server.bdi())
         servers.append(server)
         return server
     yield make
     for server in servers:
-        driver.destroy(server.ctx, server.instance, server.nw)
+        driver.destroy(server.ctx, server.instance, server.nw,
+                       server.bdi())
 
 
 _EXIT_STATUS = {'code': 0}

@@ -20,6 +20,7 @@ import uuid as uuidlib
 from typing import Optional
 
 import nova.conf
+from nova import block_device as nova_block_device
 from nova import context as nova_context
 from nova import objects
 from nova.db import migration as nova_migration
@@ -72,6 +73,9 @@ def configure(root: str, instances_path: str = '',
             ('my_ip', my_ip, None),
             ('instance_name_template', f'{name_prefix}-%08x', None),
             ('use_cow_images', True, None),
+            # Nova's default for an image without os_type is vfat, whose
+            # mkfs this host lacks; ext4 is what Linux images get
+            ('default_ephemeral_format', 'ext4', None),
             ('vif_plugging_timeout', 0, None),
             ('virt_type', 'kvm' if kvm_usable() else 'qemu', 'libvirt'),
             ('lock_path', os.path.join(root, 'locks' + suffix),
@@ -117,11 +121,14 @@ def seed_images(instances_path: str,
 
 
 def flavor(flavorid: str, vcpus: int, memory_mb: int, root_gb: int,
-           extra_specs: Optional[dict] = None):
+           extra_specs: Optional[dict] = None, ephemeral_gb: int = 0,
+           swap: int = 0):
+    """A flavor; ``swap`` in MiB, as Nova's."""
     return objects.Flavor(
         id=int(flavorid), flavorid=flavorid, name=f'rd.{flavorid}',
-        vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb, ephemeral_gb=0,
-        swap=0, extra_specs=dict(extra_specs or {}), rxtx_factor=1.0,
+        vcpus=vcpus, memory_mb=memory_mb, root_gb=root_gb,
+        ephemeral_gb=ephemeral_gb, swap=swap,
+        extra_specs=dict(extra_specs or {}), rxtx_factor=1.0,
         vcpu_weight=None,
         is_public=True, disabled=False, description=None)
 
@@ -165,6 +172,16 @@ def wire_taps(nw) -> None:
                         hostenv.BRIDGE, 'up'], check=True)
 
 
+def remove_taps(nw) -> None:
+    """What Nova's unplug of a tap VIF does on a real host, for host B:
+    ``tools/host-b`` leaves B A's ``/sys``, where Nova looks for the tap
+    before it deletes it, so B's taps outlive the guest (and a later plug
+    of the same VIF there fails)."""
+    for vif in nw:
+        subprocess.run(['ip', 'link', 'delete', vif['devname']],
+                       capture_output=True, check=False)
+
+
 def instance(ctx, flv, ip: str, nw, cmdline: str = '',
              **image_properties: str):
     uuid = str(uuidlib.uuid4())
@@ -176,7 +193,8 @@ def instance(ctx, flv, ip: str, nw, cmdline: str = '',
         image_ref=IMAGE_ID, kernel_id=KERNEL_ID,
         ramdisk_id=RAMDISK_ID, flavor=flv, old_flavor=None, new_flavor=None,
         vcpus=flv.vcpus, memory_mb=flv.memory_mb, root_gb=flv.root_gb,
-        ephemeral_gb=0, instance_type_id=flv.id, root_device_name='/dev/vda',
+        ephemeral_gb=flv.ephemeral_gb, instance_type_id=flv.id,
+        root_device_name='/dev/vda',
         os_type=None, config_drive='', vm_state='active', task_state=None,
         power_state=1, progress=0, display_name='rdtest',
         system_metadata={'image_base_image_ref': IMAGE_ID,
@@ -188,6 +206,37 @@ def instance(ctx, flv, ip: str, nw, cmdline: str = '',
         metadata={})
     inst.create()
     return inst
+
+
+def create_local_bdms(ctx, drv, inst) -> None:
+    """The block device mappings Nova's API makes for a server booted
+    from an image (``_check_and_transform_bdm``: the image's, and a blank
+    one each for the flavor's ephemeral disk and swap), their devices
+    named by the driver as the compute manager has it do at build."""
+    def bdm(**fields):
+        mapping = objects.BlockDeviceMapping(
+            ctx, instance_uuid=inst.uuid, **nova_block_device.
+            BlockDeviceDict(fields))
+        mapping.create()
+        return mapping
+    flv = inst.flavor
+    image = bdm(source_type='image', destination_type='local',
+                image_id=IMAGE_ID, boot_index=0, device_type='disk',
+                delete_on_termination=True)
+    ephemerals = [bdm(**nova_block_device.create_blank_bdm(
+        flv.ephemeral_gb))] if flv.ephemeral_gb else []
+    swap = [bdm(**nova_block_device.create_blank_bdm(
+        flv.swap, 'swap'))] if flv.swap else []
+    drv.default_device_names_for_instance(
+        inst, inst.root_device_name, [image], ephemerals, swap, [])
+
+
+def block_device_info(inst) -> dict:
+    """What the compute manager hands the driver: the instance's block
+    device mappings in the driver's format."""
+    return nova_driver.get_block_device_info(
+        inst, objects.BlockDeviceMappingList.get_by_instance_uuid(
+            inst._context, inst.uuid))
 
 
 def admin_context():

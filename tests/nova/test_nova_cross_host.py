@@ -23,6 +23,7 @@ from resizedriver.host import Host
 from tests.lib import guestlog, hostb, hostenv, parallel
 from tests.lib.testguest import REPO
 from tests.nova import compute_node, conftest
+from tests.nova.test_nova_shapes import assert_disk_info_true, disks
 
 ROOT = '/var/lib/resizedriver-tests/nova-cross-host-' + parallel.worker()
 GiB = 1024 ** 3
@@ -64,15 +65,17 @@ class Node:
 
 
 class CrossServer:
-    def __init__(self, b: hostb.HostB, plan: str) -> None:
+    def __init__(self, b: hostb.HostB, plan: str, flavor: tuple = SMALL,
+                 local_bdms: bool = False) -> None:
         self.b = b
         self.plan = plan
         pre_copy = plan == 'precopy'
         self.a_node = Node('a', b, pre_copy)
         self.b_node = Node('b', b, pre_copy)
         self.ip, self.mac = parallel.guest_address()
-        self.uuid = self.a_node('spawn', flavor=SMALL, ip=self.ip,
-                                mac=self.mac)['uuid']
+        self.uuid = self.a_node('spawn', flavor=flavor, ip=self.ip,
+                                mac=self.mac,
+                                local_bdms=local_bdms)['uuid']
         self.a_host = Host('qemu:///system')
 
     def dir(self, suffix: str = '') -> str:
@@ -86,9 +89,9 @@ class CrossServer:
         return guestlog.wait_for_boot(
             self.b.path(os.path.join(self.dir(), 'console.log')), boot)
 
-    def resize_to_b(self) -> int:
+    def resize_to_b(self, flavor: tuple = BIG) -> int:
         """resize_instance on A, finish_resize on B; the migration id."""
-        out = self.a_node('resize_instance', uuid=self.uuid, flavor=BIG)
+        out = self.a_node('resize_instance', uuid=self.uuid, flavor=flavor)
         record = json.loads(out['disk_info'])
         assert (record['topology'], record['plan']) == ('other-host',
                                                         self.plan)
@@ -176,3 +179,41 @@ def test_nova_resize_to_host_b_then_revert(server: CrossServer):
     # Nova's init_host repeats it for instances stuck mid-revert.
     s.a_node('finish_revert_resize', uuid=s.uuid, migration=migration)
     assert s.a_host.lookup(s.uuid).is_running()
+
+
+#: flavors with an ephemeral disk and swap: ... ephemeral GiB, swap MiB
+SHAPED = ('51', 1, 256, 1, None, 1, 64)
+SHAPED_BIG = ('52', 2, 512, 2, None, 2, 128)
+
+
+@pytest.fixture(params=[('precopy', True), ('copy', False)],
+                ids=['precopy-with-bdms', 'copy-flavor-only'])
+def shaped_server(request, host_b):
+    """A running instance on A whose flavor has an ephemeral disk and
+    swap, with the block device mappings Nova's API makes for them or
+    none (as in ``test_nova_shapes.py``, one each)."""
+    plan, local_bdms = request.param
+    s = CrossServer(host_b, plan, SHAPED, local_bdms)
+    yield s
+    s.remove()
+
+
+def test_nova_resize_with_ephemeral_and_swap_to_host_b(shaped_server):
+    """Reverted first (back on A), then moved again and confirmed."""
+    s = shaped_server
+    assert s.console_on_a(1).disks == disks(1, 1, 64)
+
+    migration = s.resize_to_b(SHAPED_BIG)
+    assert s.console_on_b(2).disks == disks(2, 2, 128)
+    s.b_node('revert_resize', uuid=s.uuid, migration=migration)
+    s.a_node('finish_revert_resize', uuid=s.uuid, migration=migration)
+    assert s.console_on_a(2).disks == disks(1, 1, 64)
+    assert not os.path.exists(s.dir('_resize'))
+
+    migration = s.resize_to_b(SHAPED_BIG)
+    assert s.console_on_b(3).disks == disks(2, 2, 128)
+    s.a_node('confirm_resize', uuid=s.uuid, migration=migration)
+    assert s.a_host.lookup(s.uuid) is None
+    assert s.b.host().lookup(s.uuid).is_running()
+    assert s.b.ping(s.ip.split('/')[0]), 'guest does not answer on B'
+    assert_disk_info_true(s.b.path(s.dir()))

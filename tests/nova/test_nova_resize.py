@@ -16,6 +16,7 @@ import subprocess
 import pytest
 from nova import exception as nova_exception
 from nova import objects
+from nova.compute import manager
 from nova.compute import task_states
 from nova.virt import driver as nova_driver
 from nova.virt.libvirt import driver as libvirt_driver
@@ -60,12 +61,22 @@ def resize(server, new) -> 'objects.Migration':
     inst.old_flavor, inst.new_flavor = inst.flavor, new
     inst.save()
     disk_info = drv.migrate_disk_and_power_off(
-        server.ctx, inst, mig.dest_host, new, server.nw, None, 60, 2)
-    inst.flavor = new                       # manager: _set_instance_info
+        server.ctx, inst, mig.dest_host, new, server.nw, server.bdi(), 60,
+        2)
+    manager.ComputeManager._set_instance_info(inst, new)
     inst.save()
+    update_swap_bdm(server, confirm=True)
     drv.finish_migration(server.ctx, mig, inst, disk_info, server.nw,
-                         server.image_meta, True, {}, None, True)
+                         server.image_meta, True, {}, server.bdi(), True)
     return mig
+
+
+def update_swap_bdm(server, confirm: bool) -> None:
+    """The manager's: the swap mapping follows the flavor at finish_resize
+    (``confirm``) and back at finish_revert_resize."""
+    if server.local_bdms:
+        manager.ComputeManager._update_bdm_for_swap_to_finish_resize(
+            None, server.ctx, server.instance, confirm=confirm)
 
 
 def revert(server, mig) -> None:
@@ -75,10 +86,13 @@ def revert(server, mig) -> None:
     inst.task_state = task_states.RESIZE_REVERTING
     inst.save()
     # Same host: instance storage is shared, so the dest keeps the disks.
-    drv.destroy(server.ctx, inst, server.nw, None, destroy_disks=False)
-    inst.flavor = inst.old_flavor
+    drv.destroy(server.ctx, inst, server.nw, server.bdi(),
+                destroy_disks=False)
+    update_swap_bdm(server, confirm=False)
+    manager.ComputeManager._set_instance_info(inst, inst.old_flavor)
     inst.save()
-    drv.finish_revert_migration(server.ctx, inst, server.nw, mig, None, True)
+    drv.finish_revert_migration(server.ctx, inst, server.nw, mig,
+                                server.bdi(), True)
     inst.task_state = None
     inst.save()
 

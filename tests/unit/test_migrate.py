@@ -15,7 +15,7 @@ from resizedriver.model import Destination, DiskRole, Flavor, MiB
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.record import ResizeRecord
 from resizedriver.transport import LocalTransport
-from tests.unit.conftest import sha256
+from tests.unit.conftest import make_instance, qemu_img, sha256, write_at
 from tests.unit.fakes import FakeGuest, FakeHost
 
 GROW = Flavor(vcpus=2, memory_mib=512, root_bytes=16 * MiB,
@@ -373,3 +373,37 @@ def test_ctrl_c_during_parallel_copies_waits_for_those_under_way(
         op.copy_all([(instance.path(n), str(tmp_path / n))
                      for n in ('disk', 'disk.local', 'kernel', 'disk.info')])
     assert sorted(begun) == sorted(ended) == ['disk', 'disk.local']
+
+
+def test_the_swaps_base_is_neither_copied_nor_compared(instances, make_env,
+                                                        tmp_path):
+    """Nova's disk.swap is a qcow2 over ``_base/swap_<MiB>``, made by
+    ``mkswap`` on each host (a UUID of its own): every host's differs.
+    Swap is made anew at the destination, never copied, so its base is
+    not the destination's to have: a move there is not refused for it."""
+    inst = make_instance(instances, swap_mib=8)
+    base = os.path.join(instances, '_base', 'swap_8')
+    qemu_img('create', '-f', 'raw', base, '8M')
+    write_at(base, 1024, b'SWAPSPACE2 of host A')
+    qemu_img('create', '-f', 'qcow2', '-F', 'raw', '-b', base,
+             inst.path('disk.swap'), '8M')
+    inst.xml = inst.xml.replace(
+        "type='raw' cache='none'/>\n      <source file='%s'" %
+        inst.path('disk.swap'),
+        "type='qcow2' cache='none'/>\n      <source file='%s'" %
+        inst.path('disk.swap'))
+    dest_path = tmp_path / 'dest-instances'
+    (dest_path / '_base').mkdir(parents=True)
+    theirs = dest_path / '_base' / 'swap_8'
+    qemu_img('create', '-f', 'raw', str(theirs), '8M')
+    write_at(str(theirs), 1024, b'SWAPSPACE2 of host B')
+
+    op = MigrateDiskAndPowerOff(
+        make_env(guest_for(inst)), inst.uuid, GROW,
+        Destination(None, str(dest_path), same_hypervisor=True),
+        LocalTransport())
+    op.plan()
+    swap = next(d for d in op.disks if d.role is DiskRole.SWAP)
+    assert (swap.format, swap.backing_file) == ('qcow2', base)
+    assert base not in op.backing_to_copy
+    assert op.backing_to_copy           # the root disk's still is

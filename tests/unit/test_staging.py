@@ -171,6 +171,19 @@ def test_disks_larger_than_the_new_flavor_are_staged_at_their_size(
             if d.name in sizes} == sizes
 
 
+def test_a_swap_the_integration_makes_is_not_staged(instance, img):
+    """Nova's image backend makes the new swap at finish, in the format
+    its XML declares (a qcow2 under ``use_cow_images``): nothing is
+    staged for it, and ``disk.info`` leaves it for Nova to name."""
+    layout, disks = instance
+    staged = staging.build(layout, disks, NEW, img, make_swap=False)
+    sdir = staging.staging_dir(layout)
+    assert 'disk.swap' not in os.listdir(sdir)
+    assert 'disk.swap' not in {d.name for d in staged.disks}
+    with open(os.path.join(sdir, 'disk.info')) as f:
+        assert layout.path('disk.swap') not in json.load(f)
+
+
 def test_build_replaces_a_leftover_staging_dir(instance, img):
     layout, disks = instance
     os.makedirs(staging.staging_dir(layout))
@@ -230,6 +243,7 @@ def _overlay_migrate(layout, disks, img, xml):
     power-off left out (no guest here)."""
     op = types.SimpleNamespace(
         inst=layout, disks=disks, new_flavor=NEW, source_xml=xml,
+        makes_swap=True,
         env=types.SimpleNamespace(qemu_img=lambda: img),
         write_record=lambda: None, remove_record=lambda: None,
         power_off_step=lambda: None, power_on_again=lambda: None,
