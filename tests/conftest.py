@@ -17,8 +17,20 @@ from tests.lib import parallel
 HOST_B_FIXTURE, HOST_B = 'host_b', 'hostb'
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'long: runs for minutes; scheduled first, so that the '
+                   'workers finish together instead of one running it '
+                   'alone at the end')
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
+    # pytest-xdist hands tests out in this order (stable: the rest keep
+    # theirs); long ones first, host B's lane (one worker) before them
+    items.sort(key=lambda item: (
+        item.get_closest_marker('long') is None,
+        HOST_B_FIXTURE not in getattr(item, 'fixturenames', ())))
     # tryfirst: xdist reads the group in its own hook, after this one
     for item in items:
         if HOST_B_FIXTURE in getattr(item, 'fixturenames', ()):

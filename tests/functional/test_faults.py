@@ -19,6 +19,8 @@ from tests.functional.conftest import MiB, Scenario
 from tests.functional.faultbench import KILLED, Bench, Flavor
 from tests.lib import testguest
 
+pytestmark = pytest.mark.long
+
 MIGRATE = 'migrate_disk_and_power_off'
 FINISH = 'finish_migration'
 REVERT = 'finish_revert_migration'

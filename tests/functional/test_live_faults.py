@@ -18,11 +18,15 @@ import dataclasses
 import os
 import time
 
+import pytest
+
 from resizedriver import headroom
 from tests.functional import faultbench
 from tests.functional.conftest import MiB, Scenario
 from tests.functional.faultbench import KILLED, Bench, Flavor, Row
 from tests.lib import guestlog, testguest
+
+pytestmark = pytest.mark.long
 
 MIGRATE = 'migrate_disk_and_power_off'
 FINISH = 'finish_migration'

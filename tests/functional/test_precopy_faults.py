@@ -22,10 +22,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from resizedriver import domain_xml
 from tests.functional.conftest import CRASHCLI, with_options
 from tests.functional.crosshost import BASE, CrossScenario
 from tests.functional.faultbench import KILLED, TABLE, Bench, Row
+
+pytestmark = pytest.mark.long
 
 MIGRATE = 'migrate_disk_and_power_off'
 FINISH = 'finish_migration'
