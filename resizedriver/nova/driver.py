@@ -71,6 +71,10 @@ LOG = logging.getLogger(__name__)
 CONF = nova.conf.CONF
 
 
+def _layout(instance) -> InstanceLayout:
+    return InstanceLayout(CONF.instances_path, instance.uuid)
+
+
 def _refuse_if_topped(instance, foreign_layers: bool = False) -> None:
     """No Nova definition on a disk under a pre-copy top: an interrupted
     pre-copy is recovered first (``sourcetops.refuse_if_topped``).  With
@@ -79,7 +83,7 @@ def _refuse_if_topped(instance, foreign_layers: bool = False) -> None:
     chain anew (a hard reboot, a live migration, a rescue) waits for
     recovery to fold it.  Not for every definition: a finish defines the
     guest on its pre-copied layer, folded once the guest runs."""
-    inst = InstanceLayout(CONF.instances_path, instance.uuid)
+    inst = _layout(instance)
     try:
         sourcetops.refuse_if_topped(inst)
     except exception.RecoveryNeeded as e:
@@ -203,10 +207,6 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         super().init_host(host)
         self.engine.recover()         # logs what it did with each journal
 
-    @staticmethod
-    def _layout(instance) -> InstanceLayout:
-        return InstanceLayout(CONF.instances_path, instance.uuid)
-
     def _guest(self, instance) -> Optional[Guest]:
         try:
             return Guest(self._host.get_guest(instance)._domain)
@@ -222,36 +222,17 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                    flavor, network_info,
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
-        inst = self._layout(instance)
         guest = self._guest(instance)     # none: the engine refuses it
-        source_xml = guest.xml() if guest else ''
-        why = guest and upstream.reason(source_xml, inst,
-                                        CONF.libvirt.images_type,
-                                        block_device_info)
-        if why:
-            try:
-                # Nova's own path would first delete a <uuid>_resize the
-                # guest still reads, and copy a disk whose backing it
-                # takes for an image of its cache: our own path completes
-                # such a fold first (the engine), this one cannot
-                _refuse_if_topped(instance, foreign_layers=True)
-            except nova_exception.NovaException as e:
-                raise nova_exception.InstanceFaultRollback(
-                    nova_exception.ResizeError(reason=str(e))) from e
-            LOG.info('Plan upstream: %s: Nova\'s own resize', why,
-                     instance=instance)
-            was_running = guest is not None and guest.is_running()
-            upstream.drop_reverted_record(inst)
-            disk_info = super().migrate_disk_and_power_off(
-                context, instance, dest, flavor, network_info,
-                block_device_info, timeout, retry_interval)
-            upstream.write_record(
-                inst, name=instance.name,
-                destination=translate.destination(dest, CONF,
-                                                  self.get_host_ip_addr()),
-                old_flavor=instance.flavor, new_flavor=flavor,
-                source_xml=source_xml, was_running=was_running)
-            return disk_info
+        if guest is not None:
+            source_xml = guest.xml()
+            why = upstream.reason(source_xml, _layout(instance),
+                                  CONF.libvirt.images_type,
+                                  block_device_info)
+            if why:
+                return self._migrate_novas_way(
+                    why, guest, source_xml, context, instance, dest, flavor,
+                    network_info, block_device_info, timeout,
+                    retry_interval)
         new_flavor = translate.flavor(flavor, block_device_info)
         destination = translate.destination(dest, CONF,
                                             self.get_host_ip_addr())
@@ -272,6 +253,37 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 raise nova_exception.InstanceFaultRollback(error) from e
             raise error from e
         return record.to_json()
+
+    def _migrate_novas_way(self, why: str, guest: Guest, source_xml: str,
+                           context, instance, dest, flavor, network_info,
+                           block_device_info, timeout,
+                           retry_interval) -> str:
+        """The upstream plan's migrate (``nova/upstream.py``): Nova's own
+        method, then the record that confirm and revert follow."""
+        try:
+            # Nova's own path would first delete a <uuid>_resize the guest
+            # still reads, and copy a disk whose backing it takes for an
+            # image of its cache: our own path completes such a fold
+            # first (the engine), this one cannot
+            _refuse_if_topped(instance, foreign_layers=True)
+        except nova_exception.NovaException as e:
+            raise nova_exception.InstanceFaultRollback(
+                nova_exception.ResizeError(reason=str(e))) from e
+        LOG.info('Plan upstream: %s: Nova\'s own resize', why,
+                 instance=instance)
+        inst = _layout(instance)
+        was_running = guest.is_running()
+        upstream.drop_reverted_record(inst)
+        disk_info = super().migrate_disk_and_power_off(
+            context, instance, dest, flavor, network_info,
+            block_device_info, timeout, retry_interval)
+        upstream.write_record(
+            inst, name=instance.name,
+            destination=translate.destination(dest, CONF,
+                                              self.get_host_ip_addr()),
+            old_flavor=instance.flavor, new_flavor=flavor,
+            source_xml=source_xml, was_running=was_running)
+        return disk_info
 
     def finish_migration(self, context, migration, instance, disk_info,
                          network_info, image_meta, resize_instance,
@@ -297,7 +309,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             raise nova_exception.ResizeError(reason=str(e)) from e
 
     def confirm_migration(self, context, migration, instance, network_info):
-        if upstream.is_pending(self._layout(instance), self.engine.journals):
+        if upstream.is_pending(_layout(instance), self.engine.journals):
             LOG.info('Plan upstream: Nova\'s own confirm', instance=instance)
             return super().confirm_migration(context, migration, instance,
                                              network_info)
@@ -312,7 +324,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
     def finish_revert_migration(self, context, instance, network_info,
                                 migration, block_device_info=None,
                                 power_on=True, share_info=None):
-        inst = self._layout(instance)
+        inst = _layout(instance)
         if upstream.is_pending(inst, self.engine.journals):
             LOG.info('Plan upstream: Nova\'s own revert', instance=instance)
             super().finish_revert_migration(
