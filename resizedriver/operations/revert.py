@@ -26,7 +26,6 @@ import shutil
 from typing import Any, Optional
 
 from resizedriver import domain_xml
-from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import remote
 from resizedriver import stepname
@@ -148,12 +147,7 @@ class FinishRevertMigration:
         vif.plug(domain_xml.vifs(self.record.source_xml), self.record.uuid)
 
     def start(self) -> None:
-        # Looked up, not kept from define: recovery may run this alone.
-        guest = self.env.host.lookup(self.record.uuid)
-        if guest is None:
-            raise exception.NotFound(
-                f'no libvirt domain {self.record.uuid} to start')
-        guest.ensure_running(self.env.conf.resizedriver.start_timeout)
+        live.start_guest(self.env, self.record)
 
     def remove_record(self) -> None:
         remove_record(self.source)
