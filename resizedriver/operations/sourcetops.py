@@ -13,8 +13,10 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from typing import TYPE_CHECKING, Callable, Optional
 
+import libvirt
 from oslo_log import log as logging
 
 from resizedriver import blockjob
@@ -37,6 +39,11 @@ TOP = '.top'
 #: guest pivoted to it, still paused, or the tops were committed offline);
 #: the tops left are stale and only go
 PIVOTED = '.pivoted'
+#: seconds between tries of a fold that failed with the guest paused
+RETRY_SECONDS = 2.0
+#: failures of libvirt, QEMU's block job or the filesystem, which a
+#: later try may not meet; our own refusals would meet the same again
+_PASSING = (blockjob.FoldFailed, libvirt.libvirtError, OSError)
 _TOP_FILE = re.compile(r'^(?P<disk>.+)\.top(?:\.(?P<round>[0-9]+))?$')
 
 
@@ -52,6 +59,47 @@ def names(paths: list[str]) -> str:
 
 def fold_tops_back(env: 'HostEnv', inst: InstanceLayout,
                    redefine: Optional[Callable[[], object]]) -> None:
+    """:func:`_fold_once`, tried again while a failure leaves the guest
+    paused -- pivoted, or it could not be told -- until the deadline a
+    commit of the tops has (``transport.deadlines``, their size): a
+    paused guest waits for its tops to go, and nothing else would take
+    them away before a service restart (Nova's unpause and the next
+    resize are refused beside them).  Each try reads again what is
+    there, so the first that finds the guest pivoted drops its tops and
+    resumes it.  A failure that leaves the guest running (on its top,
+    as it was) or off is the caller's at once, and so is a refusal of
+    ours (what it found would be found again); one at the deadline
+    too, the guest still paused."""
+    deadline = time.monotonic() + transport.deadlines(env.conf).for_size(
+        sum(_bytes(stack) for stack in tops_of(inst).values()))
+    while True:
+        try:
+            _fold_once(env, inst, redefine)
+            return
+        except _PASSING as e:
+            left = deadline - time.monotonic()
+            if left <= 0 or not _maybe_paused(env, inst):
+                raise
+            LOG.warning('Folding the pre-copy tops back failed with the '
+                        'guest paused (%s); trying again in %.0f s (for '
+                        'at most %.0f s more)', e, RETRY_SECONDS, left,
+                        instance_uuid=inst.uuid)
+            time.sleep(RETRY_SECONDS)
+
+
+def _maybe_paused(env: 'HostEnv', inst: InstanceLayout) -> bool:
+    """Whether the guest is (or, unreadable, may be) paused."""
+    try:
+        guest = env.host.lookup(inst.uuid)
+        return guest is not None and guest.is_paused()
+    except Exception:
+        LOG.exception('Cannot tell whether the guest is paused',
+                      instance_uuid=inst.uuid)
+        return True
+
+
+def _fold_once(env: 'HostEnv', inst: InstanceLayout,
+               redefine: Optional[Callable[[], object]]) -> None:
     """Undo of the snapshot, and the revert's step: the data of every top
     of every disk (one per pre-copy round, stacked) back in the disk, the
     tops gone.  Needs nothing but what is there (after a crash the

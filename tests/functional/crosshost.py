@@ -11,9 +11,11 @@ import dataclasses
 import glob
 import os
 import shutil
-from typing import Iterator
+import subprocess
+from typing import Iterator, Optional
 
 from resizedriver.host import Host
+from tests.functional import crashcli
 from tests.functional.conftest import TEST_ROOT, Scenario, write_config
 from tests.lib import guestlog, hostb, hostenv, parallel, testguest
 
@@ -74,3 +76,21 @@ def make_cross_scenario(request, host: Host, b: hostb.HostB, transport: str,
     yield s
     s.remove_everywhere(guest)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def holds_pattern(disk: str, on_b: Optional[CrossScenario] = None,
+                  length: int = crashcli.LENGTH) -> bool:
+    """Whether the guest sees crashcli's pattern in ``disk`` (``length``
+    bytes at its offset), read through its chain, beside the guest that
+    runs on it; inside B for ``on_b``, where the chain's paths are
+    right."""
+    argv = ['qemu-io', '-U', '-r', '-f', 'qcow2', '-c',
+            f'read -P {crashcli.PATTERN:#x} {crashcli.OFFSET} {length}',
+            disk]
+    proc = subprocess.run(on_b.b.command(*argv) if on_b else argv,
+                          capture_output=True, text=True)
+    if 'Pattern verification failed' in proc.stdout + proc.stderr:
+        return False
+    assert proc.returncode == 0 and f'read {length}/{length}' in \
+        proc.stdout, proc
+    return True

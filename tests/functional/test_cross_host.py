@@ -14,14 +14,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Optional
 
 import pytest
 
 from resizedriver.host import Host
-from tests.functional import crashcli
 from tests.functional.conftest import MiB, with_options
-from tests.functional.crosshost import BASE, CrossScenario
+from tests.functional.crosshost import BASE, CrossScenario, holds_pattern
 from tests.lib import guestlog, hostenv, testguest
 
 def _record(s: CrossScenario) -> dict:
@@ -61,22 +59,6 @@ def _assert_gone(host: Host, s: CrossScenario, exists) -> None:
 def _resize_to_b(s: CrossScenario, *extra: str, **cli_kw) -> str:
     return s.cli('--verbose', 'resize', s.guest.name, '--dest-host',
                  s.b.addr, *extra, **cli_kw).stderr
-
-
-def _holds_pattern(disk: str, on_b: Optional[CrossScenario] = None
-                   ) -> bool:
-    """Whether the guest sees crashcli's pattern in ``disk`` (read through
-    its chain, beside the guest that runs on it; inside B for ``on_b``,
-    where the chain's paths are right)."""
-    argv = ['qemu-io', '-U', '-r', '-f', 'qcow2', '-c',
-            f'read -P {crashcli.PATTERN:#x} {crashcli.OFFSET} '
-            f'{crashcli.LENGTH}', disk]
-    proc = subprocess.run(on_b.b.command(*argv) if on_b else argv,
-                          capture_output=True, text=True)
-    if 'Pattern verification failed' in proc.stdout + proc.stderr:
-        return False
-    assert proc.returncode == 0 and 'read 65536/65536' in proc.stdout, proc
-    return True
 
 
 def test_cold_resize_to_host_b_over_ssh_then_confirm(cross: CrossScenario):
@@ -168,7 +150,7 @@ def test_precopy_to_host_b_revert_then_again_and_confirm(
     first = s.wait_boot(1)
     assert first.shutdown_mark == 'none'
     disk_a = os.path.join(s.instances, s.guest.uuid, 'disk')
-    assert not _holds_pattern(disk_a)
+    assert not holds_pattern(disk_a)
 
     wire = s.b.wire_bytes()
     two_rounds = with_options(s.conf_file, 'two-rounds', {
@@ -187,7 +169,7 @@ def test_precopy_to_host_b_revert_then_again_and_confirm(
     assert on_b.shutdown_mark == '1'     # written after the snapshot
     _assert_up_on_b(s, first, boot=2)
     _assert_nova_layout_on_b(s)
-    assert _holds_pattern(os.path.join(s.instances, s.guest.uuid, 'disk'),
+    assert holds_pattern(os.path.join(s.instances, s.guest.uuid, 'disk'),
                           on_b=s)
     # A keeps its chain (both rounds' tops over the frozen disk) until
     # confirm.
@@ -199,7 +181,7 @@ def test_precopy_to_host_b_revert_then_again_and_confirm(
     assert (back.cpu_count, back.mem_kb, back.disks) == \
         (first.cpu_count, first.mem_kb, first.disks)
     assert back.shutdown_mark == '1'     # the bytes of its clean shutdown
-    assert _holds_pattern(disk_a)
+    assert holds_pattern(disk_a)
     assert not [f for f in os.listdir(os.path.dirname(disk_a))
                 if f.startswith('disk.top')]
     _assert_gone(s.b_host, s, lambda d: os.path.exists(s.b_path(d)))

@@ -25,8 +25,9 @@ import sys
 import pytest
 
 from resizedriver import domain_xml
-from tests.functional.conftest import CRASHCLI, with_options
-from tests.functional.crosshost import BASE, CrossScenario
+from tests.functional import crashcli
+from tests.functional.conftest import CRASHCLI, MiB, with_options
+from tests.functional.crosshost import BASE, CrossScenario, holds_pattern
 from tests.functional.faultbench import KILLED, TABLE, Bench, Row
 
 pytestmark = pytest.mark.long
@@ -241,3 +242,54 @@ def test_precopy_killed_after_each_step_and_broken_mid_copy(
     # the bytes of its clean shutdown on A, from before B
     assert b.report().shutdown_mark == str(b.boot - 1)
     row.retry = 'n/a (completed by recover)'
+
+
+def test_precopy_commit_failing_after_pivot_and_fold_timing_out(
+        precopy: CrossScenario):
+    """A failed pre-copy's undo whose active commit pivots and then
+    reports a failure: the guest, paused for its pivot, was left so
+    until a service restart; the fold is tried again in-process, finds
+    it pivoted and resumes it, and the rollback is complete at once.
+    Then B's fold of the pre-copied layer outlasts its deadline: the
+    finish stands, the guest runs on B on its valid chain, recover on B
+    folds, and the data the layer held is in the folded disk."""
+    b = PrecopyBench(precopy)
+    row, before = b.row(MIGRATE, 'pre-copy fails; the undo\'s commit '
+                                 'pivots, then reports a failure')
+    err = b.cli('--verbose', *b.to_b(), crash_at=f'{MIGRATE}:fail after '
+                                                 f'pivot', expect_rc=1).stderr
+    assert 'pivoted, then reported failed' in err, err
+    assert "at step 'pre-copy disks'" in err and 'was undone' in err, err
+    assert not b.s.host.lookup(b.uuid).is_paused()
+    b.expect_back_on_a(before, row)
+    row.outcome = ('failed at pre-copy disks; the fold back, tried again '
+                   'in-process, resumed the pivoted guest; rolled back at '
+                   'once')
+
+    # what the layer on B will hold and the fold must keep: 16 MiB at
+    # 4 MiB/s (crashcli.SLOW_PULL) outlast the fold's second
+    length = 16 * MiB
+    crashcli.write_to_vda(b.s.host.lookup(b.uuid), crashcli.PATTERN,
+                          crashcli.OFFSET, length)
+    row, before = b.row(AFTER_FINISH, "B's fold of the pre-copied layer "
+                                      "times out")
+    b.remote_crash = f'{AFTER_FINISH}:pull times out'
+    b.cli(*b.to_b())
+    b.remote_crash = ''
+    moved = precopy.wait_boot_on_b(b.boot + 1)
+    assert moved.shutdown_mark == str(b.boot)
+    guest_b = precopy.b_host.lookup(b.uuid)
+    assert guest_b.is_running() and not guest_b.is_paused()
+    layer = precopy.b_path(b.uuid, 'disk.precopy')
+    assert os.path.exists(layer)     # the chain B runs on, kept valid
+    out = b.b_cli('recover', b.uuid)
+    assert f'{AFTER_FINISH} interrupted at ' in out and 'completed' in out, \
+        out
+    assert not os.path.exists(layer)
+    assert guest_b.is_running() and not guest_b.is_paused()
+    disk = os.path.join(precopy.instances, b.uuid, 'disk')
+    assert holds_pattern(disk, on_b=precopy, length=length)
+    row.outcome = ('finish succeeded, guest running on B on the valid '
+                   'chain; recover on B: completed (fold run again)')
+    row.source = 'kept in _resize until confirm; the layer\'s data folded'
+    row.retry = 'n/a'

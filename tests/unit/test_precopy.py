@@ -13,6 +13,7 @@ from lxml import etree
 
 import pytest
 
+from resizedriver import blockjob
 from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
@@ -788,3 +789,78 @@ def test_a_config_drive_the_guest_may_write_crosses_after_power_off(
     op.copies.clear()
     precopy.precopy(op)
     assert (config.path, op.dest.path('disk.config')) in op.copies[0]
+
+
+def test_a_commit_failing_after_its_pivot_is_retried_and_the_guest_resumed(
+        tmp_path, monkeypatch):
+    """The pivot happened (or may have), then the commit failed: the
+    guest is left paused, its top must go first.  Left so, it stayed
+    paused until a service restart (Nova's unpause is refused beside the
+    top, the next resize by the kept journal).  The fold is tried again
+    in-process, within the deadline a commit of the tops has: the next
+    try finds the guest pivoted, drops the top and resumes it."""
+    inst, xml = _instance(tmp_path, 'disk.top')
+    os.truncate(inst.path('disk.top'), 3 * GiB)
+    guest = FakeGuest(UUID, 'g', xml)
+    env = _env(FakeHost([guest]), _Img())
+    timeouts = []
+
+    def pivot_then_fail(guest_, dev, base, timeout, drop_top):
+        timeouts.append(timeout)
+        guest._xml = xml.replace(inst.path('disk.top'), inst.path('disk'))
+        guest.paused = True
+        raise blockjob.FoldFailed(f'{dev}: the commit ended before its '
+                                  f'pivot')
+    monkeypatch.setattr(sourcetops.blockjob, 'commit_active',
+                        pivot_then_fail)
+    monkeypatch.setattr('time.sleep', lambda seconds: None)
+    sourcetops.fold_tops_back(env, inst, None)
+    assert timeouts == [transport.deadlines(env.conf).for_size(3 * GiB)]
+    assert sorted(os.listdir(inst.dir)) == ['console.log.top', 'disk']
+    assert guest.call_names == ['resume'] and not guest.paused
+
+
+def test_a_fold_that_keeps_the_guest_paused_gives_up_at_its_deadline(
+        tmp_path, monkeypatch):
+    """Tried again only until the deadline a commit of the tops has
+    (``command_timeout`` plus their size at ``min_transfer_rate_mib``);
+    then the guest stays paused beside its top (the safety rule) and
+    the failure is the caller's."""
+    inst, xml = _instance(tmp_path, 'disk.top')
+    guest = FakeGuest(UUID, 'g', xml)
+    env = _env(FakeHost([guest]), _Img())
+    clock, tries = [0.0], []
+
+    def fail_paused(guest_, dev, base, timeout, drop_top):
+        tries.append(clock[0])
+        guest.paused = True
+        raise blockjob.FoldFailed(f'{dev}: cannot tell whether it pivoted')
+    monkeypatch.setattr(sourcetops.blockjob, 'commit_active', fail_paused)
+    monkeypatch.setattr('time.monotonic', lambda: clock[0])
+    monkeypatch.setattr('time.sleep',
+                        lambda seconds: clock.__setitem__(0, clock[0] +
+                                                          seconds))
+    with pytest.raises(blockjob.FoldFailed, match='cannot tell'):
+        sourcetops.fold_tops_back(env, inst, None)
+    # tried again and again, never beyond the deadline, up to near it
+    assert len(tries) > 1 and tries[-1] <= 60 and clock[0] >= 50
+    assert guest.paused and 'resume' not in guest.call_names
+    assert os.path.exists(inst.path('disk.top'))
+
+
+def test_a_failed_fold_that_left_the_guest_running_is_not_retried(
+        tmp_path, monkeypatch):
+    """Before its pivot a failed commit resumes the guest on its top, as
+    it was: nothing waits on it, the failure is the caller's at once."""
+    inst, xml = _instance(tmp_path, 'disk.top')
+    guest = FakeGuest(UUID, 'g', xml)
+    tries = []
+
+    def fail(guest_, dev, base, timeout, drop_top):
+        tries.append(dev)
+        raise blockjob.FoldFailed(f'{dev}: the pivot was refused')
+    monkeypatch.setattr(sourcetops.blockjob, 'commit_active', fail)
+    with pytest.raises(blockjob.FoldFailed):
+        sourcetops.fold_tops_back(_env(FakeHost([guest]), _Img()), inst,
+                                  None)
+    assert tries == ['vda']
