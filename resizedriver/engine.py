@@ -21,6 +21,7 @@ that recovery rebuilds its plans (``resizedriver.recovery``).  Callers
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Any, Iterator, Optional, Protocol
 
@@ -173,22 +174,88 @@ class ResizeEngine:
         keep nova-compute from starting or the other instances from being
         recovered.
         """
+        return self._recover(uuid, defer_live_folds=False)[0]
+
+    def recover_at_start(self) -> tuple[list[Recovered], list[str]]:
+        """:meth:`recover` for a service's start, without its long part:
+        a fold whose guest runs on its valid chain (``_completed_later``)
+        is left, and its instance returned, for :meth:`complete_folds`
+        after the start (a pull moves a whole disk's data: an hour per
+        disk, one instance after another, had nova-compute report down
+        and invite an evacuation of guests that run).  What restores
+        state (rollbacks, reverts, confirms that drop files) runs now,
+        before Nova initialises the instances that depend on it, and so
+        does a fold whose guest is off: Nova may start it next, on a
+        chain that must be Nova's."""
+        return self._recover(None, defer_live_folds=True)
+
+    def complete_folds(self, uuids: list[str]) -> list[Recovered]:
+        """Complete what :meth:`recover_at_start` left (run it in the
+        background), each fold's progress logged for its instance."""
+        results = []
+        for uuid in uuids:
+            LOG.info('Completing the fold left at start',
+                     instance_uuid=uuid)
+            env = dataclasses.replace(self.env,
+                                      progress=recovery.LoggedProgress(uuid))
+            try:
+                results += self._recover_instance(env, uuid, False)[0]
+            except Exception:      # one instance must not stop the others
+                LOG.exception('Completing the fold failed; "resizedriver '
+                              'recover %s" tries again', uuid,
+                              instance_uuid=uuid)
+        return results
+
+    def _recover(self, uuid: Optional[str], defer_live_folds: bool) \
+            -> tuple[list[Recovered], list[str]]:
         journals, unreadable = self.journals.scan(uuid)
         results = [Recovered(u.uuid, u.operation, None, error=str(u.error))
                    for u in unreadable]
         for result in results:
             LOG.error('Recovery: %s', result, instance_uuid=result.uuid)
         damaged = {u.uuid for u in unreadable}
+        later = []
         for one in sorted({j.uuid for j in journals} - damaged):
-            with self.locked(one):
-                journals = [j for j in self.journals.find(one)
-                            if j.operation not in OUTER_OPERATIONS]
-                for journal in sorted(journals, key=recovery.sort_key):
-                    result = recovery.recover(self.env, journal)
-                    (LOG.error if result.error else LOG.warning)(
-                        'Recovery: %s', result, instance_uuid=one)
-                    results.append(result)
-        return results
+            done, left = self._recover_instance(self.env, one,
+                                                defer_live_folds)
+            results += done
+            if left:
+                later.append(one)
+        return results, later
+
+    def _recover_instance(self, env: HostEnv, uuid: str,
+                          defer_live_folds: bool) \
+            -> tuple[list[Recovered], bool]:
+        """Recover one instance's journals; with ``defer_live_folds``,
+        leave those of a fold under a running guest (True if any)."""
+        results, left = [], False
+        with self.locked(uuid):
+            journals = [j for j in self.journals.find(uuid)
+                        if j.operation not in OUTER_OPERATIONS]
+            for journal in sorted(journals, key=recovery.sort_key):
+                if defer_live_folds and _completed_later(journal) and \
+                        self._runs(uuid):
+                    LOG.info('Recovery: %s is a fold under the running '
+                             'guest: left for after the start',
+                             journal.operation, instance_uuid=uuid)
+                    left = True
+                    continue
+                result = recovery.recover(env, journal)
+                (LOG.error if result.error else LOG.warning)(
+                    'Recovery: %s', result, instance_uuid=uuid)
+                results.append(result)
+        return results, left
+
+    def _runs(self, uuid: str) -> bool:
+        """Whether the guest runs; not when that cannot be told (its
+        journal is then recovered now, as any other)."""
+        try:
+            guest = self.env.host.lookup(uuid)
+            return guest is not None and guest.is_running()
+        except Exception:
+            LOG.exception('Cannot tell whether the guest runs',
+                          instance_uuid=uuid)
+            return False
 
     def _layout(self, uuid: str) -> layout.InstanceLayout:
         return layout.InstanceLayout(self.conf.instances_path, uuid)
@@ -234,14 +301,11 @@ class ResizeEngine:
         it is dropped, not run.  (A confirm's is completed by the migrate
         that made the instance leave.)"""
         for journal in self.journals.find(uuid):
-            if journal.operation == ConfirmMigration.OPERATION:
-                if incoming is not None or not plans.builders(
-                        journal.context['record']['plan']
-                        ).confirm_completed_later:
-                    continue
-            elif journal.operation != AfterFinish.OPERATION:
+            if not _completed_later(journal) or (
+                    incoming is not None and
+                    journal.operation == ConfirmMigration.OPERATION):
                 continue
-            elif incoming is not None and \
+            if incoming is not None and \
                     journal.context.get('record') != incoming.to_dict():
                 LOG.warning('Dropping %s of an earlier resize: the '
                             'instance left this host since', journal.path,
@@ -316,3 +380,15 @@ class ResizeEngine:
 
     def pending(self) -> list[ResizeRecord]:
         return rd_record.all_pending(self.conf.instances_path)
+
+
+def _completed_later(journal: Journal) -> bool:
+    """Whether ``journal`` is a fold left to be completed later, the
+    guest running on a valid chain meanwhile: a pre-copy's after-finish,
+    or the confirm of a plan whose fold may be left
+    (``Builders.confirm_completed_later``)."""
+    if journal.operation == AfterFinish.OPERATION:
+        return True
+    return journal.operation == ConfirmMigration.OPERATION and \
+        plans.builders(journal.context['record']['plan']
+                       ).confirm_completed_later

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import time
 from typing import Callable, Optional
 
 from oslo_log import log as logging
@@ -70,6 +72,29 @@ class Recovered:
         what = 'undone' if self.action == 'rolled back' else 'run again'
         return (f'{self.uuid}: {self.operation} {where}: {self.action} '
                 f'({self.steps} step(s) {what})')
+
+
+class LoggedProgress:
+    """A fold's progress (``env.CopyProgress``) in the log, with its
+    instance on every line: at most every ``INTERVAL`` seconds per disk,
+    and at the end.  For what runs where no caller shows progress
+    (the folds a service's start leaves for later)."""
+
+    INTERVAL = 30.0
+
+    def __init__(self, uuid: str) -> None:
+        self.uuid = uuid
+        self._last: dict[str, float] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and \
+                now - self._last.get(what, -math.inf) < self.INTERVAL:
+            return
+        self._last[what] = now
+        LOG.info('%s: %d of %d bytes (%d%%)', what, done, total,
+                 100 * done // total if total else 100,
+                 instance_uuid=self.uuid)
 
 
 def sort_key(journal: Journal) -> int:

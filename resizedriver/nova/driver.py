@@ -31,7 +31,9 @@ Nova's exact signatures and exception contract:
   looks at the instances (rolls back migrate and finish, completes
   confirm and revert: see :mod:`resizedriver.recovery`), with the
   adapter's plans and only the disk work (:mod:`resizedriver.nova.
-  operations` says why);
+  operations` says why); a fold under a running guest (a disk's data:
+  long) is left to a background thread, so nova-compute is up meanwhile
+  (``ResizeEngine.recover_at_start``);
 * ``instance.progress`` follows the disk copy, one progress per call:
   two instances resize at once;
 * a live resize (``resizedriver.operations.live``) runs from the same
@@ -44,8 +46,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import futurist
 import nova.conf
 from nova import exception as nova_exception
+from nova import thread_pool_factory
 from nova.compute import task_states
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
@@ -99,6 +103,8 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         super().__init__(virtapi, read_only)
         rd_conf.register_opts(CONF)
         self._engine: Optional[ResizeEngine] = None
+        #: the folds ``init_host`` left to the background, while they run
+        self.folds_after_start: Optional[futurist.Future] = None
 
     @property
     def engine(self) -> ResizeEngine:
@@ -205,7 +211,13 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
 
     def init_host(self, host):
         super().init_host(host)
-        self.engine.recover()         # logs what it did with each journal
+        # logs what it did with each journal; what restores state comes
+        # before Nova initialises the instances, the folds under running
+        # guests after, in the background
+        _done, later = self.engine.recover_at_start()
+        if later:
+            self.folds_after_start = thread_pool_factory.spawn(
+                self.engine.complete_folds, later)
 
     def _guest(self, instance) -> Optional[Guest]:
         try:

@@ -12,6 +12,8 @@ import inspect
 import json
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 from nova import exception as nova_exception
@@ -35,6 +37,8 @@ GiB = 1024 ** 3
 SMALL = ('1', 1, 256, 1)
 BIG = ('2', 2, 512, 2)
 BIGGER = ('3', 2, 640, 3)
+#: how long a test holds a fold that init_host must not wait for, s
+HELD = 60
 
 
 def flavor(spec):
@@ -236,7 +240,9 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
     through <uuid>_resize, which says so, and Nova may neither hard
     reboot nor live migrate it (it would take <uuid>_resize/disk for an
     image of its cache); nova-compute's next start folds it and deletes
-    it, the guest running all along, and Nova's hard reboot works."""
+    it, the guest running all along, and Nova's hard reboot works.  That
+    fold (a disk's data) runs after init_host, in the background: run
+    inside it, nova-compute reported down for as long."""
     server = make_server(flavor(SMALL))
     server.wait_boot(1)
     drv, inst = server.driver, server.instance
@@ -278,9 +284,21 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
     assert drv._host.get_guest(inst).id == domain_id
     assert server.ping()
 
+    held, pull = threading.Event(), blockjob.pull
+
+    def held_pull(*args, **kwargs) -> None:
+        held.wait(HELD)
+        pull(*args, **kwargs)
+    monkeypatch.setattr(blockjob, 'pull', held_pull)
     monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
                         lambda self, host: None)
+    began = time.monotonic()
     drv.init_host(host=novaenv.CONF.host)
+    assert time.monotonic() - began < HELD / 2      # not the fold's time
+    assert [j.operation for j in drv.engine.journals.find()] == \
+        ['confirm_migration']
+    held.set()
+    drv.folds_after_start.result(timeout=300)
     monkeypatch.undo()
     assert_no_resize_left(server)
     assert drv.engine.journals.find() == []
