@@ -180,9 +180,10 @@ def commit_active(guest: Guest, target_dev: str, base: str,
 def _undo_commit(guest: Guest, target_dev: str, base: str) -> None:
     """After a failure before the pivot: no job left, the guest running on
     its top as before.  Pivoted (the failure came after), it stays
-    paused: its top must go first (``sourcetops.fold_tops_back``), and so
-    it does when whether it was pivoted cannot be read (recovery reads
-    it again and resumes it either way)."""
+    paused: its top must go first (``sourcetops.fold_tops_back``, which
+    tries again at once), and so it does when whether it was pivoted
+    cannot be read (the next try reads it again and resumes it either
+    way)."""
     try:
         if guest.block_job(target_dev) is not None:
             guest.abort_block_job(target_dev)
