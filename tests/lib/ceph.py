@@ -55,3 +55,9 @@ class Ceph:
     def snapshots(self, image: str) -> list[str]:
         return sorted(snap['name'] for snap in json.loads(
             self._rbd('snap', 'ls', '--format', 'json', image)))
+
+    def create_snapshot(self, image: str, snap: str) -> None:
+        self._rbd('snap', 'create', f'{image}@{snap}')
+
+    def remove_snapshot(self, image: str, snap: str) -> None:
+        self._rbd('snap', 'rm', '--no-progress', f'{image}@{snap}')

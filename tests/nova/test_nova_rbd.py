@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from nova import exception as nova_exception
 
 from resizedriver.host import Host
 from tests.lib import ceph as test_ceph
@@ -98,6 +99,35 @@ def test_rbd_resize_same_host_revert_then_confirm_twice(rbd_backend,
     assert_root(ceph, uuid, 3, [])
     assert server.driver.get_info(server.instance).state == 1
     assert server.ping()
+
+
+def test_a_leaked_resize_snapshot_is_refused_before_power_off(rbd_backend,
+                                                              make_server):
+    """A ``nova-resize`` snapshot that an earlier resize left behind (its
+    confirm or revert never ran to the end): Nova's own path would power
+    the guest off, migrate, and fail in finish taking the snapshot again
+    (rbd's ImageExists), the instance in ERROR with its guest off.  The
+    snapshot is there to see: refused before power-off."""
+    ceph = rbd_backend
+    server = make_server(flavor(SMALL))
+    server.wait_boot(1)
+    disk = f'{server.instance.uuid}_disk'
+    ceph.create_snapshot(disk, RESIZE_SNAP)
+    try:
+        with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
+            server.driver.migrate_disk_and_power_off(
+                server.ctx, server.instance, novaenv.CONF.my_ip,
+                flavor(BIG), server.nw, None, 60, 2)
+    finally:
+        ceph.remove_snapshot(disk, RESIZE_SNAP)
+    inner = caught.value.inner_exception
+    assert isinstance(inner, nova_exception.ResizeError), inner
+    assert f'{disk}@{RESIZE_SNAP}' in str(inner)
+    # before power-off: the guest ran on, never rebooted
+    assert server.driver.get_info(server.instance).state == 1
+    assert server.wait_boot(1).cpu_count == 1
+    assert_no_resize_left(server)
+    assert_root(ceph, server.instance.uuid, 1, [])
 
 
 def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
