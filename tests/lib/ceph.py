@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 
+from tests.lib import hostenv
 from tests.lib.testguest import REPO
 
 SCRIPT = os.path.join(REPO, 'tools', 'ceph')
@@ -24,10 +25,7 @@ class Ceph:
     @classmethod
     def setup(cls) -> 'Ceph':
         """Install, bootstrap or start it, as needed (idempotent)."""
-        subprocess.run([SCRIPT, 'setup'], check=True)
-        info = dict(line.split('=', 1) for line in subprocess.run(
-            [SCRIPT, 'info'], check=True, capture_output=True,
-            text=True).stdout.splitlines())
+        info = hostenv.set_up(SCRIPT)
         return cls(conf=info['CONF'], pool=info['POOL'], user=info['USER'],
                    secret_uuid=info['SECRET_UUID'])
 
