@@ -281,6 +281,12 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         except nova_exception.NovaException as e:
             raise nova_exception.InstanceFaultRollback(
                 nova_exception.ResizeError(reason=str(e))) from e
+        leaked = upstream.leaked_resize_snapshot(self.image_backend,
+                                                 instance)
+        if leaked:
+            LOG.warning('Refused: %s', leaked, instance=instance)
+            raise nova_exception.InstanceFaultRollback(
+                nova_exception.ResizeError(reason=leaked))
         LOG.info('Plan upstream: %s: Nova\'s own resize', why,
                  instance=instance)
         inst = _layout(instance)

@@ -36,6 +36,7 @@ import socket
 from typing import Any, Optional
 
 from nova.virt import driver as nova_driver
+from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
 from resizedriver import chooser
@@ -70,6 +71,33 @@ def reason(guest_xml: str, inst: InstanceLayout, images_type: str,
     return chooser.why_upstream(
         images_type, domain_xml.disks_elsewhere(guest_xml, inst.dir),
         volume_devices(block_device_info), has_root_file)
+
+
+def leaked_resize_snapshot(image_backend: Any, instance: Any) \
+        -> Optional[str]:
+    """Why Nova's own resize of this instance would fail after power-off,
+    None if not: its RBD root disk still has the ``nova-resize``
+    snapshot of an earlier resize.
+
+    Nova's finish takes that snapshot (the revert point) and its confirm
+    and revert remove it; one left behind (a confirm or revert that never
+    ran to its end) makes the next finish fail taking it again (rbd's
+    ImageExists), the guest already off and the instance in ERROR.  It
+    is there to see before.  Only for backends with snapshots of their
+    own (``SUPPORTS_CLONE``, as Nova's confirm asks): asking another
+    backend for its root disk may write its ``disk.info``."""
+    if not image_backend.backend().SUPPORTS_CLONE:
+        return None
+    root = image_backend.by_name(instance, 'disk')
+    snap = libvirt_utils.RESIZE_SNAPSHOT_NAME
+    if not root.exists() or not root.driver.exists(root.rbd_name,
+                                                   snapshot=snap):
+        return None
+    return (f'the root disk {root.driver.pool}/{root.rbd_name} still has '
+            f'the snapshot {root.rbd_name}@{snap} of an earlier resize, '
+            f'which Nova\'s finish would take again after power-off and '
+            f'fail: remove it (rbd snap rm) if no resize of this instance '
+            f'is pending')
 
 
 def is_novas_disk_info(disk_info: str) -> bool:

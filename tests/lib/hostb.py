@@ -15,6 +15,7 @@ import subprocess
 import time
 
 from resizedriver.host import Host
+from tests.lib import hostenv
 from tests.lib.hostenv import BRIDGE
 from tests.lib.testguest import REPO
 
@@ -33,10 +34,7 @@ class HostB:
 
     @classmethod
     def setup(cls) -> 'HostB':
-        subprocess.run([SCRIPT, 'setup'], check=True)
-        info = dict(line.split('=', 1) for line in subprocess.run(
-            [SCRIPT, 'info'], check=True, capture_output=True,
-            text=True).stdout.splitlines())
+        info = hostenv.set_up(SCRIPT)
         return cls(addr=info['ADDR_B'], veth=info['VETH_A'],
                    instances=info['INSTANCES'], key=info['KEY'],
                    known_hosts=info['KNOWN_HOSTS'],

@@ -24,6 +24,16 @@ def setup_host() -> None:
     subprocess.run([os.path.join(REPO, 'tools', 'setup-host')], check=True)
 
 
+def set_up(script: str) -> dict[str, str]:
+    """``SCRIPT setup`` (a tool that makes something this machine lacks:
+    ``tools/host-b``, ``tools/ceph``), then what its ``info`` says
+    (``KEY=VALUE`` lines)."""
+    subprocess.run([script, 'setup'], check=True)
+    return dict(line.split('=', 1) for line in subprocess.run(
+        [script, 'info'], check=True, capture_output=True,
+        text=True).stdout.splitlines())
+
+
 def ensure_bridge() -> None:
     if not os.path.exists(f'/sys/class/net/{BRIDGE}'):
         subprocess.run(['ip', 'link', 'add', 'name', BRIDGE, 'type',

@@ -4,11 +4,12 @@
 nova-compute on host ``NODE`` (``a``: this machine; ``b``: run inside host
 B's namespaces by ``tools/host-b run``): it loads the driver from the
 nova.conf line (``OPTIONS``, JSON: ``compute_driver``, default ours, and
-``resizedriver``, that group's options) and runs ``init_host``, as a
-service start would, and only then reads one manager step's request from
-stdin (JSON, ``call`` and its arguments; a caller may start the process
-ahead, as the service is up before the RPC arrives) and answers on stdout
-(JSON, with the driver call's own ``seconds``).  Both nodes share one
+``resizedriver`` and ``libvirt``, those groups' options) and runs
+``init_host``, as a service start would, and only then reads one manager
+step's request from stdin (JSON, ``call`` and its arguments; a caller
+may start the process ahead, as the service is up before the RPC
+arrives) and answers on stdout (JSON, with the driver call's own
+``seconds``).  Both nodes share one
 cell database under ``ROOT`` (as compute nodes share their cell's), have
 their own state and lock paths, and the same instances path, each on its
 own filesystem.  The disk info string travels from A's
@@ -24,6 +25,7 @@ import time
 import traceback
 from typing import Any
 
+from tests.lib import parallel
 from tests.nova import novaenv
 
 #: instances path of both nodes (tools/host-b gives B its own filesystem
@@ -36,12 +38,14 @@ NODES = {'a': ('rdtest-compute-a', '169.254.79.1'),
 def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
     host, ip = NODES[node]
     novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
-                      node=node, name_prefix='rdtest-xh')
+                      node=node,
+                      name_prefix=f'rdtest-{parallel.run()}xh')
     novaenv.CONF.set_override('compute_driver', options.get(
         'compute_driver', novaenv.COMPUTE_DRIVER))
     drv = novaenv.load_driver()
-    for name, value in options.get('resizedriver', {}).items():
-        novaenv.CONF.set_override(name, value, 'resizedriver')
+    for group in ('resizedriver', 'libvirt'):
+        for name, value in options.get(group, {}).items():
+            novaenv.CONF.set_override(name, value, group)
     drv.init_host(host=host)
     return drv
 
@@ -121,9 +125,13 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         novaenv.seed_images(INSTANCES, (novaenv.KERNEL_ID,
                                         novaenv.RAMDISK_ID))
         bdi = _swap_bdm_follows_flavor(ctx, inst, confirm=True)
+        inst.task_state = task_states.RESIZE_FINISH     # as the manager
+        inst.save()
         drv.finish_migration(ctx, mig, inst, req['disk_info'], nw,
                              novaenv.image_meta(req['ip'], cmdline), True,
                              {}, bdi, True)
+        inst.task_state = None
+        inst.save()
         novaenv.wire_taps(nw)
     elif call == 'confirm_resize':
         drv.confirm_migration(ctx, mig, inst, nw)

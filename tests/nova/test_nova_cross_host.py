@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 
@@ -37,28 +38,41 @@ def host_b() -> hostb.HostB:
     return hostb.HostB.setup()
 
 
+#: ``ssh`` and ``scp`` for Nova's own remote calls (its migrate to another
+#: host)
+SSH_BIN = os.path.join(os.path.dirname(__file__), 'sshbin')
+
+
 class Node:
     """One compute node: each call is one nova-compute process."""
 
-    def __init__(self, name: str, b: hostb.HostB, pre_copy: bool) -> None:
+    def __init__(self, name: str, b: hostb.HostB, pre_copy: bool,
+                 libvirt: Optional[dict] = None) -> None:
         self.name = name
         self.b = b
         self.pre_copy = pre_copy
+        #: nova.conf's [libvirt] options beyond novaenv's
+        self.libvirt = libvirt or {}
 
     def __call__(self, call: str, **req) -> dict:
-        """Run ``call`` there with nova.conf's [resizedriver] options."""
+        """Run ``call`` there with nova.conf's [resizedriver] and
+        [libvirt] options."""
         options = {'resizedriver': {
             'ssh_user': 'root', 'ssh_identity_file': self.b.key,
             'ssh_options': self.b.client_options(),
-            'pre_copy': self.pre_copy}}
+            'pre_copy': self.pre_copy}, 'libvirt': self.libvirt}
         req['call'] = call
         argv = [sys.executable, '-m', 'tests.nova.compute_node', ROOT,
                 self.name, json.dumps(options)]
         if self.name == 'b':
             argv = [hostb.SCRIPT, 'run'] + argv
+        env = {**os.environ, 'PYTHONPATH': REPO,
+               'PATH': SSH_BIN + os.pathsep + os.environ['PATH'],
+               'RESIZEDRIVER_HOST_B_KEY': self.b.key,
+               'RESIZEDRIVER_HOST_B_KNOWN_HOSTS': self.b.known_hosts}
         proc = subprocess.run(
             argv, input=json.dumps(req), capture_output=True, text=True,
-            timeout=600, cwd=REPO, env={**os.environ, 'PYTHONPATH': REPO})
+            timeout=600, cwd=REPO, env=env)
         assert proc.returncode == 0, (
             f'{call} on {self.name} failed:\n{proc.stderr[-6000:]}')
         return json.loads(proc.stdout.strip().splitlines()[-1])

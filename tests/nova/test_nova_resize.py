@@ -70,8 +70,14 @@ def resize(server, new) -> 'objects.Migration':
     manager.ComputeManager._set_instance_info(inst, new)
     inst.save()
     update_swap_bdm(server, confirm=True)
+    # the manager's finish_resize (Nova's RBD backend snapshots the root
+    # disk in this state)
+    inst.task_state = task_states.RESIZE_FINISH
+    inst.save()
     drv.finish_migration(server.ctx, mig, inst, disk_info, server.nw,
                          server.image_meta, True, {}, server.bdi(), True)
+    inst.task_state = None
+    inst.save()
     return mig
 
 
