@@ -1,0 +1,127 @@
+"""Resizes the way an operator's go: through Nova's API, conductor,
+scheduler and placement to the nova-compute services ``tools/stack``
+runs, with resizedriver as their driver.
+
+Only the API is used: the guest's console for what it sees (its boot
+counter says whether it rebooted, and which disk it booted from), the
+server's status, the migration records, the instance actions and
+placement's allocations after each step.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.stack import cloud as stack
+
+KiB = 1024
+A, B = stack.HOSTS
+
+
+@pytest.fixture(scope='module')
+def conn():
+    return stack.connect()
+
+
+@pytest.fixture
+def cloud(conn):
+    c = stack.Cloud(conn)
+    yield c
+    c.cleanup()
+
+
+def resources(flavor) -> dict:
+    """What placement holds for a server of ``flavor``."""
+    return {'VCPU': flavor.vcpus, 'MEMORY_MB': flavor.ram,
+            'DISK_GB': flavor.disk + flavor.ephemeral}
+
+
+def assert_moved(cloud, server, flavor, host: str, status: str) -> None:
+    """After a confirm or revert: the migration record's ``status``, the
+    server's allocations ``flavor``'s on ``host`` and nothing left for
+    the migration."""
+    mig, = cloud.migrations(server)
+    assert mig.status == status
+    assert cloud.allocations(server.id) == {
+        cloud.node(host): resources(flavor)}
+    assert cloud.allocations(mig.uuid) == {}
+
+
+def assert_succeeded(cloud, server, *actions: str) -> None:
+    """Each of ``actions`` recorded, every event of it a success."""
+    found = cloud.actions(server)
+    for action in actions:
+        results = {name: e['result'] for name, e in found[action].items()}
+        assert results and set(results.values()) == {'Success'}, results
+
+
+def test_live_resize_on_one_host_then_confirm(cloud):
+    small = cloud.flavor('live-s', 1, 256, 1, stack.ROOM)
+    big = cloud.flavor('live-b', 2, 512, 2, stack.ROOM)
+    server = cloud.boot('live', small)
+    before = cloud.console(server)
+    with cloud.only(A):
+        server = cloud.resize(server, big)
+    after = cloud.guest(server, '2 CPUs, +256 MiB, a 2 GiB disk', lambda r: (
+        r.cpu_count == 2 and r.mem_kb - before.mem_kb == 256 * KiB and
+        r.disks == {'vda': 2 * stack.GiB}))
+    assert after.boot == before.boot                 # it never stopped
+    mig, = cloud.migrations(server)
+    assert (mig.source_compute, mig.dest_compute, mig.status) == (
+        A, A, 'finished')
+    # while VERIFY_RESIZE the migration holds the old flavor's resources
+    assert cloud.allocations(mig.uuid) == {cloud.node(A): resources(small)}
+    assert cloud.allocations(server.id) == {cloud.node(A): resources(big)}
+    server = cloud.confirm(server)
+    assert server.flavor.name == big.name
+    assert cloud.console(server).boot == before.boot
+    assert_moved(cloud, server, big, A, 'confirmed')
+    assert_succeeded(cloud, server, 'resize', 'confirmResize')
+
+
+def test_cold_resize_on_one_host_then_revert(cloud):
+    small = cloud.flavor('cold-s', 1, 256, 1)
+    big = cloud.flavor('cold-b', 2, 512, 2)
+    server = cloud.boot('cold', small)
+    before = cloud.console(server)
+    with cloud.only(A):
+        server = cloud.resize(server, big)
+    resized = cloud.guest(server, 'the new flavor', lambda r: (
+        r.ready and r.cpu_count == 2 and r.disks == {'vda': 2 * stack.GiB}))
+    assert resized.boot == before.boot + 1           # a cold resize
+    server = cloud.revert(server)
+    # The disk as before the resize: its boot counter goes on from the
+    # boot before the resize, whose clean shutdown was its last write
+    # (the resized disk's counter would say one more).
+    back = cloud.guest(server, 'the old flavor', lambda r: (
+        r.ready and r.cpu_count == 1 and
+        r.disks == {'vda': 1 * stack.GiB}))
+    assert (back.boot, back.shutdown_mark) == (
+        before.boot + 1, str(before.boot))
+    assert server.flavor.name == small.name
+    assert_moved(cloud, server, small, A, 'reverted')
+    assert_succeeded(cloud, server, 'resize', 'revertResize')
+
+
+def test_refused_shrink_keeps_the_server_running(cloud):
+    # Nova's API refuses a smaller root disk itself; a smaller ephemeral
+    # disk reaches the driver
+    two = cloud.flavor('shrink-2', 1, 256, 1, ephemeral=2)
+    one = cloud.flavor('shrink-1', 1, 256, 1, ephemeral=1)
+    server = cloud.boot('shrink', two)
+    before = cloud.console(server)
+    with cloud.only(A):
+        cloud.conn.compute.resize_server(server, one.id)
+        mig = stack.wait('the migration to fail', lambda: [
+            m for m in cloud.migrations(server) if m.status == 'error'])[0]
+    server = cloud.wait_status(server, 'ACTIVE')
+    assert server.power_state == 1
+    assert server.flavor.name == two.name
+    event, = [e for e in cloud.actions(server)['resize'].values()
+              if e['result'] == 'Error']
+    # the one line saying why (the event's details, microversion 2.84)
+    assert 'cannot shrink the ephemeral disks from their 2 GiB to 1 GiB' \
+        in event['details'], event
+    assert cloud.console(server).boot == before.boot  # never stopped
+    assert cloud.allocations(server.id) == {cloud.node(A): resources(two)}
+    assert cloud.allocations(mig.uuid) == {}
