@@ -125,3 +125,52 @@ def test_refused_shrink_keeps_the_server_running(cloud):
     assert cloud.console(server).boot == before.boot  # never stopped
     assert cloud.allocations(server.id) == {cloud.node(A): resources(two)}
     assert cloud.allocations(mig.uuid) == {}
+
+
+def _to_b(cloud, name: str):
+    """A server booted on A, resized by the scheduler to B (A drained)
+    with [resizedriver] pre_copy on (its default): VERIFY_RESIZE on B,
+    the guest up there with the new flavor."""
+    small = cloud.flavor(f'{name}-s', 1, 256, 1)
+    big = cloud.flavor(f'{name}-b', 2, 512, 2)
+    server = cloud.boot(name, small)
+    before = cloud.console(server)
+    with cloud.only(B):
+        server = cloud.resize(server, big)
+    assert server.compute_host == B
+    moved = cloud.guest(server, 'the new flavor on B', lambda r: (
+        r.ready and r.cpu_count == 2 and r.disks == {'vda': 2 * stack.GiB}))
+    # a cold move: one clean shutdown on A, the next boot on B
+    assert (moved.boot, moved.shutdown_mark) == (
+        before.boot + 1, str(before.boot))
+    mig, = cloud.migrations(server)
+    assert (mig.source_compute, mig.dest_compute, mig.status) == (
+        A, B, 'finished')
+    assert cloud.allocations(mig.uuid) == {cloud.node(A): resources(small)}
+    assert cloud.allocations(server.id) == {cloud.node(B): resources(big)}
+    return server, small, big, before
+
+
+def test_resize_to_another_host_then_confirm(cloud):
+    server, _small, big, before = _to_b(cloud, 'xconfirm')
+    server = cloud.confirm(server)
+    assert server.compute_host == B
+    assert cloud.console(server).boot == before.boot + 1
+    assert_moved(cloud, server, big, B, 'confirmed')
+    assert_succeeded(cloud, server, 'resize', 'confirmResize')
+
+
+def test_resize_to_another_host_then_revert(cloud):
+    server, small, _big, before = _to_b(cloud, 'xrevert')
+    server = cloud.revert(server)
+    assert server.compute_host == A
+    # A's disk as it was: the boot after the one before the resize, and
+    # that boot's clean shutdown its last write (what B's guest wrote is
+    # not there)
+    back = cloud.guest(server, 'the old flavor on A', lambda r: (
+        r.ready and r.cpu_count == 1 and
+        r.disks == {'vda': 1 * stack.GiB}))
+    assert (back.boot, back.shutdown_mark) == (
+        before.boot + 1, str(before.boot))
+    assert_moved(cloud, server, small, A, 'reverted')
+    assert_succeeded(cloud, server, 'resize', 'revertResize')
