@@ -182,3 +182,22 @@ class Cloud:
             self.conn.compute.wait_for_delete(server, wait=300)
         for flv in self._flavors:
             self.conn.compute.delete_flavor(flv, ignore_missing=True)
+
+
+def leftovers(instance_name: str, uuid: str) -> list[str]:
+    """What is left of a server on either host (not through the API: the
+    API cannot see it): its domain, its directories in the stack's
+    instances path."""
+    path = stack_env()['STACK_INSTANCES']
+    found = []
+    for host, prefix in (('A', []), ('B', [os.path.join(REPO, 'tools',
+                                                        'host-b'), 'run'])):
+        if subprocess.run(prefix + ['virsh', '-c', 'qemu:///system',
+                                    'dominfo', instance_name],
+                          capture_output=True).returncode == 0:
+            found.append(f'{host}: domain {instance_name}')
+        listing = subprocess.run(prefix + ['ls', path], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        found += [f'{host}: {path}/{name}' for name in listing
+                  if name.startswith(uuid)]
+    return found

@@ -174,3 +174,32 @@ def test_resize_to_another_host_then_revert(cloud):
         before.boot + 1, str(before.boot))
     assert_moved(cloud, server, small, A, 'reverted')
     assert_succeeded(cloud, server, 'resize', 'revertResize')
+
+
+def test_cold_migrate_to_a_named_host_then_confirm(cloud):
+    flavor = cloud.flavor('migrate', 1, 256, 1)
+    server = cloud.boot('migrate', flavor)
+    before = cloud.console(server)
+    cloud.conn.compute.migrate_server(server, host=B)
+    server = cloud.wait_status(server, 'VERIFY_RESIZE')
+    assert server.compute_host == B
+    moved = cloud.guest(server, 'the guest on B', lambda r: r.ready)
+    assert (moved.boot, moved.shutdown_mark, moved.disks) == (
+        before.boot + 1, str(before.boot), before.disks)
+    mig, = cloud.migrations(server)
+    assert (mig.migration_type, mig.source_compute, mig.dest_compute) == (
+        'migration', A, B)
+    server = cloud.confirm(server)
+    assert_moved(cloud, server, flavor, B, 'confirmed')
+    assert_succeeded(cloud, server, 'migrate', 'confirmResize')
+
+
+def test_delete_while_verify_resize_leaves_both_hosts_clean(cloud):
+    server, _small, _big, _before = _to_b(cloud, 'xdelete')
+    mig, = cloud.migrations(server)
+    # the domain and directory on B, the old disks on A until then
+    assert len(stack.leftovers(server.instance_name, server.id)) == 3
+    cloud.delete(server)
+    assert cloud.allocations(server.id) == {}
+    assert cloud.allocations(mig.uuid) == {}
+    assert stack.leftovers(server.instance_name, server.id) == []
