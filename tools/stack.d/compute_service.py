@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 
 import nova.conf
+from oslo_utils import uuidutils
 from nova import context, objects
 from nova.db.main import api as db
 
@@ -28,6 +29,7 @@ def main() -> None:
             # the DB row only (the object's create() would notify, and
             # no notifier is set up here)
             db.service_create(ctx, {
+                'uuid': uuidutils.generate_uuid(),
                 'host': host, 'binary': 'nova-compute', 'topic': 'compute',
                 'report_count': 0,
                 'version': objects.service.SERVICE_VERSION})
