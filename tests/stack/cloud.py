@@ -1,0 +1,203 @@
+"""The stack's cloud as a user and an admin see it: through the API only.
+
+Everything here goes through openstacksdk to the services ``tools/stack``
+runs (the clouds.yaml it writes); what the guest sees comes from its
+console (``os-getConsoleOutput``), parsed as every tier parses it
+(tests/lib/guestlog.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from typing import Callable, Iterator, Optional
+
+import openstack
+
+from tests.lib import guestlog
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+STACK = os.path.join(REPO, 'tools', 'stack')
+HOSTS = ('rdstack-a', 'rdstack-b')
+IMAGE = 'rdstack-guest'
+#: a server's name: the run's prefix (RESIZEDRIVER_TEST_RUN), then ours
+PREFIX = 'rdstack-' + os.environ.get('RESIZEDRIVER_TEST_RUN', '')
+#: headroom by flavor extra specs (resizedriver/headroom.py)
+ROOM = {'resizedriver:max_vcpus': '4', 'resizedriver:max_memory_mb': '1024'}
+GiB = 1024 ** 3
+
+
+def stack_env() -> dict[str, str]:
+    """``tools/stack env``: where clouds.yaml is."""
+    out = subprocess.run([STACK, 'env'], check=True, capture_output=True,
+                         text=True).stdout
+    return dict(line.split('=', 1) for line in out.splitlines() if line)
+
+
+def connect():
+    """The admin's connection (the stack must be up: tools/stack start)."""
+    status = subprocess.run([STACK, 'status'], capture_output=True,
+                            text=True)
+    if status.returncode:
+        raise RuntimeError('the stack is not up (tools/stack setup):\n' +
+                           status.stdout)
+    os.environ.update(stack_env())
+    return openstack.connect(cloud='rdstack')
+
+
+def wait(what: str, probe: Callable[[], object], timeout: float = 300,
+         interval: float = 1.0):
+    """``probe()``'s first true value; fails saying ``what`` after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'timed out ({timeout} s) waiting for '
+                                 f'{what}')
+        time.sleep(interval)
+
+
+class Cloud:
+    """The admin's view: servers, flavors, migrations, actions,
+    allocations; every flavor and server made here is deleted by
+    ``cleanup``."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.image = conn.image.find_image(IMAGE, ignore_missing=False)
+        self._flavors: list = []
+        self._servers: list = []
+
+    def flavor(self, name: str, vcpus: int, ram: int, disk: int,
+               extra_specs: Optional[dict] = None, ephemeral: int = 0):
+        flv = self.conn.compute.create_flavor(
+            name=f'{PREFIX}{name}', vcpus=vcpus, ram=ram, disk=disk,
+            ephemeral=ephemeral)
+        self._flavors.append(flv)
+        if extra_specs:
+            self.conn.compute.create_flavor_extra_specs(flv, extra_specs)
+        return flv
+
+    def boot(self, name: str, flavor, host: str = HOSTS[0]):
+        """A server on ``host`` without ports, ACTIVE and its guest up."""
+        server = self.conn.compute.create_server(
+            name=f'{PREFIX}{name}', image_id=self.image.id,
+            flavor_id=flavor.id, networks='none', host=host)
+        self._servers.append(server)
+        server = self.wait_status(server, 'ACTIVE')
+        self.guest(server, 'the first boot', lambda r: r.ready)
+        return server
+
+    def wait_status(self, server, status: str, timeout: float = 300):
+        def probe():
+            now = self.conn.compute.get_server(server.id)
+            assert now.status != 'ERROR' or status == 'ERROR', (
+                f'server {server.id} went to ERROR: {now.fault}')
+            return now if now.status == status and \
+                now.task_state is None else None
+        return wait(f'server {server.id} {status}', probe, timeout)
+
+    def console(self, server) -> Optional[guestlog.GuestReport]:
+        out = self.conn.compute.get_server_console_output(server)
+        return guestlog.parse(out['output'])
+
+    def guest(self, server, what: str,
+              done: Callable[[guestlog.GuestReport], bool],
+              timeout: float = 180) -> guestlog.GuestReport:
+        """The guest's report once ``done`` holds (its console)."""
+        def probe():
+            report = self.console(server)
+            return report if report is not None and done(report) else None
+        return wait(f'the guest of {server.id}: {what}', probe, timeout)
+
+    def resize(self, server, flavor):
+        self.conn.compute.resize_server(server, flavor.id)
+        return self.wait_status(server, 'VERIFY_RESIZE')
+
+    def confirm(self, server):
+        self.conn.compute.confirm_server_resize(server)
+        return self.wait_status(server, 'ACTIVE')
+
+    def revert(self, server):
+        self.conn.compute.revert_server_resize(server)
+        return self.wait_status(server, 'ACTIVE')
+
+    def migrations(self, server) -> list:
+        return list(self.conn.compute.migrations(instance_uuid=server.id))
+
+    def actions(self, server) -> dict:
+        """Action name -> its events (name -> the event), oldest first."""
+        found = {}
+        for action in reversed(list(
+                self.conn.compute.server_actions(server))):
+            detail = self.conn.compute.get_server_action(
+                action.request_id, server)
+            found[action.action] = {e['event']: e for e in detail.events}
+        return found
+
+    def allocations(self, consumer: str) -> dict:
+        """Placement's allocations of ``consumer``: provider name ->
+        resources."""
+        names = {rp['uuid']: rp['name'] for rp in self.conn.placement.get(
+            '/resource_providers').json()['resource_providers']}
+        allocs = self.conn.placement.get(
+            f'/allocations/{consumer}').json()['allocations']
+        return {names[rp]: a['resources'] for rp, a in allocs.items()}
+
+    def node(self, host: str) -> str:
+        """The resource provider (hypervisor) name of compute ``host``."""
+        for hyp in self.conn.compute.hypervisors(details=True):
+            if hyp.service_details['host'] == host:
+                return hyp.name
+        raise AssertionError(f'no hypervisor of {host}')
+
+    @contextlib.contextmanager
+    def only(self, host: str) -> Iterator[None]:
+        """The scheduler sees only ``host``: the other computes disabled
+        (as an operator would drain them) while inside."""
+        others = [s for s in self.conn.compute.services(
+            binary='nova-compute') if s.host != host]
+        for service in others:
+            self.conn.compute.disable_service(service)
+        try:
+            yield
+        finally:
+            for service in others:
+                self.conn.compute.enable_service(service)
+
+    def delete(self, server) -> None:
+        self.conn.compute.delete_server(server)
+        self.conn.compute.wait_for_delete(server, wait=300)
+
+    def cleanup(self) -> None:
+        for server in self._servers:
+            self.conn.compute.delete_server(server, ignore_missing=True)
+        for server in self._servers:
+            self.conn.compute.wait_for_delete(server, wait=300)
+        for flv in self._flavors:
+            self.conn.compute.delete_flavor(flv, ignore_missing=True)
+
+
+def leftovers(instance_name: str, uuid: str) -> list[str]:
+    """What is left of a server on either host (not through the API: the
+    API cannot see it): its domain, its directories in the stack's
+    instances path."""
+    path = stack_env()['STACK_INSTANCES']
+    found = []
+    for host, prefix in (('A', []), ('B', [os.path.join(REPO, 'tools',
+                                                        'host-b'), 'run'])):
+        if subprocess.run(prefix + ['virsh', '-c', 'qemu:///system',
+                                    'dominfo', instance_name],
+                          capture_output=True).returncode == 0:
+            found.append(f'{host}: domain {instance_name}')
+        listing = subprocess.run(prefix + ['ls', path], capture_output=True,
+                                 text=True, check=True).stdout.split()
+        found += [f'{host}: {path}/{name}' for name in listing
+                  if name.startswith(uuid)]
+    return found
