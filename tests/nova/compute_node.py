@@ -26,6 +26,7 @@ import time
 import traceback
 from typing import Any
 
+from tests.lib import parallel
 from tests.nova import novaenv
 
 #: instances path of both nodes (tools/host-b gives B its own filesystem
@@ -38,7 +39,8 @@ NODES = {'a': ('rdtest-compute-a', '169.254.79.1'),
 def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
     host, ip = NODES[node]
     novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
-                      node=node, name_prefix='rdtest-xh')
+                      node=node,
+                      name_prefix=f'rdtest-xh-{parallel.worker()}')
     novaenv.CONF.set_override('compute_driver', options.get(
         'compute_driver', novaenv.COMPUTE_DRIVER))
     drv = novaenv.load_driver()
