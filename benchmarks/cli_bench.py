@@ -15,6 +15,8 @@ Run it with ``benchmarks/run cli`` (as root), not directly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -68,7 +70,8 @@ def _command(*argv: str) -> None:
     cli.run(cli.build_parser().parse_args(list(argv)))
 
 
-def run_case(host: Host, root: str, case: str) -> tuple[str, object]:
+def run_case(host: Host, root: str,
+             case: str) -> tuple[str, phases.Phases | None]:
     """One resize of a fresh guest; its plan and phases."""
     ip, mac = parallel.guest_address()
     name = f'rdbench-cli-{os.getpid()}-{case}'
@@ -131,6 +134,10 @@ def main(argv: list[str]) -> int:
         [((plan,), where) for plan, where in rows], ('plan',),
         f'resizedriver resize, same host; {os.cpu_count()} host CPUs'))
     report.plot_phases(rows, os.path.join(args.results, 'cli-phases.png'))
+    with open(os.path.join(args.results, 'cli-phases.json'), 'w') as f:
+        json.dump([{'plan': plan, 'phases': dataclasses.asdict(where)}
+                   for plan, where in rows if where is not None], f,
+                  indent=1)
     return 0
 
 

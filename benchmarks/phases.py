@@ -38,7 +38,7 @@ COPIES = (stepname.COPY_DISKS, stepname.COPY_TOPS)
 #: the phase columns, in order (``Phases`` fields)
 COLUMNS = ('tail s', 'reap s', 'libvirt s', 'off ret s', 'copy s',
            'migrate rest s', 'handover s', 'check s', 'images s',
-           'define s', 'start s', 'off->started s')
+           'define s', 'start s', 'off->started s', 'w/o reap+handover s')
 
 
 @dataclasses.dataclass
@@ -88,6 +88,9 @@ class Phases:
     define: float        # finish: VIFs and the definition
     start: float         # finish: start, until it returned
     total: float         # guest's power-off line -> start returned
+    #: the total less init's reap (a machine's, no libvirt's or ours) and
+    #: the handover (the compute manager's or the benchmark's)
+    net: float
 
     def row(self) -> tuple[str, ...]:
         return tuple(f'{v:.2f}' for v in dataclasses.astuple(self))
@@ -106,14 +109,17 @@ def phases(down_at: float, domain: 'DomainWatch', migrate: Call,
     start = spans.get(stepname.START, 0.0)
     started = finish.step_end(stepname.START)
     off_end = migrate.step_end(stepname.POWER_OFF)
+    reap = at['reaped'] - at['exited']
+    handover = finish.begin - migrate.end
     return Phases(
         tail=at['exited'] - down_at,
-        reap=at['reaped'] - at['exited'], libvirt=at['off'] - at['reaped'],
+        reap=reap, libvirt=at['off'] - at['reaped'],
         off_return=off_end - at['off'], copy=copy,
         migrate_rest=migrate.end - off_end - copy,
-        handover=finish.begin - migrate.end, check=check,
+        handover=handover, check=check,
         images=started - finish.begin - check - define - start,
-        define=define, start=start, total=started - down_at)
+        define=define, start=start, total=started - down_at,
+        net=started - down_at - reap - handover)
 
 
 class StepLog(logging.Handler):

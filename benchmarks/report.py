@@ -70,8 +70,8 @@ def plot_phases(rows: list[tuple[str, object]], path: str) -> None:
     if not rows:
         return
     fig, ax = axes()
-    names = phases.COLUMNS[:-1]
-    values = [dataclasses.astuple(where)[:-1] for _, where in rows]
+    names = phases.COLUMNS[:-2]          # not the totals
+    values = [dataclasses.astuple(where)[:-2] for _, where in rows]
     left = [0.0] * len(rows)
     colours = matplotlib_colours(len(names))
     for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
