@@ -70,6 +70,7 @@ def plot_phases(rows: list[tuple[str, object]], path: str) -> None:
     if not rows:
         return
     fig, ax = axes()
+    fig.set_figheight(5.5)
     names = phases.COLUMNS[:-2]          # not the totals
     values = [dataclasses.astuple(where)[:-2] for _, where in rows]
     left = [0.0] * len(rows)
@@ -83,13 +84,14 @@ def plot_phases(rows: list[tuple[str, object]], path: str) -> None:
     ax.axvline(0.5, color='black', linestyle=':', linewidth=1)
     ax.set_xlabel("s from the guest's power-off line to start returned")
     ax.set_title('cold resize: where the time after power-off goes')
-    ax.legend(fontsize='small', ncol=3)
+    ax.legend(fontsize='small', ncol=4, loc='upper center',
+              bbox_to_anchor=(0.5, -0.2))
     save_figure(fig, path)
 
 
 def matplotlib_colours(n: int) -> list:
     from matplotlib import colormaps
-    return [colormaps['tab10'](i) for i in range(n)]
+    return [colormaps['tab20'](i) for i in range(n)]
 
 
 def save_named(results: list, directory: str, note: str, name: str) -> None:
