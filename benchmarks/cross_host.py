@@ -30,7 +30,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks import probes, report
+from benchmarks import phases, probes, report
 from benchmarks.resize_bench import (FILL_CHUNK, FILL_OFFSET, GiB, MiB,
                                      READY_TIMEOUT, parse_size)
 from tests.lib import guestlog, hostb
@@ -38,7 +38,12 @@ from tests.lib.testguest import REPO
 from tests.nova import compute_node
 
 DRIVERS = {'ours': 'resizedriver.LibvirtResizeDriver',
+           'copy': 'resizedriver.LibvirtResizeDriver',
            'upstream': 'libvirt.LibvirtDriver'}
+#: [resizedriver] options of a variant beyond the ssh ones ('copy': the
+#: copy plan, pre-copy off)
+OPTIONS: dict[str, dict[str, Any]] = {'ours': {},
+                                      'copy': {'pre_copy': False}}
 #: ssh and scp for upstream Nova, which runs them as they are: with B's
 #: key and known host (what ~/.ssh/config would say on a compute host)
 SSH_WRAPPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -57,6 +62,8 @@ class CrossResult:
     wire: int                # bytes across the veth, both ways
     allocated: int           # the instance's allocated data at the start
     rate: int                # KiB/s the guest wrote throughout
+    #: where the downtime went (None: upstream's)
+    phases: phases.Phases | None = None
 
 
 class Node:
@@ -65,10 +72,10 @@ class Node:
     def __init__(self, root: str, name: str, driver: str,
                  b: hostb.HostB) -> None:
         options: dict[str, Any] = {'compute_driver': DRIVERS[driver]}
-        if driver == 'ours':
+        if driver in OPTIONS:
             options['resizedriver'] = {
                 'ssh_user': 'root', 'ssh_identity_file': b.key,
-                'ssh_options': b.client_options()}
+                'ssh_options': b.client_options(), **OPTIONS[driver]}
         argv = [sys.executable, '-m', 'tests.nova.compute_node', root, name,
                 json.dumps(options)]
         if name == 'b':
@@ -166,24 +173,29 @@ def run_case(bench: Bench, driver: str, size: int, rate: int,
                     bench.b.path(console_a)]
         device = probes.block_device(compute_node.INSTANCES)
         a, b = bench.node('a', driver), bench.node('b', driver)
-        with probes.ConsoleWatch(consoles, device) as watch:
+        domain = phases.DomainWatch(uuid)
+        with probes.ConsoleWatch(consoles, device) as watch, domain:
             wire0 = bench.b.wire_bytes()
             t0 = time.monotonic()
-            out = a.call('resize_instance', uuid=uuid,
+            out = a.call('resize_instance', uuid=uuid, steps=True,
                          flavor=('2', 2, 512, root_gb))
             t1 = time.monotonic()
             fin = b.call('finish_resize', uuid=uuid, ip=ip, cmdline=cmdline,
-                         migration=out['migration'],
+                         migration=out['migration'], steps=True,
                          disk_info=out['disk_info'])
             ready = _ready_after(watch, t0)
             conf = bench.call('a', driver, 'confirm_resize', uuid=uuid,
                               migration=out['migration'])
             wire = bench.b.wire_bytes() - wire0
         down = watch.last_between(t0, t1)
+        down_at = down.at if down else t0
+        where = None if driver == 'upstream' else phases.phases(
+            down_at, domain, phases.Call.from_dict(out['steps']),
+            phases.Call.from_dict(fin['steps']))
         return CrossResult(size, driver, _plan(out['disk_info']),
-                           ready.at - (down.at if down else t0),
-                           out['seconds'], fin['seconds'], conf['seconds'],
-                           wire, allocated, rate)
+                           ready.at - down_at, out['seconds'],
+                           fin['seconds'], conf['seconds'], wire, allocated,
+                           rate, where)
     finally:
         _remove(bench, driver, uuid)
 
@@ -198,7 +210,8 @@ def _remove(bench: Bench, driver: str, uuid: str) -> None:
             print(f'rdbench: destroy on {name}: {e}', file=sys.stderr)
 
 
-CROSS_DRIVER_TEXT = {'ours': 'resizedriver', 'upstream': 'Nova 34'}
+CROSS_DRIVER_TEXT = {'ours': 'resizedriver', 'copy': 'resizedriver',
+                     'upstream': 'Nova 34'}
 COLUMNS = ('data', 'driver', 'plan', 'downtime s', 'migrate s', 'finish s',
            'confirm s', 'wire MiB', 'allocated MiB', 'wire/allocated')
 
@@ -214,6 +227,13 @@ def show(results: list[CrossResult], directory: str, note: str) -> None:
     if not results:
         return
     print(report.format_table(COLUMNS, [_row(r) for r in results], note))
+    cases = [((report.size_text(r.size), r.plan), r.phases)
+             for r in results]
+    print('\n' + report.phase_table(
+        cases, ('data', 'plan'),
+        'A -> B: guest\'s power-off line on A -> start returned on B'))
+    report.plot_phases([(' '.join(case), where) for case, where in cases],
+                       os.path.join(directory, 'cross-host-phases.png'))
     report.save_named(results, directory, note, 'cross-host')
     report.plot_cross(results, CROSS_DRIVER_TEXT,
                       os.path.join(directory, 'cross-host.png'))

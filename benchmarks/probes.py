@@ -15,7 +15,7 @@ import threading
 import time
 
 SECTOR = 512          # /proc/diskstats counts 512-byte sectors, always
-POLL = 0.05           # seconds: the resolution of every time measured
+POLL = 0.01           # seconds: the resolution of every time measured
 
 
 def block_device(path: str) -> str:

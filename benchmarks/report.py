@@ -10,6 +10,7 @@ import os
 MiB = 1024 ** 2
 KIND_TEXT = {'cpu': 'CPU/RAM', 'disk': 'disk +1G'}
 DRIVER_TEXT = {'live': 'ours, live', 'ours': 'ours, cold',
+               'copy': 'ours, raw disks (copy)',
                'upstream': 'Nova 34'}
 COLUMNS = ('resize', 'data', 'driver', 'downtime s', 'migrate s',
            'finish s', 'confirm s', 'written down MiB', 'written total MiB',
@@ -32,6 +33,16 @@ def table(results: list, note: str) -> str:
     return format_table(COLUMNS, [_row(r) for r in results], note)
 
 
+def phase_table(rows: list[tuple[tuple[str, ...], object]],
+                columns: tuple[str, ...], note: str) -> str:
+    """Where each cold resize's downtime went (``phases.Phases``), after
+    the ``columns`` naming each case."""
+    from benchmarks import phases
+    return format_table(columns + phases.COLUMNS,
+                        [case + where.row() for case, where in rows
+                         if where is not None], note)
+
+
 def format_table(columns: tuple[str, ...], rows: list[tuple[str, ...]],
                  note: str) -> str:
     """A reStructuredText simple table, then ``note``."""
@@ -51,6 +62,38 @@ def save(results: list, directory: str, note: str) -> None:
     plot(results, os.path.join(directory, 'downtime.png'))
 
 
+def plot_phases(rows: list[tuple[str, object]], path: str) -> None:
+    """One stacked bar per cold resize (its label, ``phases.Phases``):
+    the phases from the guest's power-off line to start returned."""
+    from benchmarks import phases
+    rows = [(label, where) for label, where in rows if where is not None]
+    if not rows:
+        return
+    fig, ax = axes()
+    fig.set_figheight(5.5)
+    names = phases.COLUMNS[:-2]          # not the totals
+    values = [dataclasses.astuple(where)[:-2] for _, where in rows]
+    left = [0.0] * len(rows)
+    colours = matplotlib_colours(len(names))
+    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
+        widths = [max(v[i], 0.0) for v in values]
+        ax.barh(range(len(rows)), widths, left=left, color=colour,
+                label=name.removesuffix(' s'))
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.axvline(0.5, color='black', linestyle=':', linewidth=1)
+    ax.set_xlabel("s from the guest's power-off line to start returned")
+    ax.set_title('cold resize: where the time after power-off goes')
+    ax.legend(fontsize='small', ncol=4, loc='upper center',
+              bbox_to_anchor=(0.5, -0.2))
+    save_figure(fig, path)
+
+
+def matplotlib_colours(n: int) -> list:
+    from matplotlib import colormaps
+    return [colormaps['tab20'](i) for i in range(n)]
+
+
 def save_named(results: list, directory: str, note: str, name: str) -> None:
     """``<directory>/<name>.json``: the note and every result."""
     os.makedirs(directory, exist_ok=True)
@@ -63,12 +106,14 @@ def save_named(results: list, directory: str, note: str, name: str) -> None:
 def plot_cross(results: list, names: dict[str, str], path: str) -> None:
     """Cross-host downtime against the data written, one line a driver."""
     fig, ax = axes()
-    for driver, colour in (('ours', 'tab:blue'), ('upstream', 'tab:red')):
+    for driver, colour in (('ours', 'tab:blue'), ('copy', 'tab:purple'),
+                           ('upstream', 'tab:red')):
         points = sorted((r.size, r.downtime) for r in results
                         if r.driver == driver)
         if points:
             ax.plot([s / MiB for s, _ in points], [d for _, d in points],
-                    '-o', color=colour, label=names[driver])
+                    '-o', color=colour,
+                    label=f'{names[driver]} ({driver})')
     _finish(fig, ax, results, path,
             'resize A -> B: resizedriver vs. Nova 34 LibvirtDriver')
 
@@ -77,7 +122,7 @@ def plot(results: list, path: str) -> None:
     fig, ax = axes()
     # colour: driver; line and marker: kind of resize
     for driver, colour in (('live', 'tab:green'), ('ours', 'tab:blue'),
-                           ('upstream', 'tab:red')):
+                           ('copy', 'tab:purple'), ('upstream', 'tab:red')):
         label = DRIVER_TEXT[driver]
         for kind, style in zip(KIND_TEXT, ('-o', '--s'), strict=True):
             points = sorted((r.size, r.downtime) for r in results
@@ -113,6 +158,7 @@ def _finish(fig, ax, results: list, path: str, title: str) -> None:
 
 def save_figure(fig, path: str) -> None:
     from matplotlib import pyplot
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     pyplot.close(fig)

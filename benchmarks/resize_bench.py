@@ -31,18 +31,24 @@ import libvirt
 from nova import objects
 from nova.virt import driver as nova_driver
 
-from benchmarks import probes, report
+from benchmarks import phases, probes, report
 from tests.lib import guestlog, hostenv
 from tests.nova import novaenv
 
+#: resizedriver's plans' steps, as they begin
+STEPS = phases.StepLog().install()
 MiB = 1024 ** 2
 GiB = 1024 ** 3
 CONF = novaenv.CONF
 #: driver variant: the nova.conf compute_driver, and resizedriver's
-#: [resizedriver] live_resize plus whether the flavors grant headroom
-DRIVERS = {'live': ('resizedriver.LibvirtResizeDriver', 'auto', True),
-           'ours': ('resizedriver.LibvirtResizeDriver', 'never', False),
-           'upstream': ('libvirt.LibvirtDriver', 'never', False)}
+#: [resizedriver] live_resize plus whether the flavors grant headroom,
+#: and use_cow_images (False: raw disks, which resizedriver copies)
+DRIVERS = {'live': ('resizedriver.LibvirtResizeDriver', 'auto', True, True),
+           'ours': ('resizedriver.LibvirtResizeDriver', 'never', False,
+                    True),
+           'copy': ('resizedriver.LibvirtResizeDriver', 'never', False,
+                    False),
+           'upstream': ('libvirt.LibvirtDriver', 'never', False, True)}
 #: flavor extra specs granting headroom (the "live" variant)
 ROOM = {'resizedriver:max_vcpus': '4', 'resizedriver:max_memory_mb': '2048'}
 KINDS = ('cpu', 'disk')      # CPU/RAM only; root disk grow by 1 GiB
@@ -66,6 +72,9 @@ class Result:
     written_total: int       # ... from migrate to after confirm + sync
     background: float        # device write rate just before, bytes/s
     down_line: str           # the console line downtime starts at
+    plan: str = ''           # resizedriver's plan ('' for upstream)
+    #: where the cold downtime went (None: live, or upstream's)
+    phases: phases.Phases | None = None
 
 
 def parse_size(text: str) -> int:
@@ -85,7 +94,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument('--kinds', default=','.join(KINDS),
                    type=lambda s: s.split(','),
                    help='cpu: CPU/RAM only; disk: root disk +1 GiB')
-    p.add_argument('--drivers', default=','.join(DRIVERS),
+    p.add_argument('--drivers', default='live,ours,upstream',
                    type=lambda s: s.split(','))
     p.add_argument('--results', default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), 'results'))
@@ -138,7 +147,8 @@ def fill(server: Server, size: int) -> None:
     for offset in range(0, size, FILL_CHUNK):
         length = min(FILL_CHUNK, size - offset)
         writes += ['-c', f'write -P 0x5a {FILL_OFFSET + offset} {length}']
-    done = subprocess.run(['qemu-io', '-f', 'qcow2', *writes,
+    fmt = 'qcow2' if CONF.use_cow_images else 'raw'
+    done = subprocess.run(['qemu-io', '-f', fmt, *writes,
                            os.path.join(server.dir, 'disk')],
                           capture_output=True, text=True,
                           timeout=CHILD_TIMEOUT)
@@ -194,7 +204,8 @@ def resize(server: Server, new, device: str, kind: str, size: int,
     background = (probes.bytes_written(device) - background_start) / 2
     consoles = [server.console,
                 os.path.join(server.dir + '_resize', 'console.log')]
-    with probes.ConsoleWatch(consoles, device) as watch:
+    domain = phases.DomainWatch(inst.uuid)
+    with probes.ConsoleWatch(consoles, device) as watch, domain:
         t0, w0 = watch.sample()
         migrate, disk_info = timed(
             drv.migrate_disk_and_power_off, ctx, inst, mig.dest_host, new,
@@ -203,10 +214,13 @@ def resize(server: Server, new, device: str, kind: str, size: int,
         t1 = time.monotonic()
         inst.flavor = new                   # manager: _set_instance_info
         inst.save()
-        live = _plan(server) == 'live'
+        plan = _plan(server)
+        live = plan == 'live'
+        t2 = time.monotonic()
         finish, _ = timed(drv.finish_migration, ctx, mig, inst, disk_info,
                           server.nw, server.image_meta, disks_change, {},
                           None, True)
+        t3 = time.monotonic()
         if live:
             wait_applied(watch, kind, t0)
         else:
@@ -223,9 +237,12 @@ def resize(server: Server, new, device: str, kind: str, size: int,
                       w_end - w0, background, '(none: resized live)')
     down = watch.last_between(t0, t1)
     down_at, down_written = (down.at, down.written) if down else (t0, w0)
+    where = None if name == 'upstream' else phases.phases(
+        down_at, domain, STEPS.call(t0, t1), STEPS.call(t2, t3))
     return Result(kind, size, name, ready.at - down_at, migrate, finish,
                   confirm, ready.written - down_written, w_end - w0,
-                  background, down.text if down else '(none: from migrate)')
+                  background, down.text if down else '(none: from migrate)',
+                  plan, where)
 
 
 def _plan(server: Server) -> str:
@@ -259,8 +276,9 @@ def wait_applied(watch: probes.ConsoleWatch, kind: str,
 def run_case(drv, name: str, kind: str, size: int, n: int,
              device: str) -> Result:
     root_gb = math.ceil((FILL_OFFSET + size) / GiB)
-    _, live_resize, roomy = DRIVERS[name]
+    _, live_resize, roomy, cow = DRIVERS[name]
     CONF.set_override('live_resize', live_resize, 'resizedriver')
+    CONF.set_override('use_cow_images', cow)
     specs = ROOM if roomy else None
     small = novaenv.flavor('1', 1, 256, root_gb, specs)
     new = (novaenv.flavor('2', 2, 512, root_gb, specs) if kind == 'cpu'
@@ -300,14 +318,17 @@ def setup(root: str) -> dict:
     CONF.set_override('host', PREFIX + 'compute')
     CONF.set_override('instance_name_template',
                       f'{PREFIX}{os.getpid()}-%08x')
-    loaded: dict[str, object] = {}
-    for path, _, _ in DRIVERS.values():
-        if path not in loaded:
-            # Exactly what nova-compute does with compute_driver = ...
-            loaded[path] = nova_driver.load_compute_driver(
+    loaded: dict[tuple[str, bool], object] = {}
+    for path, _, _, cow in DRIVERS.values():
+        if (path, cow) not in loaded:
+            # Exactly what nova-compute does with compute_driver = ...;
+            # its image backend follows use_cow_images as it loads.
+            CONF.set_override('use_cow_images', cow)
+            loaded[path, cow] = nova_driver.load_compute_driver(
                 novaenv.VirtAPI(), path)
-            loaded[path].init_host(host=CONF.host)
-    drivers = {name: loaded[path] for name, (path, _, _) in DRIVERS.items()}
+            loaded[path, cow].init_host(host=CONF.host)
+    drivers = {name: loaded[path, cow]
+               for name, (path, _, _, cow) in DRIVERS.items()}
     novaenv.seed_images(CONF.instances_path)
     return drivers
 
@@ -329,6 +350,13 @@ def show(results: list, directory: str, device: str) -> None:
     note = (f'virt_type={CONF.libvirt.virt_type}, {os.cpu_count()} host '
             f'CPUs; writes: /proc/diskstats of {device}')
     print(report.table(results, note))
+    cases = [((report.KIND_TEXT[r.kind], report.size_text(r.size), r.plan),
+              r.phases) for r in results]
+    print('\n' + report.phase_table(
+        cases, ('resize', 'data', 'plan'),
+        'cold resizes: guest\'s power-off line -> start returned'))
+    report.plot_phases([(' '.join(case), where) for case, where in cases],
+                       os.path.join(directory, 'phases.png'))
     report.save(results, directory, note)
     print(f'rdbench: wrote {directory}/results.json and downtime.png',
           file=sys.stderr)

@@ -8,16 +8,18 @@ nova.conf line (``OPTIONS``, JSON: ``compute_driver``, default ours, and
 ``init_host``, as a service start would, and only then reads one manager
 step's request from stdin (JSON, ``call`` and its arguments; a caller
 may start the process ahead, as the service is up before the RPC
-arrives) and answers on stdout (JSON, with the driver call's own
-``seconds``).  Both nodes share one
-cell database under ``ROOT`` (as compute nodes share their cell's), have
-their own state and lock paths, and the same instances path, each on its
-own filesystem.  The disk info string travels from A's
+arrives) and answers on stdout (JSON, with the call's own ``seconds``;
+asked for ``steps``, the benchmark's ``phases.Call`` of the driver
+call's plan steps).  Both nodes share one cell database under ``ROOT``
+(as compute nodes share their cell's), have their own state and lock
+paths, and the same instances path, each on its own filesystem.  The
+disk info string travels from A's
 ``resize_instance`` to B's ``finish_resize`` as the RPC carries it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -110,12 +112,15 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         mig.create()
         inst.old_flavor, inst.new_flavor = inst.flavor, new
         inst.save()
+        called = time.monotonic()
         disk_info = drv.migrate_disk_and_power_off(
             ctx, inst, mig.dest_host, new, nw, bdi, 60, 2)
+        called_end = time.monotonic()
         manager.ComputeManager._set_instance_info(inst, new)
         inst.host = NODES['b'][0]
         inst.save()
-        return {'disk_info': disk_info, 'migration': mig.id}
+        return {'disk_info': disk_info, 'migration': mig.id,
+                'called': (called, called_end)}
     mig = (objects.Migration.get_by_id(ctx, req['migration'])
            if 'migration' in req else None)
     if call == 'finish_resize':
@@ -125,14 +130,17 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         novaenv.seed_images(INSTANCES, (novaenv.KERNEL_ID,
                                         novaenv.RAMDISK_ID))
         bdi = _swap_bdm_follows_flavor(ctx, inst, confirm=True)
+        image_meta = novaenv.image_meta(req['ip'], cmdline)
         inst.task_state = task_states.RESIZE_FINISH     # as the manager
         inst.save()
+        called = time.monotonic()
         drv.finish_migration(ctx, mig, inst, req['disk_info'], nw,
-                             novaenv.image_meta(req['ip'], cmdline), True,
-                             {}, bdi, True)
+                             image_meta, True, {}, bdi, True)
+        called_end = time.monotonic()
         inst.task_state = None
         inst.save()
         novaenv.wire_taps(nw)
+        return {'called': (called, called_end)}
     elif call == 'confirm_resize':
         drv.confirm_migration(ctx, mig, inst, nw)
     elif call == 'revert_resize':
@@ -158,6 +166,21 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _step_log() -> Any:
+    """The benchmark's record of the plan's steps (``steps`` in the
+    request): their start times, with the call's."""
+    from benchmarks import phases
+    return phases.StepLog().install()
+
+
+def _start_privsep() -> None:
+    """Nova's privsep daemon, as a running nova-compute has had it since
+    its first privileged call; started at this process's first one, it
+    would add its start (0.4 s here) to the driver call timed."""
+    import nova.privsep
+    nova.privsep.sys_admin_pctxt.start()
+
+
 def main() -> None:
     root, node = sys.argv[1:3]
     options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
@@ -167,9 +190,16 @@ def main() -> None:
         drv = _configure(root, node, options)
         try:
             req = json.load(sys.stdin)
+            steps = None
+            if req.get('steps'):
+                steps = _step_log()
+                _start_privsep()
             started = time.monotonic()
             answer = run(drv, req)
             answer['seconds'] = time.monotonic() - started
+            if steps is not None:   # of the driver's call
+                answer['steps'] = dataclasses.asdict(steps.call(
+                    *answer.get('called', (started, time.monotonic()))))
         finally:
             drv.cleanup_host(host=NODES[node][0])
     except BaseException:
