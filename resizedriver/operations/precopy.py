@@ -272,7 +272,7 @@ def _copy_round(op: 'MigrateDiskAndPowerOff', round_: int) -> int:
     parts = {name: op.dest_inst.path(f'{name}{LAYER}.{round_}')
              for name in frozen}
     op.copy_all([(frozen[name], parts[name]) for name in frozen])
-    bases = {d.name: op.dest_inst.base_path(os.path.basename(d.backing_file))
+    bases = {d.name: op.dest_inst.base_path(d.base_name)
              if d.backing_file else None for d in _growable(op.disks)}
     for name, part in parts.items():
         layer = op.dest_inst.path(name + LAYER)
@@ -359,7 +359,7 @@ def _moved_bases(op: 'FinishMigration') -> list[tuple[str, str]]:
     moved = []
     for disk in op.copied:
         if disk.role in GROWABLE and disk.backing_file:
-            here = op.dest.base_path(os.path.basename(disk.backing_file))
+            here = op.dest.base_path(disk.base_name)
             if here != disk.backing_file:
                 moved.append((op.dest.path(disk.name + LAYER), here))
     return moved
