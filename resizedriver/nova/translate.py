@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from typing import Any, Optional
 
@@ -11,6 +12,7 @@ from nova import exception as nova_exception
 from nova.virt import driver as nova_driver
 from nova.virt import hardware
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
 from resizedriver import headroom as rd_headroom
@@ -86,6 +88,14 @@ def destination(dest: str, conf: Any, own_addr: str) -> Destination:
     if is_this_host(dest, conf, own_addr):
         return Destination(None, conf.instances_path, same_hypervisor=True)
     return Destination(dest, conf.instances_path, same_hypervisor=False)
+
+
+def has_vtpm(instance: Any) -> bool:
+    """Whether the instance has a vTPM: its flavor or image asks for one,
+    or libvirt keeps swtpm state for it (``/var/lib/libvirt/swtpm``)."""
+    return bool(hardware.get_vtpm_constraint(instance.flavor,
+                                             instance.image_meta)) or \
+        os.path.exists(os.path.join(libvirt_utils.VTPM_DIR, instance.uuid))
 
 
 def volume_connections(block_device_info: Optional[dict]) -> list[dict]:
