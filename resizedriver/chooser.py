@@ -19,7 +19,8 @@ rule  topology   instance / config            plan
                  device), ``images_type``     :func:`why_upstream` in the
                  not a file backend,          Nova adapter before the engine
                  attached volumes, no local   looks at the disks.  The CLI
-                 root disk                    refuses such domains instead
+                 root disk; a vTPM going to   refuses such domains instead
+                 another hypervisor
 1     same-host  the guest runs, the flavor   ``live`` (``operations/
                  only grows (swap as it is),  live.py``): vCPUs and memory
                  within the domain's          hot-plugged, disks grown with
@@ -94,8 +95,8 @@ class Choice:
 
 
 def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
-                 volumes: Sequence[str], has_root_file: bool) \
-        -> Optional[str]:
+                 volumes: Sequence[str], has_root_file: bool,
+                 vtpm_to_another_host: bool = False) -> Optional[str]:
     """Why a resize under Nova is Nova's own (rule 0), None when
     resizedriver owns it: what it has not proven its plans with goes the
     way upstream would take it, never worse.
@@ -104,7 +105,10 @@ def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
     target device -> what it is, for every disk that is not a file in the
     instance directory (``domain_xml.disks_elsewhere``); ``volumes``: the
     target devices of attached Cinder volumes; ``has_root_file``: a root
-    disk file is in the instance directory.
+    disk file is in the instance directory; ``vtpm_to_another_host``: the
+    instance has a vTPM and goes to another hypervisor (Nova's migrate
+    moves the swtpm state and its finish restores it; our plans copy
+    disks only).
     """
     why = []
     if images_type not in OWN_IMAGE_TYPES:
@@ -115,6 +119,9 @@ def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
     if not has_root_file:
         why.append('no root disk file in the instance directory (booted '
                    'from volume)')
+    if vtpm_to_another_host:
+        why.append('it has a vTPM and goes to another host (Nova moves its '
+                   'swtpm state, resizedriver\'s plans do not)')
     why += [f'{dev} is {what}' for dev, what in
             sorted(disks_elsewhere.items()) if dev not in volumes]
     return '; '.join(why) or None

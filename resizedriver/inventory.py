@@ -165,9 +165,7 @@ def check_copy(disk: DiskFile, inst: InstanceLayout,
             f'{path}: backing file {info.backing_file!r}, the source '
             f'sent {disk.backing_file!r}')
     if disk.backing_file:
-        check_base(path,
-                   inst.base_path(os.path.basename(disk.backing_file)),
-                   inst.base_dir)
+        check_base(path, inst.base_path(disk.base_name), inst.base_dir)
 
 
 def check_top(disk: DiskFile, inst: InstanceLayout, qemu_img: QemuImg,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import os
 import re
 from typing import Any, Optional
 
@@ -91,6 +92,14 @@ class DiskFile:
     actual_size: int
     backing_file: Optional[str] = None   # absolute path on the source
     target_dev: Optional[str] = None     # vda, vdb, ... from the domain
+    #: the backing file's name in the destination's ``_base`` where it is
+    #: not the source's own name (``migrate.ephemeral_base_name``)
+    dest_base: Optional[str] = None
+
+    @property
+    def base_name(self) -> str:
+        """The backing file's name in the destination's ``_base``."""
+        return self.dest_base or os.path.basename(self.backing_file or '')
 
     def to_dict(self) -> dict[str, Any]:
         return {'name': self.name, 'role': self.role.value,
@@ -98,7 +107,8 @@ class DiskFile:
                 'virt_disk_size': self.virtual_size,
                 'disk_size': self.actual_size,
                 'backing_file': self.backing_file or '',
-                'target_dev': self.target_dev}
+                'target_dev': self.target_dev,
+                'dest_base': self.dest_base or ''}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> 'DiskFile':
@@ -107,11 +117,17 @@ class DiskFile:
         if role_for_name(d['name']) is not DiskRole(d['role']):
             raise ValueError(f'disk name {d["name"]!r} does not fit role '
                              f'{d["role"]!r}')
+        dest_base = d.get('dest_base') or None
+        if dest_base is not None and (
+                os.path.basename(dest_base) != dest_base or
+                dest_base in ('.', '..')):
+            raise ValueError(f'backing file name {dest_base!r} is not a '
+                             f'plain file name')
         return cls(name=d['name'], role=DiskRole(d['role']), path=d['path'],
                    format=d['type'], virtual_size=int(d['virt_disk_size']),
                    actual_size=int(d['disk_size']),
                    backing_file=d.get('backing_file') or None,
-                   target_dev=d.get('target_dev'))
+                   target_dev=d.get('target_dev'), dest_base=dest_base)
 
 
 class Topology(str, enum.Enum):

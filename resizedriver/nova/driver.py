@@ -234,20 +234,21 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                                    flavor, network_info,
                                    block_device_info=None,
                                    timeout=0, retry_interval=0):
+        destination = translate.destination(dest, CONF,
+                                            self.get_host_ip_addr())
         guest = self._guest(instance)     # none: the engine refuses it
         if guest is not None:
             source_xml = guest.xml()
-            why = upstream.reason(source_xml, _layout(instance),
-                                  CONF.libvirt.images_type,
-                                  block_device_info)
+            why = upstream.reason(
+                source_xml, _layout(instance), CONF.libvirt.images_type,
+                block_device_info, not destination.same_hypervisor and
+                translate.has_vtpm(instance))
             if why:
                 return self._migrate_novas_way(
                     why, guest, source_xml, context, instance, dest, flavor,
                     network_info, block_device_info, timeout,
                     retry_interval)
         new_flavor = translate.flavor(flavor, block_device_info)
-        destination = translate.destination(dest, CONF,
-                                            self.get_host_ip_addr())
         impl = NovaImplementation(
             self._call(context, instance, network_info, block_device_info),
             timeout=timeout, retry_interval=retry_interval,

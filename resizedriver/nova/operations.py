@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Callable, Optional
 
 import nova.conf
 from nova.virt.libvirt import blockinfo
-from nova.virt import hardware
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
-from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
 from resizedriver import chooser
@@ -179,10 +176,6 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         return dict(super().journal_context(), power_on_in_recovery=False,
                     **IMPL)
 
-    def validate(self) -> None:
-        self.refuse_vtpm_to_another_host()
-        super().validate()
-
     def integration_live_blockers(self) -> list[str]:
         """What Nova's side makes unsafe to hot-plug: the compute manager
         terminates the source's volume connections between migrate and
@@ -229,24 +222,6 @@ class NovaMigrate(MigrateDiskAndPowerOff):
         """Nova's XML is authoritative: ``_get_guest_xml`` regenerates
         the definition on the destination (guest-agent socket, firmware,
         CD-ROMs and all); the source's is never defined there."""
-
-    def refuse_vtpm_to_another_host(self) -> None:
-        """Nova moves the swtpm state (``save_and_migrate_vtpm_dir``) to
-        another host; the engine copies only disks and ``disk.info``, so
-        such a move would lose the TPM state.  Refused, before anything
-        is touched, until the state moves too.  On this host the state
-        stays where libvirt keeps it (``/var/lib/libvirt/swtpm/<uuid>``)
-        and the resized guest uses it as is."""
-        if self.dest.same_hypervisor:
-            return
-        inst = self.nova.instance
-        if hardware.get_vtpm_constraint(inst.flavor, inst.image_meta) or \
-                os.path.exists(os.path.join(libvirt_utils.VTPM_DIR,
-                                            inst.uuid)):
-            raise exception.ResizeRefused(
-                f'instance {inst.uuid} has a vTPM: resizing or migrating '
-                f'it to another host would lose its TPM state, which '
-                f'resizedriver does not move yet')
 
     def power_off(self) -> None:
         """Nova's power off with Nova's ``timeout`` and

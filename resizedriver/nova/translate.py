@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from typing import Any, Optional
 
-from nova import block_device as nova_block_device
 from nova import exception as nova_exception
 from nova.virt import driver as nova_driver
 from nova.virt import hardware
 from nova.virt.libvirt import driver as libvirt_driver
+from nova.virt.libvirt import utils as libvirt_utils
 from oslo_log import log as logging
 
 from resizedriver import headroom as rd_headroom
@@ -23,17 +24,21 @@ def flavor(nova_flavor: Any,
            block_device_info: Optional[dict] = None) -> Flavor:
     """A Nova Flavor as the engine's ``Flavor`` (sizes in bytes).
 
-    Ephemeral size comes from the block device mapping when it has
-    ephemerals (as Nova's own shrink check does), else from the flavor.
+    The ephemeral size is the flavor's, for the instance's one ephemeral
+    disk (``disk.local``, or ``disk.eph0`` from its block device mapping).
+    An instance with several (``block_device_info`` lists more than one:
+    ``disk.eph0``, ``disk.eph1``, ..., whose sizes the user chose within
+    the flavor's) gets 0, "keep each as it is": a new flavor's one size
+    says nothing of how to split it, and Nova's own ``finish_migration``
+    grows none of them (only ``disk.local``, ``_disk_size_from_instance``).
     """
-    ephemerals = nova_driver.block_device_info_get_ephemerals(
-        block_device_info)
-    eph_gb = (nova_block_device.get_bdm_ephemeral_disk_size(ephemerals) or
-              nova_flavor.ephemeral_gb)
+    several = len(nova_driver.block_device_info_get_ephemerals(
+        block_device_info)) > 1
     return Flavor(vcpus=nova_flavor.vcpus,
                   memory_mib=nova_flavor.memory_mb,
                   root_bytes=nova_flavor.root_gb * GiB,
-                  ephemeral_bytes=eph_gb * GiB,
+                  ephemeral_bytes=0 if several else
+                  nova_flavor.ephemeral_gb * GiB,
                   swap_bytes=(nova_flavor.swap or 0) * MiB)
 
 
@@ -43,19 +48,22 @@ def disk_down(instance: Any, new_flavor: Any,
     ('' none), decided as its ``migrate_disk_and_power_off`` does: from
     the flavors, not the disks.  The old flavor is ``instance.flavor``
     (the compute manager swaps it only after migrate), its ephemeral size
-    as :func:`flavor` reads it; a root disk that is a volume does not
-    count.  A disk larger than its flavor says (grown outside Nova, or
-    kept grown by the revert of a live resize) is no reason: Nova allows
-    the resize and keeps the disk at its size."""
-    old = flavor(instance.flavor, block_device_info)
-    if new_flavor.root_gb * GiB < old.root_bytes and not \
+    the flavor's however the disks split it (Nova first sums the block
+    device info's ephemerals with ``get_bdm_ephemeral_disk_size``, which
+    reads API-format keys the driver format lacks: always 0, so the
+    flavor's); a root disk that is a volume does not count.  A disk
+    larger than its flavor says (grown outside Nova, or kept grown by
+    the revert of a live resize) is no reason: Nova allows the resize
+    and keeps the disk at its size."""
+    old = instance.flavor
+    if new_flavor.root_gb < old.root_gb and not \
             libvirt_driver.LibvirtDriver._is_booted_from_volume(
                 block_device_info):
         return (f'the root disk from its flavor\'s '
-                f'{old.root_bytes // GiB} GiB to {new_flavor.root_gb} GiB')
-    if new_flavor.ephemeral_gb * GiB < old.ephemeral_bytes:
+                f'{old.root_gb} GiB to {new_flavor.root_gb} GiB')
+    if new_flavor.ephemeral_gb < old.ephemeral_gb:
         return (f'the ephemeral disks from their '
-                f'{old.ephemeral_bytes // GiB} GiB to '
+                f'{old.ephemeral_gb} GiB to '
                 f'{new_flavor.ephemeral_gb} GiB')
     return ''
 
@@ -86,6 +94,14 @@ def destination(dest: str, conf: Any, own_addr: str) -> Destination:
     if is_this_host(dest, conf, own_addr):
         return Destination(None, conf.instances_path, same_hypervisor=True)
     return Destination(dest, conf.instances_path, same_hypervisor=False)
+
+
+def has_vtpm(instance: Any) -> bool:
+    """Whether the instance has a vTPM: its flavor or image asks for one,
+    or libvirt keeps swtpm state for it (``/var/lib/libvirt/swtpm``)."""
+    return bool(hardware.get_vtpm_constraint(instance.flavor,
+                                             instance.image_meta)) or \
+        os.path.exists(os.path.join(libvirt_utils.VTPM_DIR, instance.uuid))
 
 
 def volume_connections(block_device_info: Optional[dict]) -> list[dict]:

@@ -62,7 +62,8 @@ def volume_devices(block_device_info: Optional[dict]) -> list[str]:
 
 
 def reason(guest_xml: str, inst: InstanceLayout, images_type: str,
-           block_device_info: Optional[dict]) -> Optional[str]:
+           block_device_info: Optional[dict],
+           vtpm_to_another_host: bool) -> Optional[str]:
     """Why this resize must be Nova's own, None if it is ours."""
     has_root_file = any(
         os.path.dirname(d.path) == inst.dir and
@@ -70,7 +71,8 @@ def reason(guest_xml: str, inst: InstanceLayout, images_type: str,
         for d in domain_xml.file_disks(guest_xml))
     return chooser.why_upstream(
         images_type, domain_xml.disks_elsewhere(guest_xml, inst.dir),
-        volume_devices(block_device_info), has_root_file)
+        volume_devices(block_device_info), has_root_file,
+        vtpm_to_another_host)
 
 
 def leaked_resize_snapshot(image_backend: Any, instance: Any) \

@@ -87,7 +87,7 @@ class FinishMigration:
         backing = disk.backing_file
         if backing:
             backing = None if fmt != disk.format else \
-                self.dest.base_path(os.path.basename(backing))
+                self.dest.base_path(disk.base_name)
         return dataclasses.replace(
             disk, format=fmt,
             virtual_size=grown_size(disk, self.record.new_flavor),
@@ -163,7 +163,7 @@ class FinishMigration:
         """Where this host keeps the backing file of a copied overlay."""
         if not disk.backing_file:
             return None
-        return self.dest.base_path(os.path.basename(disk.backing_file))
+        return self.dest.base_path(disk.base_name)
 
     def rebase(self) -> None:
         """Point copied overlays at this host's ``_base``, before any

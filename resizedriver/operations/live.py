@@ -78,10 +78,9 @@ from resizedriver.model import GROWABLE, DiskFile, Flavor, grown_size
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
+    from resizedriver.operations.protocols import (
+        ConfirmOp, FinishOp, MigrateOp)
     from resizedriver.env import HostEnv
-    from resizedriver.operations.confirm import ConfirmMigration
-    from resizedriver.operations.finish import FinishMigration
-    from resizedriver.operations.migrate import MigrateDiskAndPowerOff
     from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
@@ -154,12 +153,12 @@ def revert_mode(old: Flavor, new: Flavor, can_unplug: bool) -> str:
 
 # -- migrate ------------------------------------------------------------
 
-def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
+def migrate_steps(op: MigrateOp) -> list[Step]:
     return [Step(stepname.WRITE_RECORD, lambda: write_record(op),
                  lambda: remove_record_dir(op.inst))]
 
 
-def write_record(op: 'MigrateDiskAndPowerOff') -> None:
+def write_record(op: MigrateOp) -> None:
     """The record alone in a new ``<uuid>_resize/`` (where every plan
     keeps it, and where a pending resize is looked for)."""
     os.mkdir(op.inst.resize_dir)
@@ -180,7 +179,7 @@ def remove_record_dir(inst: InstanceLayout) -> None:
 
 # -- finish ---------------------------------------------------------------
 
-def finish_steps(op: 'FinishMigration') -> list[Step]:
+def finish_steps(op: FinishOp) -> list[Step]:
     env, rec = op.env, op.record
     return [
         Step(stepname.CHECK_LIVE, lambda: check_live(env, rec)),
@@ -315,7 +314,7 @@ def _wait(env: 'HostEnv', guest: Guest,
 
 # -- confirm and revert ----------------------------------------------------
 
-def confirm_steps(op: 'ConfirmMigration') -> list[Step]:
+def confirm_steps(op: ConfirmOp) -> list[Step]:
     return [Step(stepname.DELETE_RESIZE_DIR,
                  lambda: remove_record_dir(op.record.source))]
 

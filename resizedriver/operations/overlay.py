@@ -76,15 +76,14 @@ from resizedriver.model import GROWABLE, DiskFile
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
-    from resizedriver.operations.confirm import ConfirmMigration
-    from resizedriver.operations.finish import FinishMigration
-    from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+    from resizedriver.operations.protocols import (
+        ConfirmOp, FinishOp, MigrateOp)
     from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
 
 
-def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
+def migrate_steps(op: MigrateOp) -> list[Step]:
     def copied_late() -> list[str]:
         return [d.name for d in inventory.written_config_drives(
             op.disks, op.source_xml)]
@@ -105,7 +104,7 @@ def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
     ]
 
 
-def finish_steps(op: 'FinishMigration') -> list[Step]:
+def finish_steps(op: FinishOp) -> list[Step]:
     steps = [Step(stepname.CHECK_STAGED, lambda: check_staged(op)),
              Step(stepname.PLUG_VIFS, op.plug_vifs),
              Step(stepname.DEFINE, op.define, op.undefine)]
@@ -114,13 +113,13 @@ def finish_steps(op: 'FinishMigration') -> list[Step]:
     return steps
 
 
-def confirm_steps(op: 'ConfirmMigration') -> list[Step]:
+def confirm_steps(op: ConfirmOp) -> list[Step]:
     return [Step(stepname.MARK_RESIZE_DIR_IN_USE, lambda: mark_in_use(op)),
             Step(stepname.FOLD_CHAINS, lambda: fold_before_delete(op)),
             Step(stepname.DELETE_RESIZE_DIR, op.delete_resize_dir)]
 
 
-def mark_in_use(op: 'ConfirmMigration') -> None:
+def mark_in_use(op: ConfirmOp) -> None:
     """Say in ``<uuid>_resize`` that the guest reads from it: a fold
     that fails leaves it there after a confirm that succeeded (Nova
     shows the resize as done), and every operator knows ``_resize`` as
@@ -142,7 +141,7 @@ def _growable(record: 'ResizeRecord') -> list[DiskFile]:
     return [d for d in record.disks if d.role in GROWABLE]
 
 
-def check_staged(op: 'FinishMigration') -> None:
+def check_staged(op: FinishOp) -> None:
     """Each overlay is a plain qcow2 (no data file), backed by its kept
     source disk recorded as qcow2 (never probed), at the new size."""
     op.check_source_definition()
@@ -165,7 +164,7 @@ def check_staged(op: 'FinishMigration') -> None:
                 f'{sizes[disk.name]} bytes)')
 
 
-def _fold(op: 'ConfirmMigration', disk: DiskFile) -> None:
+def _fold(op: ConfirmOp, disk: DiskFile) -> None:
     guest = op.env.host.lookup(op.record.uuid)
     if guest is None:
         raise exception.NotFound(f'no domain {op.record.uuid} to fold')
@@ -179,7 +178,7 @@ def _fold(op: 'ConfirmMigration', disk: DiskFile) -> None:
                                                 total)) if progress else None)
 
 
-def fold_before_delete(op: 'ConfirmMigration') -> None:
+def fold_before_delete(op: ConfirmOp) -> None:
     """Nothing may still read ``<uuid>_resize`` when it goes: pull live, or
     rebase offline when the guest is off."""
     guest = op.env.host.lookup(op.record.uuid)
@@ -198,7 +197,7 @@ def fold_before_delete(op: 'ConfirmMigration') -> None:
                 f'{op.record.source.resize_dir}: not deleting it')
 
 
-def _rebase_offline(op: 'ConfirmMigration', disk: DiskFile,
+def _rebase_offline(op: ConfirmOp, disk: DiskFile,
                     qemu_img: qemuimg.QemuImg) -> None:
     """Fold with the guest off (``blockjob.fold_offline``)."""
     path = op.record.dest.path(disk.name)

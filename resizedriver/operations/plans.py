@@ -8,6 +8,11 @@ steps run, in which order.  The ``copy`` plan's lists are the operation
 modules' own (``copy_steps``); another plan is a module of its own.
 The ``copy`` and ``overlay`` plans revert the same way
 (``operations/revert.py``): back to the untouched ``<uuid>_resize``.
+
+The registry imports the plan modules and the operations import the
+registry; nothing it imports imports an operation back: the plan modules
+take the operations as ``operations.protocols`` describe them
+(``tests/unit/test_import_cycles.py`` holds the package to it).
 """
 
 from __future__ import annotations
@@ -19,25 +24,28 @@ from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver.operations import live, overlay, precopy
+from resizedriver.operations.protocols import ConfirmOp, FinishOp, MigrateOp
 from resizedriver.plan import Step
 
-StepsFor = Callable[[Any], list[Step]]
 
 
-def _nothing(op: Any) -> list[Step]:
+def _nothing(op: FinishOp) -> list[Step]:
     return []
 
 
 @dataclasses.dataclass(frozen=True)
 class Builders:
-    migrate: StepsFor
-    finish: StepsFor
-    confirm: StepsFor
-    revert: StepsFor
+    """A plan's steps for each operation, which hands itself over as its
+    protocol (``operations.protocols``) says."""
+    migrate: Callable[[MigrateOp], list[Step]]
+    finish: Callable[[FinishOp], list[Step]]
+    confirm: Callable[[ConfirmOp], list[Step]]
+    #: (``revert.FinishRevertMigration``, which no plan module names)
+    revert: Callable[[Any], list[Step]]
     #: what the destination does once the resized guest runs, as a plan
     #: of its own that is only ever completed (``finish.AfterFinish``):
     #: a failure there must not take down a guest that runs
-    after_finish: StepsFor = _nothing
+    after_finish: Callable[[FinishOp], list[Step]] = _nothing
     #: a confirm that fails still leaves the guest running on a valid
     #: chain (the overlay's fold): like ``after_finish``, it is then left
     #: to be completed later, and the call does not fail

@@ -100,9 +100,8 @@ from resizedriver.operations.sourcetops import (dev_reading, fold_tops_back,
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
+    from resizedriver.operations.protocols import FinishOp, MigrateOp
     from resizedriver.env import HostEnv
-    from resizedriver.operations.finish import FinishMigration
-    from resizedriver.operations.migrate import MigrateDiskAndPowerOff
     from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ def fold_room(disks: list[DiskFile]) -> int:
 
 # -- migrate ----------------------------------------------------------------
 
-def migrate_steps(op: 'MigrateDiskAndPowerOff') -> list[Step]:
+def migrate_steps(op: MigrateOp) -> list[Step]:
     steps = []
     if op.backing_to_copy:
         steps.append(Step(stepname.COPY_BACKING, op.copy_backing,
@@ -168,7 +167,7 @@ def snapshot_xml(live_xml: str, inst: InstanceLayout,
     return domain_xml.to_string(root)
 
 
-def snapshot(op: 'MigrateDiskAndPowerOff', round_: int = 1) -> None:
+def snapshot(op: MigrateOp, round_: int = 1) -> None:
     """Freeze what each disk holds (round 1) or what the guest wrote
     during the round before (its top); the guest goes on on new tops.
 
@@ -196,7 +195,7 @@ def snapshot(op: 'MigrateDiskAndPowerOff', round_: int = 1) -> None:
              'tops', round_, instance_uuid=op.inst.uuid)
 
 
-def precopy(op: 'MigrateDiskAndPowerOff') -> None:
+def precopy(op: MigrateOp) -> None:
     """Everything but the last tops, while the guest runs: the frozen
     disks as ``<name>.precopy``, the files that do not change as
     themselves; then as many more rounds as pay (:func:`_next_round`),
@@ -221,19 +220,19 @@ def precopy(op: 'MigrateDiskAndPowerOff') -> None:
     _check_room_for_tops(op, grown)
 
 
-def _active_tops(op: 'MigrateDiskAndPowerOff',
+def _active_tops(op: MigrateOp,
                  directory: Optional[str] = None) -> dict[str, str]:
     """Disk name -> the top the guest writes to now."""
     return {name: stack[-1]
             for name, stack in tops_of(op.inst, directory).items()}
 
 
-def _left(op: 'MigrateDiskAndPowerOff') -> int:
+def _left(op: MigrateOp) -> int:
     """Bytes the guest's writes since the last snapshot take."""
     return sum(os.path.getsize(t) for t in _active_tops(op).values())
 
 
-def _next_round(op: 'MigrateDiskAndPowerOff', done: int, copied: int,
+def _next_round(op: MigrateOp, done: int, copied: int,
                 grown: int) -> Optional[str]:
     """Why no further round (``done`` were, the last moving ``copied``
     bytes, the later ones growing the layers by ``grown``), or None for
@@ -257,7 +256,7 @@ def _next_round(op: 'MigrateDiskAndPowerOff', done: int, copied: int,
     return None
 
 
-def _copy_round(op: 'MigrateDiskAndPowerOff', round_: int) -> int:
+def _copy_round(op: MigrateOp, round_: int) -> int:
     """Round ``round_``: freeze the tops, copy each as
     ``<name>.precopy.<n>`` and commit it into the destination's layer
     (offline: no guest runs there yet; over the destination's copy of
@@ -272,7 +271,7 @@ def _copy_round(op: 'MigrateDiskAndPowerOff', round_: int) -> int:
     parts = {name: op.dest_inst.path(f'{name}{LAYER}.{round_}')
              for name in frozen}
     op.copy_all([(frozen[name], parts[name]) for name in frozen])
-    bases = {d.name: op.dest_inst.base_path(os.path.basename(d.backing_file))
+    bases = {d.name: op.dest_inst.base_path(d.base_name)
              if d.backing_file else None for d in _growable(op.disks)}
     for name, part in parts.items():
         layer = op.dest_inst.path(name + LAYER)
@@ -283,7 +282,7 @@ def _copy_round(op: 'MigrateDiskAndPowerOff', round_: int) -> int:
     return sum(sizes.values())
 
 
-def _room_for_tops(op: 'MigrateDiskAndPowerOff', left: int,
+def _room_for_tops(op: MigrateOp, left: int,
                    grown: int) -> int:
     """What the destination still needs: the last tops' copies (``left``
     bytes), and the fold (the layers' data, with the ``grown`` bytes
@@ -291,7 +290,7 @@ def _room_for_tops(op: 'MigrateDiskAndPowerOff', left: int,
     return left + fold_room(op.disks) + grown
 
 
-def _check_room_for_tops(op: 'MigrateDiskAndPowerOff', grown: int) -> None:
+def _check_room_for_tops(op: MigrateOp, grown: int) -> None:
     """Validation counted the copies and the fold; the tops have grown
     since, by what the guest wrote during the pre-copy.  Refused now, the
     undo takes the snapshots back and the guest never stops."""
@@ -304,7 +303,7 @@ def _check_room_for_tops(op: 'MigrateDiskAndPowerOff', grown: int) -> None:
             f'{needed}: not powering off')
 
 
-def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
+def copy_tops(op: MigrateOp) -> None:
     """With the guest off: each disk's last top as the destination's
     ``<name>``, over its pre-copied layer, and a config drive the guest
     may write (vfat; small: 64 MiB at most under Nova), which only now
@@ -332,18 +331,18 @@ def copy_tops(op: 'MigrateDiskAndPowerOff') -> None:
 
 # -- finish -----------------------------------------------------------------
 
-def finish_steps(op: 'FinishMigration') -> list[Step]:
+def finish_steps(op: FinishOp) -> list[Step]:
     steps = [Step(stepname.CHECK_PRECOPIED, lambda: check_precopied(op))]
     if _moved_bases(op):
         steps.append(Step(stepname.REBASE, lambda: rebase_layers(op)))
     return steps + op.steps_after_checks()
 
 
-def after_finish_steps(op: 'FinishMigration') -> list[Step]:
+def after_finish_steps(op: FinishOp) -> list[Step]:
     return [Step(stepname.FOLD_PRECOPY, lambda: _fold_or_fail(op))]
 
 
-def _fold_or_fail(op: 'FinishMigration') -> None:
+def _fold_or_fail(op: FinishOp) -> None:
     """:func:`fold_layers`, whose every error is a failure to retry: a
     plan ends a refusal of its first step as if nothing had begun, and
     would drop the journal that has the fold completed later."""
@@ -353,26 +352,26 @@ def _fold_or_fail(op: 'FinishMigration') -> None:
         raise blockjob.FoldFailed(str(e)) from e
 
 
-def _moved_bases(op: 'FinishMigration') -> list[tuple[str, str]]:
+def _moved_bases(op: FinishOp) -> list[tuple[str, str]]:
     """(layer, this host's backing file) of each layer whose header names
     the source's ``_base`` at another path."""
     moved = []
     for disk in op.copied:
         if disk.role in GROWABLE and disk.backing_file:
-            here = op.dest.base_path(os.path.basename(disk.backing_file))
+            here = op.dest.base_path(disk.base_name)
             if here != disk.backing_file:
                 moved.append((op.dest.path(disk.name + LAYER), here))
     return moved
 
 
-def rebase_layers(op: 'FinishMigration') -> None:
+def rebase_layers(op: FinishOp) -> None:
     """Point each layer at this host's ``_base`` (header only; the check
     compared the file there with the source's)."""
     for layer, backing in _moved_bases(op):
         op.qemu_img.rebase_unsafe(layer, backing, 'raw')
 
 
-def check_precopied(op: 'FinishMigration') -> None:
+def check_precopied(op: FinishOp) -> None:
     """As ``FinishMigration.check_disks``, each root/ephemeral disk as its
     layer (the record's description) under a top backed by exactly it."""
     op.check_source_definition()
@@ -385,7 +384,7 @@ def check_precopied(op: 'FinishMigration') -> None:
             inventory.check_copy(disk, op.dest, op.qemu_img)
 
 
-def fold_layers(op: 'FinishMigration') -> None:
+def fold_layers(op: FinishOp) -> None:
     """Nova's layout again on this host: each top pulls its layer in
     (live once the guest runs; offline when it does not), then the layer
     goes.  The chain is valid all along, so a failure or a crash anywhere

@@ -91,6 +91,14 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
                   block_device_info=novaenv.block_device_info(inst))
         novaenv.wire_taps(nw)
         return {'uuid': inst.uuid}
+    if call == 'ephemeral_base':
+        # what spawning an instance with that ephemeral size here would
+        # leave in this node's image cache: Nova's own mkfs output
+        from nova.virt.libvirt.driver import LibvirtDriver
+        LibvirtDriver._create_ephemeral(
+            os.path.join(INSTANCES, '_base', req['name']), req['gb'],
+            'ephemeral0', None)
+        return {}
     inst = _instance(ctx, req['uuid'])
     nw = inst.get_network_info()
     bdi = novaenv.block_device_info(inst)   # the manager's, from the DB

@@ -231,3 +231,65 @@ def test_nova_resize_with_ephemeral_and_swap_to_host_b(shaped_server):
     assert s.b.host().lookup(s.uuid).is_running()
     assert s.b.ping(s.ip.split('/')[0]), 'guest does not answer on B'
     assert_disk_info_true(s.b.path(s.dir()))
+
+
+def _raw(run, path: str, name: str) -> str:
+    """What the guest reads from ``path``, as a raw file ``name`` in
+    /tmp of the host that owns ``path`` (``run`` runs a shell command
+    there; -U: its guest may hold it open)."""
+    raw = f'/tmp/rdtest-{name}-{parallel.worker()}.raw'
+    run(f'qemu-img convert -U -O raw {path} {raw}')
+    return raw
+
+
+@pytest.mark.parametrize('plan', ['precopy', 'copy'])
+def test_nova_resize_to_host_b_with_its_own_ephemeral_base(host_b, plan):
+    """B's image cache already has ``_base/ephemeral_<GB>_<fs>`` of its
+    own (an instance with that ephemeral size was spawned there): Nova's
+    mkfs, so not A's bytes (another UUID).  Nova's own finish would put
+    A's overlay over B's file; the move must work, the guest on B read
+    exactly the ephemeral disk it had on A, and B's file stay B's.  (An
+    ephemeral size no other test moves to B: B's image cache is every
+    test's, this test replaces a file in it.)"""
+    s = CrossServer(host_b, plan, ('53', 1, 256, 1, None, 3, 64))
+    disk_local = os.path.join(s.dir(), 'disk.local')
+    base = json.loads(_sh(f'qemu-img info -U --output=json {disk_local}'))[
+        'backing-filename']
+    b_base = s.b.path(base)
+    raws = []
+    try:
+        if os.path.exists(b_base):
+            os.unlink(b_base)
+        s.b_node('ephemeral_base', name=os.path.basename(base), gb=3)
+        b_own = _identity(b_base)
+        assert subprocess.run(['cmp', '-s', base, b_base]).returncode == 1
+
+        s.resize_to_b(('54', 2, 512, 2, None, 4, 128))
+        assert s.console_on_b(2).disks == disks(2, 4, 128)
+        raws = [_raw(_sh, os.path.join(s.dir('_resize'), 'disk.local'),
+                     'on-a'),
+                s.b.path(_raw(lambda cmd: s.b.run('sh', '-c', cmd),
+                              disk_local, 'on-b'))]
+        # B's is grown to 4 GiB, the rest of it zeros
+        assert _sh(f'cmp -n {3 * GiB} {raws[0]} {raws[1]} && echo same') \
+            == 'same\n'
+        assert _identity(b_base) == b_own
+    finally:
+        s.remove()
+        for path in raws:
+            os.unlink(path)
+        for name in os.listdir(os.path.dirname(b_base)):
+            if name.startswith(os.path.basename(base)):
+                os.unlink(os.path.join(os.path.dirname(b_base), name))
+
+
+def _sh(cmd: str) -> str:
+    return subprocess.run(['sh', '-c', cmd], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _identity(path: str) -> tuple[int, int, int]:
+    """The file's inode, size and modification time: replaced or
+    written, it changes."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns

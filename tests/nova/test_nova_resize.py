@@ -547,12 +547,24 @@ def test_two_instances_resizing_at_once_keep_their_own_progress(
         assert server.wait_boot(2).cpu_count == 1
 
 
-def test_a_vtpm_instance_is_refused_a_move_to_another_host(make_server):
-    """Its TPM state would stay behind: refused before power off."""
+def test_a_vtpm_instance_moves_to_another_host_nova_s_way(make_server,
+                                                          monkeypatch):
+    """Nova's own migrate moves the swtpm state, ours do not: the upstream
+    plan, Nova's own method with this very call (stopped there: no swtpm
+    on this machine to start a guest with a TPM, nor a host to go to).
+    Before, it was refused."""
     server = make_server(flavor(SMALL))
     server.wait_boot(1)
     server.instance.flavor.extra_specs = {'hw:tpm_version': '2.0',
                                           'hw:tpm_model': 'tpm-crb'}
+    novas = []
+
+    def nova_s_own(self, context, instance, dest, *args):
+        novas.append((instance.uuid, dest))
+        raise nova_exception.InstanceFaultRollback(
+            nova_exception.ResizeError(reason='Nova\'s own migrate'))
+    monkeypatch.setattr(libvirt_driver.LibvirtDriver,
+                        'migrate_disk_and_power_off', nova_s_own)
     try:
         with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
             server.driver.migrate_disk_and_power_off(
@@ -560,11 +572,9 @@ def test_a_vtpm_instance_is_refused_a_move_to_another_host(make_server):
                 server.nw, None, 60, 2)
     finally:
         server.instance.flavor.extra_specs = {}   # for Nova's destroy
-    message = str(caught.value.inner_exception)
-    assert 'vTPM' in message and 'TPM state' in message, message
+    assert 'Nova\'s own migrate' in str(caught.value.inner_exception)
+    assert novas == [(server.instance.uuid, '192.0.2.1')]
     assert server.driver.get_info(server.instance).state == 1
-    assert server.wait_boot(1).cpu_count == 1
-    assert_no_resize_left(server)
 
 
 def forbid_engine_guest_steps(monkeypatch):

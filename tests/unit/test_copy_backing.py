@@ -125,3 +125,68 @@ def test_revert_restores_the_source_durably(instance, instances,
     assert revert.restore_source_dir(InstanceLayout(instances,
                                                     instance.uuid))
     assert synced == [instances] and os.path.isdir(instance.dir)
+
+
+def with_ephemeral_base(instance, content: bytes) -> str:
+    """Make ``instance``'s disk.local a qcow2 over ``_base/ephemeral_..``
+    (as Nova's spawn does) whose first bytes are ``content``."""
+    base = os.path.join(instance.instances, '_base', 'ephemeral_1_40d1d2c')
+    qemu_img('create', '-f', 'raw', base, '4M')
+    with open(base, 'r+b') as f:
+        f.write(content)
+    local = os.path.join(instance.instances, instance.uuid, 'disk.local')
+    os.unlink(local)
+    qemu_img('create', '-f', 'qcow2', '-F', 'raw', '-b', base, local)
+    instance.xml = instance.xml.replace(
+        "type='raw' cache='none'/>\n      <source file='"
+        f"{os.path.dirname(local)}/disk.local'",
+        "type='qcow2' cache='none'/>\n      <source file='"
+        f"{os.path.dirname(local)}/disk.local'")
+    assert "type='qcow2' cache='none'/>\n      <source file='" \
+        f"{local}'" in instance.xml
+    return base
+
+
+def test_a_destination_with_its_own_ephemeral_base_gets_ours_renamed(
+        instance, make_env, tmp_path):
+    """Its own file (another host's mkfs) stays; ours goes beside it under
+    a name of its content, which the record's disk carries to finish."""
+    base = with_ephemeral_base(instance, b'OUR-MKFS')
+    dest = str(tmp_path / 'dest')
+    theirs = os.path.join(dest, '_base', os.path.basename(base))
+    os.makedirs(os.path.dirname(theirs))
+    with open(theirs, 'wb') as f:
+        f.write(b'THEIR-MKFS')
+    op = migrate(make_env, instance, dest, LocalTransport())
+    op.validate()
+    op.copy_backing()
+
+    renamed = os.path.basename(base) + '.' + sha256(base)[:16]
+    assert sorted(os.listdir(os.path.dirname(theirs))) == sorted(
+        [os.path.basename(theirs), renamed] + [
+            os.path.basename(b) for b in op.backing_to_copy if b != base])
+    with open(theirs, 'rb') as f:
+        assert f.read() == b'THEIR-MKFS'
+    assert sha256(os.path.join(dest, '_base', renamed)) == sha256(base)
+    [local] = [d for d in op.disks if d.name == 'disk.local']
+    assert (local.backing_file, local.base_name) == (base, renamed)
+    # recovery knows the name too
+    again = MigrateDiskAndPowerOff.from_journal(op.env, op.journal_context())
+    assert again._dest_base(base) == os.path.join(dest, '_base', renamed)
+
+
+def test_a_destination_whose_image_base_differs_is_refused(
+        instance, make_env, tmp_path):
+    """Only an ephemeral disk's base is Nova's mkfs output: a root disk's
+    is an image, which another file of its name cannot stand in for."""
+    dest = str(tmp_path / 'dest')
+    os.mkdir(dest)
+    op = migrate(make_env, instance, dest, LocalTransport())
+    op.validate()
+    [base] = op.backing_to_copy
+    theirs = os.path.join(dest, '_base', os.path.basename(base))
+    os.makedirs(os.path.dirname(theirs))
+    with open(theirs, 'wb') as f:
+        f.write(b'ANOTHER IMAGE')
+    with pytest.raises(exception.ResizeRefused, match='differs from our'):
+        migrate(make_env, instance, dest, LocalTransport()).validate()

@@ -36,6 +36,15 @@ def test_disk_from_dict_refuses_names_not_fitting_role(name, role):
         DiskFile.from_dict(_disk_dict(name, role))
 
 
+@pytest.mark.parametrize('dest_base', ['../x', '/etc/passwd', 'a/b', '..'])
+def test_disk_from_dict_refuses_a_destination_base_that_is_no_name(
+        dest_base):
+    """It becomes a path in the destination's ``_base``."""
+    with pytest.raises(ValueError):
+        DiskFile.from_dict(dict(_disk_dict('disk.local', 'ephemeral'),
+                                dest_base=dest_base))
+
+
 def test_flavor_from_dict_ignores_unknown_keys():
     f = Flavor.from_dict({'vcpus': '2', 'memory_mib': 512,
                           'root_bytes': 10, 'extra': 'x'})

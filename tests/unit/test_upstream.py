@@ -83,6 +83,17 @@ def test_what_is_not_ours_goes_upstream_and_says_why(args, why):
         assert f'{volume} is' not in found
 
 
+def test_a_vtpm_going_to_another_host_goes_upstream():
+    """Nova's own migrate moves its swtpm state
+    (``save_and_migrate_vtpm_dir``) and its finish restores it; ours copy
+    only disks."""
+    found = chooser.why_upstream('default', {}, [], True,
+                                 vtpm_to_another_host=True)
+    assert found is not None and 'vTPM' in found and 'swtpm' in found
+    assert chooser.why_upstream('default', {}, [], True,
+                                vtpm_to_another_host=False) is None
+
+
 def test_a_record_of_the_upstream_plan_is_only_novas_to_finish():
     assert chooser.check_known(chooser.UPSTREAM) == chooser.UPSTREAM
     with pytest.raises(exception.ResizeRefused, match='Nova confirms or '
