@@ -36,6 +36,7 @@ from resizedriver import chooser
 from resizedriver import domain_xml
 from resizedriver import exception
 from resizedriver import stepname
+from resizedriver import threadcontext
 from resizedriver import fileutil
 from resizedriver import hostfiles
 from resizedriver import inventory
@@ -433,7 +434,8 @@ class MigrateDiskAndPowerOff:
 
         pool = futures.ThreadPoolExecutor(workers)
         try:
-            jobs = [pool.submit(one, src, dst) for src, dst in pairs]
+            one_here = threadcontext.carried(one)   # the request's id
+            jobs = [pool.submit(one_here, src, dst) for src, dst in pairs]
             futures.wait(jobs)
         except BaseException:       # Ctrl-C: nothing new begins, and the
             failed.set()            # undo waits for the copies under way
