@@ -155,7 +155,7 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
 
 def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
     """Register our options, skipping any Nova has already registered."""
-    for group, opts in list_opts():
+    for group, opts in list_opts() + list_novas_opts():
         for opt in opts:
             try:
                 conf.register_opt(
@@ -165,9 +165,18 @@ def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """Entry point for oslo-config-generator (namespace ``resizedriver``)."""
-    return [('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS),
-            ('resizedriver', RESIZEDRIVER_OPTS)]
+    """Entry point for oslo-config-generator (namespace ``resizedriver``):
+    our own options only, so that a run with Nova's namespaces (a
+    nova.conf sample, the configuration reference) declares none twice."""
+    return [('resizedriver', RESIZEDRIVER_OPTS)]
+
+
+def list_novas_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Entry point for namespace ``resizedriver.nova_named``: the options
+    we read under Nova's own names, for the operator CLI's configuration
+    file on a host without nova.conf (``etc/resizedriver.conf.sample``).
+    Under Nova, Nova's definitions apply."""
+    return [('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS)]
 
 
 register_opts()
