@@ -153,9 +153,12 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
 ]
 
 
-def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
-    """Register our options, skipping any Nova has already registered."""
-    for group, opts in list_opts() + list_novas_opts():
+def register_opts(conf: cfg.ConfigOpts = CONF,
+                  novas: bool = True) -> None:
+    """Register our options, and with ``novas`` those under Nova's own
+    names, skipping any Nova has already registered.  Callers that read
+    the latter register them (the Nova driver, the operator CLI)."""
+    for group, opts in list_opts() + (list_novas_opts() if novas else []):
         for opt in opts:
             try:
                 conf.register_opt(
@@ -179,4 +182,7 @@ def list_novas_opts() -> list[tuple[str, list[cfg.Opt]]]:
     return [('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS)]
 
 
-register_opts()
+# Only [resizedriver] at import: a process may import this before Nova's
+# options (the config generator loads its plugins in no set order), and
+# Nova's registration of its own refuses any already registered.
+register_opts(novas=False)

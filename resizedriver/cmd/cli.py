@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup(args: argparse.Namespace) -> None:
+    rd_conf.register_opts(rd_conf.CONF)     # Nova's names too: no Nova here
     logging.register_options(rd_conf.CONF)
     rd_conf.CONF.set_default('use_stderr', True)
     argv = [a for f in args.config_file for a in ('--config-file', f)]

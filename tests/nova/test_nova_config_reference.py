@@ -30,3 +30,13 @@ def test_a_sample_with_novas_options_declares_each_option_once(tmp_path):
     assert twice == []
     # ours are there, once
     assert seen['resizedriver', 'pre_copy'] == 1
+
+
+def test_our_options_imported_first_leave_nova_s_own_loadable():
+    """A process may import our options before Nova's: the config
+    generator loads its namespaces' plugins in no set order, and Nova's
+    registration of its options refuses any already registered."""
+    done = subprocess.run(
+        [sys.executable, '-c', 'import resizedriver.conf, nova.conf'],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.splitlines()[-1:]
