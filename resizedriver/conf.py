@@ -153,9 +153,12 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
 ]
 
 
-def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
-    """Register our options, skipping any Nova has already registered."""
-    for group, opts in list_opts():
+def register_opts(conf: cfg.ConfigOpts = CONF,
+                  novas: bool = True) -> None:
+    """Register our options, and with ``novas`` those under Nova's own
+    names, skipping any Nova has already registered.  Callers that read
+    the latter register them (the Nova driver, the operator CLI)."""
+    for group, opts in list_opts() + (list_novas_opts() if novas else []):
         for opt in opts:
             try:
                 conf.register_opt(
@@ -165,9 +168,21 @@ def register_opts(conf: cfg.ConfigOpts = CONF) -> None:
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
-    """Entry point for oslo-config-generator (namespace ``resizedriver``)."""
-    return [('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS),
-            ('resizedriver', RESIZEDRIVER_OPTS)]
+    """Entry point for oslo-config-generator (namespace ``resizedriver``):
+    our own options only, so that a run with Nova's namespaces (a
+    nova.conf sample, the configuration reference) declares none twice."""
+    return [('resizedriver', RESIZEDRIVER_OPTS)]
 
 
-register_opts()
+def list_novas_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Entry point for namespace ``resizedriver.nova_named``: the options
+    we read under Nova's own names, for the operator CLI's configuration
+    file on a host without nova.conf (``etc/resizedriver.conf.sample``).
+    Under Nova, Nova's definitions apply."""
+    return [('DEFAULT', DEFAULT_OPTS), ('libvirt', LIBVIRT_OPTS)]
+
+
+# Only [resizedriver] at import: a process may import this before Nova's
+# options (the config generator loads its plugins in no set order), and
+# Nova's registration of its own refuses any already registered.
+register_opts(novas=False)

@@ -34,6 +34,7 @@ from resizedriver import exception
 from resizedriver import layout
 from resizedriver import record as rd_record
 from resizedriver import recovery
+from resizedriver import summary
 from resizedriver import transport
 from resizedriver.env import CopyProgress, HostEnv
 from resizedriver.host import Host
@@ -276,6 +277,10 @@ class ResizeEngine:
             op = impl.migrate(self.env, uuid, new_flavor, dest,
                               transport.for_host(dest.host, self.conf), live)
             self.run(op.plan(), op.journal_context())
+            # the facts gathered since the record was written (power-off,
+            # copies), for ``status`` while the resize is pending
+            op.record.write(self._layout(uuid).in_resize_dir(
+                layout.RECORD_NAME))
             return op.record
 
     def finish_migration(self, record: ResizeRecord, power_on: bool = True,
@@ -285,7 +290,28 @@ class ResizeEngine:
             self._complete_after_finish(record.uuid, record)
             op = impl.finish(self.env, record, power_on)
             self.run(op.plan(), op.journal_context())
+            if power_on:    # start is the plan's last step
+                record.summary.started_again_at = summary.now()
             self._after_finish(AfterFinish(self.env, record))
+            record.summary.finished_at = summary.now()
+            LOG.info('%s', summary.line(record.uuid, record.plan,
+                                        record.topology.value,
+                                        record.summary),
+                     instance_uuid=record.uuid)
+            self._keep_summary(record)
+
+    def _keep_summary(self, record: ResizeRecord) -> None:
+        """Put the finished summary into the pending record when it is
+        on this host (the same hypervisor), for ``status``; another
+        host's source keeps what its migrate knew."""
+        if not record.same_hypervisor:
+            return
+        try:
+            pending = rd_record.load_pending(record.source)
+        except exception.NotFound:
+            return
+        pending.summary = record.summary
+        pending.write(record.source.in_resize_dir(layout.RECORD_NAME))
 
     def _complete_after_finish(self, uuid: str,
                                incoming: Optional[ResizeRecord] = None) \

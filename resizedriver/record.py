@@ -20,6 +20,7 @@ from resizedriver import exception
 from resizedriver import fileutil
 from resizedriver import layout
 from resizedriver.model import Destination, DiskFile, Flavor, Topology
+from resizedriver.summary import Summary
 
 
 @dataclasses.dataclass
@@ -43,6 +44,8 @@ class ResizeRecord:
     #: a live plan's revert, decided up front: 'live' (the guest keeps
     #: running) or 'reboot' (once, into the old flavor)
     live_revert: str = ''
+    #: what the operator's summary line says (``resizedriver.summary``)
+    summary: Summary = dataclasses.field(default_factory=Summary)
 
     @property
     def shared_path(self) -> bool:
@@ -102,7 +105,8 @@ class ResizeRecord:
                 was_running=bool(d['was_running']),
                 copies_verified=bool(d.get('copies_verified', False)),
                 plan=chooser.check_known(str(d.get('plan', chooser.COPY))),
-                live_revert=str(d.get('live_revert', '')))
+                live_revert=str(d.get('live_revert', '')),
+                summary=Summary.from_dict(d.get('summary', {})))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise exception.ResizeRefused(
                 f'malformed resize record: {e}') from e

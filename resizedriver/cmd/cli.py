@@ -5,7 +5,7 @@
                         [--dest-host HOST] [--dest-instances-path PATH]
     resizedriver confirm DOMAIN
     resizedriver revert DOMAIN
-    resizedriver status
+    resizedriver status [--json]
     resizedriver recover [DOMAIN]
 
 ``finish`` and ``drop-guest`` are the destination's halves, run over ssh by
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging as std_logging
 import os
 import re
 import sys
 import threading
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import libvirt
 from oslo_config import cfg
@@ -33,8 +34,10 @@ from resizedriver import conf as rd_conf
 from resizedriver import exception
 from resizedriver import inventory
 from resizedriver import layout
+from resizedriver import summary
 from resizedriver.engine import ResizeEngine
 from resizedriver.guest import Guest
+from resizedriver.journal import Journal
 from resizedriver.model import Flavor, MiB
 from resizedriver.orchestrator import Orchestrator
 from resizedriver.record import ResizeRecord
@@ -102,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == 'revert':
             c.add_argument('--no-start', action='store_true')
 
-    sub.add_parser('status', help='list the resizes pending on this host')
+    st = sub.add_parser('status',
+                        help='list the resizes pending on this host')
+    st.add_argument('--json', action='store_true',
+                    help='one JSON document, for monitoring scripts')
     rc = sub.add_parser(
         'recover', help='roll back or complete operations a crash '
                         'interrupted (all on this host, or one guest)')
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup(args: argparse.Namespace) -> None:
+    rd_conf.register_opts(rd_conf.CONF)     # Nova's names too: no Nova here
     logging.register_options(rd_conf.CONF)
     rd_conf.CONF.set_default('use_stderr', True)
     argv = [a for f in args.config_file for a in ('--config-file', f)]
@@ -200,6 +207,25 @@ def _uuid_for_recovery(engine: ResizeEngine, domain: str) -> str:
         return _uuid_of(engine, domain)
 
 
+def _status_document(pending: list[ResizeRecord],
+                     interrupted: list[Journal]) -> dict[str, Any]:
+    """``status --json``: each pending resize's summary fields (as the
+    summary line has them; ``downtime_s`` and ``duration_s`` null until
+    the finish on this host has them) and each interrupted operation."""
+    return {
+        'pending': [dict(summary.fields(rec.uuid, rec.plan,
+                                        rec.topology.value, rec.summary),
+                         name=rec.name,
+                         destination=rec.destination.host or None,
+                         still_read_after_confirm=os.path.exists(
+                             os.path.join(rec.source.resize_dir,
+                                          layout.IN_USE_MARKER)))
+                    for rec in pending],
+        'interrupted': [{'instance': j.uuid, 'operation': j.operation,
+                         'interrupted_at': j.interrupted_at}
+                        for j in interrupted]}
+
+
 def _describe(rec: ResizeRecord) -> str:
     resize_dir = rec.source.resize_dir
     if os.path.exists(os.path.join(resize_dir, layout.IN_USE_MARKER)):
@@ -236,9 +262,13 @@ def run(args: argparse.Namespace, out=sys.stdout) -> None:
         print(f'reverted {args.domain}', file=out)
     elif args.command == 'status':
         pending = engine.pending()
+        interrupted = engine.journals.find()
+        if args.json:
+            print(json.dumps(_status_document(pending, interrupted),
+                             indent=1), file=out)
+            return
         for rec in pending:
             print(_describe(rec), file=out)
-        interrupted = engine.journals.find()
         for j in interrupted:
             print(f'{j.uuid}: {j.operation} was interrupted at '
                   f'{j.interrupted_at!r}; run "resizedriver recover"',

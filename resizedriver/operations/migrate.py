@@ -38,6 +38,8 @@ from resizedriver import chooser
 from resizedriver import domain_xml
 from resizedriver import exception
 from resizedriver import stepname
+from resizedriver import summary
+from resizedriver import threadcontext
 from resizedriver import fileutil
 from resizedriver import hostfiles
 from resizedriver import inventory
@@ -137,6 +139,9 @@ class MigrateDiskAndPowerOff:
         self.facts: dict[str, Any] = {}
         #: what a pre-copy would run on the destination but cannot
         self.dest_lacks_for_precopy: list[str] = []
+        #: the operator's summary, begun now; the record carries it on
+        self.summary = summary.Summary(started_at=summary.now())
+        self._counting = threading.Lock()   # copies run side by side
 
     @property
     def guest(self) -> Guest:
@@ -482,6 +487,8 @@ class MigrateDiskAndPowerOff:
             src, dst,
             (lambda done, total: progress(name, done, total))
             if progress else None, owner=self.inst.uuid)
+        with self._counting:
+            self.summary.add_copied(src)
 
     def copy_all(self, pairs: list[tuple[str, str]]) -> None:
         """:meth:`copy` each (source, destination), ``[resizedriver]
@@ -507,7 +514,8 @@ class MigrateDiskAndPowerOff:
 
         pool = futures.ThreadPoolExecutor(workers)
         try:
-            jobs = [pool.submit(one, src, dst) for src, dst in pairs]
+            one_here = threadcontext.carried(one)   # the request's id
+            jobs = [pool.submit(one_here, src, dst) for src, dst in pairs]
             futures.wait(jobs)
         except BaseException:       # Ctrl-C: nothing new begins, and the
             failed.set()            # undo waits for the copies under way
@@ -552,7 +560,9 @@ class MigrateDiskAndPowerOff:
             plan=self.choice.plan,
             old_flavor=self.old_flavor, new_flavor=self.new_flavor,
             source_xml=self.source_xml, disks=self.disks,
-            was_running=self.was_running, live_revert=self.live_revert)
+            was_running=self.was_running, live_revert=self.live_revert,
+            summary=self.summary)
+        self.summary.reason = self.choice.reason
         self.record.write(path or self.inst.path(RECORD_NAME))
 
     def remove_record(self) -> None:
@@ -564,6 +574,8 @@ class MigrateDiskAndPowerOff:
         why)."""
         qemuprocess.stop_and_wait(self.guest.name, self.inst.uuid,
                                   self.power_off)
+        if self.was_running:
+            self.summary.powered_off_at = summary.now()
 
     def power_off(self) -> None:
         conf = self.env.conf.resizedriver

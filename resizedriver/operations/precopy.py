@@ -217,6 +217,7 @@ def precopy(op: MigrateOp) -> None:
         grown += copied
     LOG.info('Pre-copy done after %d round(s): %s', round_, why_not,
              instance_uuid=op.inst.uuid)
+    op.summary.precopy_rounds = round_
     _check_room_for_tops(op, grown)
 
 

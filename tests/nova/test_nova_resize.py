@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -144,13 +145,21 @@ def test_the_nova_conf_line_loads_our_driver(driver):
             getattr(nova_driver.ComputeDriver, name)), name
 
 
-def test_resize_up_then_confirm(make_server):
+def test_resize_up_then_confirm(make_server, caplog):
     server = make_server(flavor(SMALL))
     before = server.wait_boot(1)
     assert (before.cpu_count, before.disks) == (1, {'vda': 1 * GiB})
     assert server.ping()
 
+    caplog.set_level(logging.INFO, logger='resizedriver')
     mig = resize(server, flavor(BIG))
+    # the operator's one line at the end of the resize
+    [summary] = [r.getMessage() for r in caplog.records
+                 if r.getMessage().startswith('Resize summary:')]
+    assert summary.startswith(
+        f'Resize summary: instance={server.instance.uuid} plan=overlay '
+        f'topology=same-host bytes_copied=0 precopy_rounds=0 downtime_s=')
+    assert 'downtime_s=-' not in summary and 'duration_s=-' not in summary
     assert server.instance.progress == 100
     after = server.wait_boot(2)
     assert after.cpu_count == 2

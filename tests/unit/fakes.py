@@ -39,6 +39,9 @@ class FakeGuest:
         if not self.running:
             self.start()
 
+    def wait_running(self, timeout: float) -> None:
+        assert self.running, 'wait_running on a guest never started'
+
     def is_paused(self) -> bool:
         return self.paused
 

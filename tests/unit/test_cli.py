@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
 import socket
@@ -88,6 +89,21 @@ def test_status_with_nothing_pending(cli_env, capsys):
     assert cli.main(['--config-file', ini, 'status']) == 0
     assert out.getvalue() == 'no resize pending\n'
     assert rd_conf.CONF.instances_path == str(instances)
+
+
+def test_status_json_is_one_document(cli_env):
+    instances, ini, out = cli_env
+    os.makedirs(instances / f'{UUID}_resize')
+    make_record(str(instances)).write(
+        str(instances / f'{UUID}_resize' / RECORD_NAME))
+    _interrupted(instances, 'migrate_disk_and_power_off', {})
+    assert cli.main(['--config-file', ini, 'status', '--json']) == 0
+    doc = json.loads(out.getvalue())
+    assert [p['instance'] for p in doc['pending']] == [UUID]
+    assert doc['pending'][0]['downtime_s'] is None
+    assert doc['interrupted'] == [{
+        'instance': UUID, 'operation': 'migrate_disk_and_power_off',
+        'interrupted_at': 'some step'}]
 
 
 def test_status_lists_pending(cli_env):

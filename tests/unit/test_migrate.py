@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import threading
 import time
 
 import pytest
+from oslo_config import cfg
 
 from resizedriver import exception
 from resizedriver.engine import ResizeEngine
@@ -407,3 +409,54 @@ def test_the_swaps_base_is_neither_copied_nor_compared(instances, make_env,
     assert (swap.format, swap.backing_file) == ('qcow2', base)
     assert base not in op.backing_to_copy
     assert op.backing_to_copy           # the root disk's still is
+
+
+def test_copy_threads_log_with_the_callers_request_and_instance(
+        instance, make_env, conf, tmp_path, monkeypatch):
+    """oslo.context keeps the request context thread-local, and oslo.log
+    takes the request id from there: a line logged in a copy running in
+    a thread of its own (``parallel_copies``) must still name the request
+    of the call (Nova's ``req-...``) and the instance."""
+    from oslo_context import context as oslo_context
+    from oslo_log import formatters
+    from oslo_log import log as oslo_log
+    logging_conf = cfg.ConfigOpts()
+    oslo_log.register_options(logging_conf)
+    logging_conf([])
+    conf.set_override('parallel_copies', 2, group='resizedriver')
+    lines: list[str] = []
+
+    class Collect(std_logging.Handler):
+        def emit(self, record):
+            lines.append(self.format(record))
+
+    handler = Collect()
+    handler.setFormatter(formatters.ContextFormatter(config=logging_conf))
+    logger = std_logging.getLogger('resizedriver.test-copy')
+    logger.addHandler(handler)
+    logger.setLevel(std_logging.INFO)
+    log = oslo_log.getLogger('resizedriver.test-copy')
+
+    class Logging(LocalTransport):
+        def copy_file(self, src, dst, progress=None, *, owner):
+            log.info('copying %s', os.path.basename(dst),
+                     instance_uuid=owner)
+            super().copy_file(src, dst, progress, owner=owner)
+
+    # the calling thread's context, as Nova's RPC dispatch stores it
+    # (dropped again after the test)
+    monkeypatch.setattr(oslo_context._request_store, 'context', None,
+                        raising=False)
+    oslo_context.RequestContext(request_id='req-resize-42')
+    try:
+        op = MigrateDiskAndPowerOff(make_env(guest_for(instance)),
+                                    instance.uuid, GROW,
+                                    same_host(str(tmp_path)), Logging())
+        op.copy_all([(instance.path(n), str(tmp_path / n))
+                     for n in ('disk', 'disk.local')])
+    finally:
+        logger.removeHandler(handler)
+    assert len(lines) == 2
+    for line in lines:
+        assert 'req-resize-42' in line, line
+        assert f'[instance: {instance.uuid}]' in line, line

@@ -26,6 +26,7 @@ from resizedriver.operations import precopy, sourcetops
 from resizedriver.operations.finish import AfterFinish, FinishMigration
 from resizedriver.operations.migrate import MigrateDiskAndPowerOff
 from resizedriver.qemuimg import QemuImg
+from resizedriver.summary import Summary
 from resizedriver.transport import LocalTransport
 from tests.unit.conftest import qemu_img
 from tests.unit.test_migrate import GROW
@@ -367,7 +368,7 @@ def test_no_power_off_when_the_tops_no_longer_fit(tmp_path):
     op = types.SimpleNamespace(
         disks=disks, inst=inst, dest_inst=InstanceLayout('/b', UUID),
         dest=InstanceLayout('/b', UUID), copy_all=lambda pairs: None,
-        source_xml=XML,
+        source_xml=XML, summary=Summary(),
         env=_env(FakeHost([]), _Img()),
         transport=types.SimpleNamespace(
             sync_dir=lambda d: None, free_bytes=lambda p: free['n']))
@@ -506,6 +507,7 @@ def _round_op(tmp_path, first_top: int, writes: list[int],
     op = types.SimpleNamespace(
         disks=disks, inst=inst, dest_inst=dest, dest=dest, source_xml=XML,
         copy_all=copies.append, img=img, removed=removed, copies=copies,
+        summary=Summary(),
         guest=_RoundGuest(XML.replace('/i/u/disk', inst.path('disk.top')),
                           list(writes)),
         env=types.SimpleNamespace(conf=conf,
@@ -534,6 +536,7 @@ def test_rounds_go_on_while_they_converge_up_to_the_limit(tmp_path):
         ('commit', layer + '.3', layer, base, 10 * MiB)]
     assert op.removed == [layer + '.2', layer + '.3']
     assert os.path.exists(op.inst.path('disk.top.3'))
+    assert op.summary.precopy_rounds == 3
 
 
 @pytest.mark.parametrize('first_top, free, why', [
@@ -553,6 +556,7 @@ def test_one_round_when_configured_so(tmp_path):
     op = _round_op(tmp_path, 40 * MiB, [MiB], rounds=1)
     precopy.precopy(op)
     assert len(op.copies) == 1
+    assert op.summary.precopy_rounds == 1
 
 
 def test_the_last_rounds_top_is_what_crosses_while_the_guest_is_down(
