@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from resizedriver.plan import Step
     from resizedriver.qemuimg import QemuImg
     from resizedriver.record import ResizeRecord
+    from resizedriver.summary import Summary
     from resizedriver.transport import Transport
 
 
@@ -41,6 +42,7 @@ class MigrateOp(Protocol):
     backing_to_copy: list[str]
     live_revert: str
     makes_swap: bool
+    summary: Summary
 
     @property
     def guest(self) -> Guest: ...
