@@ -12,7 +12,8 @@ ahead, as the service is up before the RPC arrives) and answers on stdout
 cell database under ``ROOT`` (as compute nodes share their cell's), have
 their own state and lock paths, and the same instances path, each on its
 own filesystem.  The disk info string travels from A's
-``resize_instance`` to B's ``finish_resize`` as the RPC carries it.
+``resize_instance`` to B's ``finish_resize`` as the RPC carries it; a
+request's ``dest`` ``a`` resizes on A instead (same host).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable, Optional
 
 from tests.nova import novaenv
 
@@ -35,8 +36,10 @@ NODES = {'a': ('rdtest-compute-a', '169.254.79.1'),
 
 def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
     host, ip = NODES[node]
+    # domain names: a caller beside the cross-host tests gives its own
     novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
-                      node=node, name_prefix='rdtest-xh')
+                      node=node, name_prefix=options.get('name_prefix',
+                                                         'rdtest-xh'))
     novaenv.CONF.set_override('compute_driver', options.get(
         'compute_driver', novaenv.COMPUTE_DRIVER))
     drv = novaenv.load_driver()
@@ -97,10 +100,11 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         return {}
     if call == 'resize_instance':
         new = novaenv.flavor(*req['flavor'])
+        dest = NODES[req.get('dest', 'b')]
         mig = objects.Migration(
             context=ctx, instance_uuid=inst.uuid,
-            source_compute=NODES['a'][0], dest_compute=NODES['b'][0],
-            dest_host=NODES['b'][1], migration_type='resize',
+            source_compute=NODES['a'][0], dest_compute=dest[0],
+            dest_host=dest[1], migration_type='resize',
             status='migrating', old_instance_type_id=inst.flavor.id,
             new_instance_type_id=new.id)
         mig.create()
@@ -109,7 +113,7 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         disk_info = drv.migrate_disk_and_power_off(
             ctx, inst, mig.dest_host, new, nw, bdi, 60, 2)
         manager.ComputeManager._set_instance_info(inst, new)
-        inst.host = NODES['b'][0]
+        inst.host = dest[0]
         inst.save()
         return {'disk_info': disk_info, 'migration': mig.id}
     mig = (objects.Migration.get_by_id(ctx, req['migration'])
@@ -150,9 +154,12 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def main() -> None:
-    root, node = sys.argv[1:3]
-    options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+def main(serve: Callable[[Any, dict[str, Any]], dict[str, Any]] = run,
+         argv: Optional[list[str]] = None) -> None:
+    """Answer one request with ``serve`` (``run``, or one that watches
+    it: ``tests.nova.probed_node``)."""
+    root, node, *rest = argv or sys.argv[1:]
+    options = json.loads(rest[0]) if rest else {}
     # Nova's connection-event thread never ends (see conftest): leave by
     # os._exit, after saying what happened.
     try:
@@ -160,7 +167,7 @@ def main() -> None:
         try:
             req = json.load(sys.stdin)
             started = time.monotonic()
-            answer = run(drv, req)
+            answer = serve(drv, req)
             answer['seconds'] = time.monotonic() - started
         finally:
             drv.cleanup_host(host=NODES[node][0])

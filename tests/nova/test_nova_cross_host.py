@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 
@@ -38,40 +39,56 @@ def host_b() -> hostb.HostB:
 
 
 class Node:
-    """One compute node: each call is one nova-compute process."""
+    """One compute node: each call is one nova-compute process, or with
+    a ``backend`` one started as nova-compute starts, probed
+    (``tests.nova.probed_node``)."""
 
-    def __init__(self, name: str, b: hostb.HostB, pre_copy: bool) -> None:
+    def __init__(self, name: str, options: dict, root: str = ROOT,
+                 backend: Optional[str] = None) -> None:
         self.name = name
-        self.b = b
-        self.pre_copy = pre_copy
+        self.options = options
+        self.root = root
+        self.backend = backend
 
     def __call__(self, call: str, **req) -> dict:
-        """Run ``call`` there with nova.conf's [resizedriver] options."""
-        options = {'resizedriver': {
-            'ssh_user': 'root', 'ssh_identity_file': self.b.key,
-            'ssh_options': self.b.client_options(),
-            'pre_copy': self.pre_copy}}
+        """Run ``call`` there with nova.conf's options."""
         req['call'] = call
-        argv = [sys.executable, '-m', 'tests.nova.compute_node', ROOT,
-                self.name, json.dumps(options)]
+        entry = (['tests.nova.compute_node'] if self.backend is None
+                 else ['tests.nova.probed_node', self.backend])
+        argv = [sys.executable, '-m', *entry, self.root, self.name,
+                json.dumps(self.options)]
         if self.name == 'b':
             argv = [hostb.SCRIPT, 'run'] + argv
+        env = {**os.environ, 'PYTHONPATH': REPO}
+        env.pop('OS_NOVA_DISABLE_EVENTLET_PATCHING', None)  # the backend's
         proc = subprocess.run(
             argv, input=json.dumps(req), capture_output=True, text=True,
-            timeout=600, cwd=REPO, env={**os.environ, 'PYTHONPATH': REPO})
+            timeout=600, cwd=REPO, env=env)
         assert proc.returncode == 0, (
             f'{call} on {self.name} failed:\n{proc.stderr[-6000:]}')
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 class CrossServer:
-    def __init__(self, b: hostb.HostB, plan: str, flavor: tuple = SMALL,
-                 local_bdms: bool = False) -> None:
+    """An instance spawned on A, to move by ``plan`` (to B; without ``b``
+    it stays on A: a same-host plan).  ``root``, ``name_prefix`` and
+    ``backend``: the nodes' (``Node``)."""
+
+    def __init__(self, b: Optional[hostb.HostB], plan: str,
+                 flavor: tuple = SMALL, local_bdms: bool = False,
+                 root: str = ROOT, name_prefix: str = '',
+                 backend: Optional[str] = None) -> None:
         self.b = b
         self.plan = plan
-        pre_copy = plan == 'precopy'
-        self.a_node = Node('a', b, pre_copy)
-        self.b_node = Node('b', b, pre_copy)
+        options: dict = {'resizedriver': {'pre_copy': plan == 'precopy'}}
+        if b is not None:
+            options['resizedriver'].update(
+                ssh_user='root', ssh_identity_file=b.key,
+                ssh_options=b.client_options())
+        if name_prefix:
+            options['name_prefix'] = name_prefix
+        self.a_node = Node('a', options, root, backend)
+        self.b_node = Node('b', options, root, backend)
         self.ip, self.mac = parallel.guest_address()
         self.uuid = self.a_node('spawn', flavor=flavor, ip=self.ip,
                                 mac=self.mac,
@@ -89,24 +106,33 @@ class CrossServer:
         return guestlog.wait_for_boot(
             self.b.path(os.path.join(self.dir(), 'console.log')), boot)
 
+    def resize(self, flavor: tuple = BIG) -> tuple[dict, dict]:
+        """resize_instance on A, finish_resize on B (on A without
+        ``b``); their answers."""
+        dest = self.a_node if self.b is None else self.b_node
+        out = self.a_node('resize_instance', uuid=self.uuid, flavor=flavor,
+                          dest=dest.name)
+        record = json.loads(out['disk_info'])
+        assert (record['topology'], record['plan']) == (
+            'same-host' if self.b is None else 'other-host', self.plan)
+        return out, dest('finish_resize', uuid=self.uuid, ip=self.ip,
+                         migration=out['migration'],
+                         disk_info=out['disk_info'])
+
     def resize_to_b(self, flavor: tuple = BIG) -> int:
         """resize_instance on A, finish_resize on B; the migration id."""
-        out = self.a_node('resize_instance', uuid=self.uuid, flavor=flavor)
-        record = json.loads(out['disk_info'])
-        assert (record['topology'], record['plan']) == ('other-host',
-                                                        self.plan)
-        self.b_node('finish_resize', uuid=self.uuid, ip=self.ip,
-                    migration=out['migration'], disk_info=out['disk_info'])
-        return out['migration']
+        return self.resize(flavor)[0]['migration']
 
     def remove(self) -> None:
-        for node, host in ((self.a_node, self.a_host),
-                           (self.b_node, self.b.host())):
+        nodes = [(self.a_node, self.a_host, lambda p: p)]
+        if self.b is not None:
+            nodes.append((self.b_node, self.b.host(), self.b.path))
+        for node, host, _view in nodes:
             if host.lookup(self.uuid) is not None:
                 node('destroy', uuid=self.uuid)
         # what a failed test may have left (a failed finish leaves the
         # copy on B for the revert to drop)
-        for view in (lambda p: p, self.b.path):
+        for _node, _host, view in nodes:
             for suffix in ('', '_resize'):
                 shutil.rmtree(view(self.dir(suffix)), ignore_errors=True)
 
