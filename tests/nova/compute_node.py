@@ -3,9 +3,10 @@
 ``python -m tests.nova.compute_node ROOT NODE [OPTIONS]`` plays
 nova-compute on host ``NODE`` (``a``: this machine; ``b``: run inside host
 B's namespaces by ``tools/host-b run``): it loads the driver from the
-nova.conf line (``OPTIONS``, JSON: ``compute_driver``, default ours, and
-``resizedriver``, that group's options) and runs ``init_host``, as a
-service start would, and only then reads one manager step's request from
+nova.conf line (``OPTIONS``, JSON: ``compute_driver``, default ours,
+``name_prefix`` of its domains, and ``resizedriver`` and ``DEFAULT``,
+those groups' options) and runs ``init_host``, as a service start
+would, and only then reads one manager step's request from
 stdin (JSON, ``call`` and its arguments; a caller may start the process
 ahead, as the service is up before the RPC arrives) and answers on stdout
 (JSON, with the driver call's own ``seconds``).  Both nodes share one
@@ -42,6 +43,8 @@ def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
                                                          'rdtest-xh'))
     novaenv.CONF.set_override('compute_driver', options.get(
         'compute_driver', novaenv.COMPUTE_DRIVER))
+    for name, value in options.get('DEFAULT', {}).items():
+        novaenv.CONF.set_override(name, value)
     drv = novaenv.load_driver()
     for name, value in options.get('resizedriver', {}).items():
         novaenv.CONF.set_override(name, value, 'resizedriver')

@@ -72,15 +72,18 @@ class Node:
 class CrossServer:
     """An instance spawned on A, to move by ``plan`` (to B; without ``b``
     it stays on A: a same-host plan).  ``root``, ``name_prefix`` and
-    ``backend``: the nodes' (``Node``)."""
+    ``backend``: the nodes' (``Node``); ``conf``: their nova.conf's
+    [DEFAULT] options."""
 
     def __init__(self, b: Optional[hostb.HostB], plan: str,
                  flavor: tuple = SMALL, local_bdms: bool = False,
                  root: str = ROOT, name_prefix: str = '',
-                 backend: Optional[str] = None) -> None:
+                 backend: Optional[str] = None,
+                 conf: Optional[dict] = None) -> None:
         self.b = b
         self.plan = plan
-        options: dict = {'resizedriver': {'pre_copy': plan == 'precopy'}}
+        options: dict = {'resizedriver': {'pre_copy': plan == 'precopy'},
+                         'DEFAULT': conf or {}}
         if b is not None:
             options['resizedriver'].update(
                 ssh_user='root', ssh_identity_file=b.key,
