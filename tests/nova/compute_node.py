@@ -9,7 +9,8 @@ those groups' options) and runs ``init_host``, as a service start
 would, and only then reads one manager step's request from
 stdin (JSON, ``call`` and its arguments; a caller may start the process
 ahead, as the service is up before the RPC arrives) and answers on stdout
-(JSON, with the driver call's own ``seconds``).  Both nodes share one
+(JSON, with the driver call's own ``seconds``), and the next, one a
+line, until stdin ends.  Both nodes share one
 cell database under ``ROOT`` (as compute nodes share their cell's), have
 their own state and lock paths, and the same instances path, each on its
 own filesystem.  The disk info string travels from A's
@@ -159,27 +160,33 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
 
 def main(serve: Callable[[Any, dict[str, Any]], dict[str, Any]] = run,
          argv: Optional[list[str]] = None) -> None:
-    """Answer one request with ``serve`` (``run``, or one that watches
-    it: ``tests.nova.probed_node``)."""
+    """Answer each request (a line) with ``serve`` (``run``, or one that
+    watches it: ``tests.nova.probed_node``), one line each, until the
+    end of input: one call, or a caller's whole session with this node,
+    as one nova-compute serves them all."""
     root, node, *rest = argv or sys.argv[1:]
     options = json.loads(rest[0]) if rest else {}
+    # the answers alone on stdout: the rest (our children too) on stderr
+    answers = os.fdopen(os.dup(1), 'w')
+    os.dup2(2, 1)
     # Nova's connection-event thread never ends (see conftest): leave by
     # os._exit, after saying what happened.
     try:
         drv = _configure(root, node, options)
         try:
-            req = json.load(sys.stdin)
-            started = time.monotonic()
-            answer = serve(drv, req)
-            answer['seconds'] = time.monotonic() - started
+            for line in sys.stdin:
+                req = json.loads(line)
+                started = time.monotonic()
+                answer = serve(drv, req)
+                answer['seconds'] = time.monotonic() - started
+                answers.write(json.dumps(answer) + '\n')
+                answers.flush()
         finally:
             drv.cleanup_host(host=NODES[node][0])
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
-    sys.stdout.write(json.dumps(answer))
-    sys.stdout.flush()
     os._exit(0)
 
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
-from typing import Optional
+import tempfile
+from typing import IO, Optional
 
 import pytest
 
@@ -40,19 +42,22 @@ def host_b() -> hostb.HostB:
 
 class Node:
     """One compute node: each call is one nova-compute process, or with
-    a ``backend`` one started as nova-compute starts, probed
+    ``session`` one process answers them all (``close`` ends it); with a
+    ``backend`` started as nova-compute starts, probed
     (``tests.nova.probed_node``)."""
 
     def __init__(self, name: str, options: dict, root: str = ROOT,
-                 backend: Optional[str] = None) -> None:
+                 backend: Optional[str] = None,
+                 session: bool = False) -> None:
         self.name = name
         self.options = options
         self.root = root
         self.backend = backend
+        self.session = session
+        self._proc: Optional[subprocess.Popen] = None
+        self._err: Optional[IO[str]] = None
 
-    def __call__(self, call: str, **req) -> dict:
-        """Run ``call`` there with nova.conf's options."""
-        req['call'] = call
+    def _start(self, **kwargs) -> subprocess.Popen:
         entry = (['tests.nova.compute_node'] if self.backend is None
                  else ['tests.nova.probed_node', self.backend])
         argv = [sys.executable, '-m', *entry, self.root, self.name,
@@ -61,12 +66,48 @@ class Node:
             argv = [hostb.SCRIPT, 'run'] + argv
         env = {**os.environ, 'PYTHONPATH': REPO}
         env.pop('OS_NOVA_DISABLE_EVENTLET_PATCHING', None)  # the backend's
-        proc = subprocess.run(
-            argv, input=json.dumps(req), capture_output=True, text=True,
-            timeout=600, cwd=REPO, env=env)
-        assert proc.returncode == 0, (
-            f'{call} on {self.name} failed:\n{proc.stderr[-6000:]}')
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        return subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True,
+                                cwd=REPO, env=env, **kwargs)
+
+    def __call__(self, call: str, **req) -> dict:
+        """Run ``call`` there with nova.conf's options."""
+        req['call'] = call
+        if not self.session:
+            proc = self._start(stderr=subprocess.PIPE)
+            out, err = proc.communicate(json.dumps(req), timeout=600)
+            assert proc.returncode == 0, (
+                f'{call} on {self.name} failed:\n{err[-6000:]}')
+            return json.loads(out)
+        if self._proc is None:
+            self._err = tempfile.TemporaryFile('w+')
+            self._proc = self._start(stderr=self._err)
+        assert self._proc.stdin and self._proc.stdout
+        self._proc.stdin.write(json.dumps(req) + '\n')
+        self._proc.stdin.flush()
+        ready = select.select([self._proc.stdout], [], [], 600)[0]
+        line = self._proc.stdout.readline() if ready else ''
+        if not line:
+            raise AssertionError(f'{call} on {self.name} failed:\n'
+                                 f'{self.close()[-6000:]}')
+        return json.loads(line)
+
+    def close(self) -> str:
+        """End the session's process; what it wrote on stderr."""
+        if self._proc is None or self._err is None:
+            return ''
+        proc, err, self._proc, self._err = self._proc, self._err, None, None
+        assert proc.stdin
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        err.seek(0)
+        text = err.read()
+        err.close()
+        return text
 
 
 class CrossServer:
@@ -90,8 +131,9 @@ class CrossServer:
                 ssh_options=b.client_options())
         if name_prefix:
             options['name_prefix'] = name_prefix
-        self.a_node = Node('a', options, root, backend)
-        self.b_node = Node('b', options, root, backend)
+        # probed: one process a node, as one nova-compute
+        self.a_node = Node('a', options, root, backend, bool(backend))
+        self.b_node = Node('b', options, root, backend, bool(backend))
         self.ip, self.mac = parallel.guest_address()
         self.uuid = self.a_node('spawn', flavor=flavor, ip=self.ip,
                                 mac=self.mac,
@@ -135,7 +177,8 @@ class CrossServer:
                 node('destroy', uuid=self.uuid)
         # what a failed test may have left (a failed finish leaves the
         # copy on B for the revert to drop)
-        for _node, _host, view in nodes:
+        for node, _host, view in nodes:
+            node.close()
             for suffix in ('', '_resize'):
                 shutil.rmtree(view(self.dir(suffix)), ignore_errors=True)
 
