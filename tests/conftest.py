@@ -22,6 +22,9 @@ def pytest_configure(config):
         'markers', 'long: runs for minutes; scheduled first, so that the '
                    'workers finish together instead of one running it '
                    'alone at the end')
+    config.addinivalue_line(
+        'markers', 'releases: the Nova tier\'s subset that runs on every '
+                   'supported Nova release, not only the newest')
 
 
 @pytest.hookimpl(tryfirst=True)

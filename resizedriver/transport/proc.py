@@ -18,7 +18,7 @@ import os
 import signal
 import subprocess
 import threading
-from typing import IO, Iterator, Optional
+from typing import IO, Iterator, Optional, cast
 
 from oslo_concurrency import processutils
 
@@ -82,6 +82,13 @@ def run(argv: list[str], stdin: Optional[str], timeout: float) -> str:
     return out
 
 
+def _buffered(pipe: Optional[IO[bytes]]) -> io.BufferedIOBase:
+    """A pipe of ours, which is buffered (``bufsize=-1``); typeshed has
+    Popen's as ``IO[bytes]``, without ``read1``."""
+    assert pipe is not None
+    return cast(io.BufferedIOBase, pipe)
+
+
 class Child:
     """A running command; use it through :func:`spawn`."""
 
@@ -90,8 +97,11 @@ class Child:
         self.argv = argv
         self.timeout = timeout
         self.timed_out = False
+        # bufsize=-1 (buffered: Popen's default, but not that of
+        # eventlet's green Popen, which nova-compute gets under eventlet)
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            argv, bufsize=-1,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
         self._err = bytearray()
@@ -109,15 +119,15 @@ class Child:
         return self.proc.stdin
 
     @property
-    def stdout(self) -> io.BufferedReader:
+    def stdout(self) -> io.BufferedIOBase:
         """Buffered (Popen's default), so ``read1`` returns what the child
-        wrote so far instead of waiting for a full buffer."""
-        assert isinstance(self.proc.stdout, io.BufferedReader)
-        return self.proc.stdout
+        wrote so far instead of waiting for a full buffer.  Under eventlet
+        a pure Python ``_pyio.BufferedReader`` that yields to the hub
+        while it waits."""
+        return _buffered(self.proc.stdout)
 
     def _drain(self) -> None:
-        stderr = self.proc.stderr
-        assert isinstance(stderr, io.BufferedReader)
+        stderr = _buffered(self.proc.stderr)
         for chunk in iter(lambda: stderr.read1(65536), b''):
             self._err += chunk
             del self._err[:-STDERR_TAIL]

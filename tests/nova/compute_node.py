@@ -3,18 +3,20 @@
 ``python -m tests.nova.compute_node ROOT NODE [OPTIONS]`` plays
 nova-compute on host ``NODE`` (``a``: this machine; ``b``: run inside host
 B's namespaces by ``tools/host-b run``): it loads the driver from the
-nova.conf line (``OPTIONS``, JSON: ``compute_driver``, default ours, and
-``resizedriver`` and ``libvirt``, those groups' options) and runs
-``init_host``, as a service start would, and only then reads one manager
-step's request from stdin (JSON, ``call`` and its arguments; a caller
-may start the process ahead, as the service is up before the RPC
-arrives) and answers on stdout (JSON, with the call's own ``seconds``;
-asked for ``steps``, the benchmark's ``phases.Call`` of the driver
-call's plan steps).  Both nodes share one cell database under ``ROOT``
-(as compute nodes share their cell's), have their own state and lock
-paths, and the same instances path, each on its own filesystem.  The
-disk info string travels from A's
-``resize_instance`` to B's ``finish_resize`` as the RPC carries it.
+nova.conf line (``OPTIONS``, JSON: ``compute_driver``, default ours,
+``name_prefix`` of its domains, and ``resizedriver``, ``libvirt`` and
+``DEFAULT``, those groups' options) and runs ``init_host``, as a service
+start would, and only then reads one manager step's request from stdin
+(JSON, ``call`` and its arguments; a caller may start the process ahead,
+as the service is up before the RPC arrives) and answers on stdout (JSON,
+with the call's own ``seconds``; asked for ``steps``, the benchmark's
+``phases.Call`` of the driver call's plan steps), and the next, one a
+line, until stdin ends.  Both nodes share one cell database under
+``ROOT`` (as compute nodes share their cell's), have their own state and
+lock paths, and the same instances path, each on its own filesystem.
+The disk info string travels from A's ``resize_instance`` to B's
+``finish_resize`` as the RPC carries it; a request's ``dest`` ``a``
+resizes on A instead (same host).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable, Optional
 
 from tests.lib import parallel
 from tests.nova import novaenv
@@ -39,11 +41,14 @@ NODES = {'a': ('rdtest-compute-a', '169.254.79.1'),
 
 def _configure(root: str, node: str, options: dict[str, Any]) -> Any:
     host, ip = NODES[node]
+    # domain names: a caller beside the cross-host tests gives its own
     novaenv.configure(root, instances_path=INSTANCES, host=host, my_ip=ip,
-                      node=node,
-                      name_prefix=f'rdtest-{parallel.run()}xh')
+                      node=node, name_prefix=options.get(
+                          'name_prefix', f'rdtest-{parallel.run()}xh'))
     novaenv.CONF.set_override('compute_driver', options.get(
         'compute_driver', novaenv.COMPUTE_DRIVER))
+    for name, value in options.get('DEFAULT', {}).items():
+        novaenv.CONF.set_override(name, value)
     drv = novaenv.load_driver()
     for group in ('resizedriver', 'libvirt'):
         for name, value in options.get(group, {}).items():
@@ -111,10 +116,11 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         return {}
     if call == 'resize_instance':
         new = novaenv.flavor(*req['flavor'])
+        dest = NODES[req.get('dest', 'b')]
         mig = objects.Migration(
             context=ctx, instance_uuid=inst.uuid,
-            source_compute=NODES['a'][0], dest_compute=NODES['b'][0],
-            dest_host=NODES['b'][1], migration_type='resize',
+            source_compute=NODES['a'][0], dest_compute=dest[0],
+            dest_host=dest[1], migration_type='resize',
             status='migrating', old_instance_type_id=inst.flavor.id,
             new_instance_type_id=new.id)
         mig.create()
@@ -125,7 +131,7 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
             ctx, inst, mig.dest_host, new, nw, bdi, 60, 2)
         called_end = time.monotonic()
         manager.ComputeManager._set_instance_info(inst, new)
-        inst.host = NODES['b'][0]
+        inst.host = dest[0]
         inst.save()
         return {'disk_info': disk_info, 'migration': mig.id,
                 'called': (called, called_end)}
@@ -189,33 +195,44 @@ def _start_privsep() -> None:
     nova.privsep.sys_admin_pctxt.start()
 
 
-def main() -> None:
-    root, node = sys.argv[1:3]
-    options = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
+def main(serve: Callable[[Any, dict[str, Any]], dict[str, Any]] = run,
+         argv: Optional[list[str]] = None) -> None:
+    """Answer each request (a line) with ``serve`` (``run``, or one that
+    watches it: ``tests.nova.probed_node``), one line each, until the
+    end of input: one call, or a caller's whole session with this node,
+    as one nova-compute serves them all."""
+    root, node, *rest = argv or sys.argv[1:]
+    options = json.loads(rest[0]) if rest else {}
+    # the answers alone on stdout: the rest (our children too) on stderr
+    answers = os.fdopen(os.dup(1), 'w')
+    os.dup2(2, 1)
     # Nova's connection-event thread never ends (see conftest): leave by
     # os._exit, after saying what happened.
     try:
         drv = _configure(root, node, options)
         try:
-            req = json.load(sys.stdin)
             steps = None
-            if req.get('steps'):
-                steps = _step_log()
-                _start_privsep()
-            started = time.monotonic()
-            answer = run(drv, req)
-            answer['seconds'] = time.monotonic() - started
-            if steps is not None:   # of the driver's call
-                answer['steps'] = dataclasses.asdict(steps.call(
-                    *answer.get('called', (started, time.monotonic()))))
+            for line in sys.stdin:
+                req = json.loads(line)
+                if req.get('steps') and steps is None:
+                    steps = _step_log()
+                    _start_privsep()
+                started = time.monotonic()
+                answer = serve(drv, req)
+                answer['seconds'] = time.monotonic() - started
+                if req.get('steps') and steps is not None:
+                    # of the driver's call
+                    answer['steps'] = dataclasses.asdict(steps.call(
+                        *answer.get('called',
+                                    (started, time.monotonic()))))
+                answers.write(json.dumps(answer) + '\n')
+                answers.flush()
         finally:
             drv.cleanup_host(host=NODES[node][0])
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
         os._exit(1)
-    sys.stdout.write(json.dumps(answer))
-    sys.stdout.flush()
     os._exit(0)
 
 

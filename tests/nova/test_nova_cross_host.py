@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
-from typing import Optional
+import tempfile
+from typing import IO, Optional
 
 import pytest
 
@@ -44,48 +46,104 @@ SSH_BIN = os.path.join(os.path.dirname(__file__), 'sshbin')
 
 
 class Node:
-    """One compute node: each call is one nova-compute process."""
+    """One compute node: each call is one nova-compute process, or with
+    ``session`` one process answers them all (``close`` ends it); with a
+    ``backend`` started as nova-compute starts, probed
+    (``tests.nova.probed_node``)."""
 
-    def __init__(self, name: str, b: hostb.HostB, pre_copy: bool,
-                 libvirt: Optional[dict] = None) -> None:
+    def __init__(self, name: str, options: dict, root: str = ROOT,
+                 backend: Optional[str] = None, session: bool = False,
+                 b: Optional[hostb.HostB] = None) -> None:
         self.name = name
         self.b = b
-        self.pre_copy = pre_copy
-        #: nova.conf's [libvirt] options beyond novaenv's
-        self.libvirt = libvirt or {}
+        self.options = options
+        self.root = root
+        self.backend = backend
+        self.session = session
+        self._proc: Optional[subprocess.Popen] = None
+        self._err: Optional[IO[str]] = None
 
-    def __call__(self, call: str, **req) -> dict:
-        """Run ``call`` there with nova.conf's [resizedriver] and
-        [libvirt] options."""
-        options = {'resizedriver': {
-            'ssh_user': 'root', 'ssh_identity_file': self.b.key,
-            'ssh_options': self.b.client_options(),
-            'pre_copy': self.pre_copy}, 'libvirt': self.libvirt}
-        req['call'] = call
-        argv = [sys.executable, '-m', 'tests.nova.compute_node', ROOT,
-                self.name, json.dumps(options)]
+    def _start(self, **kwargs) -> subprocess.Popen:
+        entry = (['tests.nova.compute_node'] if self.backend is None
+                 else ['tests.nova.probed_node', self.backend])
+        argv = [sys.executable, '-m', *entry, self.root, self.name,
+                json.dumps(self.options)]
         if self.name == 'b':
             argv = [hostb.SCRIPT, 'run'] + argv
         env = {**os.environ, 'PYTHONPATH': REPO,
-               'PATH': SSH_BIN + os.pathsep + os.environ['PATH'],
-               'RESIZEDRIVER_HOST_B_KEY': self.b.key,
-               'RESIZEDRIVER_HOST_B_KNOWN_HOSTS': self.b.known_hosts}
-        proc = subprocess.run(
-            argv, input=json.dumps(req), capture_output=True, text=True,
-            timeout=600, cwd=REPO, env=env)
-        assert proc.returncode == 0, (
-            f'{call} on {self.name} failed:\n{proc.stderr[-6000:]}')
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+               'PATH': SSH_BIN + os.pathsep + os.environ['PATH']}
+        if self.b is not None:  # Nova's own ssh to B (sshbin)
+            env.update(RESIZEDRIVER_HOST_B_KEY=self.b.key,
+                       RESIZEDRIVER_HOST_B_KNOWN_HOSTS=self.b.known_hosts)
+        env.pop('OS_NOVA_DISABLE_EVENTLET_PATCHING', None)  # the backend's
+        return subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True,
+                                cwd=REPO, env=env, **kwargs)
+
+    def __call__(self, call: str, **req) -> dict:
+        """Run ``call`` there with nova.conf's options."""
+        req['call'] = call
+        if not self.session:
+            proc = self._start(stderr=subprocess.PIPE)
+            out, err = proc.communicate(json.dumps(req), timeout=600)
+            assert proc.returncode == 0, (
+                f'{call} on {self.name} failed:\n{err[-6000:]}')
+            return json.loads(out)
+        if self._proc is None:
+            self._err = tempfile.TemporaryFile('w+')
+            self._proc = self._start(stderr=self._err)
+        assert self._proc.stdin and self._proc.stdout
+        self._proc.stdin.write(json.dumps(req) + '\n')
+        self._proc.stdin.flush()
+        ready = select.select([self._proc.stdout], [], [], 600)[0]
+        line = self._proc.stdout.readline() if ready else ''
+        if not line:
+            raise AssertionError(f'{call} on {self.name} failed:\n'
+                                 f'{self.close()[-6000:]}')
+        return json.loads(line)
+
+    def close(self) -> str:
+        """End the session's process; what it wrote on stderr."""
+        if self._proc is None or self._err is None:
+            return ''
+        proc, err, self._proc, self._err = self._proc, self._err, None, None
+        assert proc.stdin
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        err.seek(0)
+        text = err.read()
+        err.close()
+        return text
 
 
 class CrossServer:
-    def __init__(self, b: hostb.HostB, plan: str, flavor: tuple = SMALL,
-                 local_bdms: bool = False) -> None:
+    """An instance spawned on A, to move by ``plan`` (to B; without ``b``
+    it stays on A: a same-host plan).  ``root``, ``name_prefix`` and
+    ``backend``: the nodes' (``Node``); ``conf``: their nova.conf's
+    [DEFAULT] options."""
+
+    def __init__(self, b: Optional[hostb.HostB], plan: str,
+                 flavor: tuple = SMALL, local_bdms: bool = False,
+                 root: str = ROOT, name_prefix: str = '',
+                 backend: Optional[str] = None,
+                 conf: Optional[dict] = None) -> None:
         self.b = b
         self.plan = plan
-        pre_copy = plan == 'precopy'
-        self.a_node = Node('a', b, pre_copy)
-        self.b_node = Node('b', b, pre_copy)
+        options: dict = {'resizedriver': {'pre_copy': plan == 'precopy'},
+                         'DEFAULT': conf or {}}
+        if b is not None:
+            options['resizedriver'].update(
+                ssh_user='root', ssh_identity_file=b.key,
+                ssh_options=b.client_options())
+        if name_prefix:
+            options['name_prefix'] = name_prefix
+        # probed: one process a node, as one nova-compute
+        self.a_node = Node('a', options, root, backend, bool(backend), b)
+        self.b_node = Node('b', options, root, backend, bool(backend), b)
         self.ip, self.mac = parallel.guest_address()
         self.uuid = self.a_node('spawn', flavor=flavor, ip=self.ip,
                                 mac=self.mac,
@@ -103,24 +161,34 @@ class CrossServer:
         return guestlog.wait_for_boot(
             self.b.path(os.path.join(self.dir(), 'console.log')), boot)
 
+    def resize(self, flavor: tuple = BIG) -> tuple[dict, dict]:
+        """resize_instance on A, finish_resize on B (on A without
+        ``b``); their answers."""
+        dest = self.a_node if self.b is None else self.b_node
+        out = self.a_node('resize_instance', uuid=self.uuid, flavor=flavor,
+                          dest=dest.name)
+        record = json.loads(out['disk_info'])
+        assert (record['topology'], record['plan']) == (
+            'same-host' if self.b is None else 'other-host', self.plan)
+        return out, dest('finish_resize', uuid=self.uuid, ip=self.ip,
+                         migration=out['migration'],
+                         disk_info=out['disk_info'])
+
     def resize_to_b(self, flavor: tuple = BIG) -> int:
         """resize_instance on A, finish_resize on B; the migration id."""
-        out = self.a_node('resize_instance', uuid=self.uuid, flavor=flavor)
-        record = json.loads(out['disk_info'])
-        assert (record['topology'], record['plan']) == ('other-host',
-                                                        self.plan)
-        self.b_node('finish_resize', uuid=self.uuid, ip=self.ip,
-                    migration=out['migration'], disk_info=out['disk_info'])
-        return out['migration']
+        return self.resize(flavor)[0]['migration']
 
     def remove(self) -> None:
-        for node, host in ((self.a_node, self.a_host),
-                           (self.b_node, self.b.host())):
+        nodes = [(self.a_node, self.a_host, lambda p: p)]
+        if self.b is not None:
+            nodes.append((self.b_node, self.b.host(), self.b.path))
+        for node, host, _view in nodes:
             if host.lookup(self.uuid) is not None:
                 node('destroy', uuid=self.uuid)
         # what a failed test may have left (a failed finish leaves the
         # copy on B for the revert to drop)
-        for view in (lambda p: p, self.b.path):
+        for node, _host, view in nodes:
+            node.close()
             for suffix in ('', '_resize'):
                 shutil.rmtree(view(self.dir(suffix)), ignore_errors=True)
 

@@ -134,9 +134,12 @@ def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
     """Nova's own move of an RBD instance to host B: nothing is copied,
     B boots the same image from the shared cluster, grown; confirm drops
     the snapshot and A's guest; then B's guest and image are deleted."""
-    libvirt = ceph.libvirt_options()
-    a = Node('a', host_b, False, libvirt)
-    b = Node('b', host_b, False, libvirt)
+    options = {'resizedriver': {
+        'ssh_user': 'root', 'ssh_identity_file': host_b.key,
+        'ssh_options': host_b.client_options(), 'pre_copy': False},
+        'libvirt': ceph.libvirt_options()}
+    a = Node('a', options, b=host_b)
+    b = Node('b', options, b=host_b)
     ip, mac = parallel.guest_address()
     uuid = a('spawn', flavor=SMALL, ip=ip, mac=mac)['uuid']
     here = os.path.join(compute_node.INSTANCES, uuid)
