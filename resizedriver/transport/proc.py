@@ -82,6 +82,15 @@ def run(argv: list[str], stdin: Optional[str], timeout: float) -> str:
     return out
 
 
+def _buffered(pipe: Optional[IO[bytes]]) -> Optional[IO[bytes]]:
+    """``pipe`` buffered, as Popen makes it by default; eventlet's green
+    Popen (nova-compute of Nova 31 to 33) hands out raw ones, which
+    have no ``read1``."""
+    if pipe is None or isinstance(pipe, io.BufferedIOBase):
+        return pipe
+    return io.BufferedReader(pipe)  # type: ignore[type-var]
+
+
 class Child:
     """A running command; use it through :func:`spawn`."""
 
@@ -94,6 +103,8 @@ class Child:
             argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True)
+        for name in ('stdout', 'stderr'):
+            setattr(self.proc, name, _buffered(getattr(self.proc, name)))
         self._err = bytearray()
         # Read stderr all along: a chatty remote must not fill the pipe
         # and block on it while we block writing its stdin.
