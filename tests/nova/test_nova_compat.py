@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import sys
 from importlib import metadata
 
 import pytest
@@ -71,3 +72,13 @@ def test_what_this_nova_offers_is_found_from_its_methods():
             getattr(drv, name)).parameters
         assert compat.share_info(getattr(drv, name), 'shares') == (
             {'share_info': 'shares'} if takes else {})
+
+
+@pytest.mark.releases
+def test_nova_runs_as_its_nova_compute_starts():
+    """Under eventlet's monkey patching on 31 to 33, native threads on 34
+    (``novaenv``): the mode nova-compute of that release starts in."""
+    major = int(compat.nova_version().split('.')[0])
+    patcher = sys.modules.get('eventlet.patcher')
+    patched = patcher is not None and patcher.is_monkey_patched('thread')
+    assert patched == (major < 34)
