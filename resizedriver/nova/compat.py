@@ -4,7 +4,8 @@ Nova 31 (2025.1) to 34 (2026.2): the rest of the adapter calls this
 module where they differ and never branches on a version.  Each
 difference is found from what the running Nova offers (a method, a
 parameter), so a point release that backports one is right too; the
-version only says whether this Nova is one we test, once, at load.
+version only says whether it is in the supported range (a warning at
+load if not).
 
 =============================================  ====  ====  ====  ====
 what                                           31    32    33    34
