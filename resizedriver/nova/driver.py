@@ -63,6 +63,7 @@ from resizedriver import record as rd_record
 from resizedriver.engine import ResizeEngine
 from resizedriver.host import Host
 from resizedriver.layout import InstanceLayout
+from resizedriver.nova import compat
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova.implementation import NovaImplementation
 from resizedriver.operations import sourcetops
@@ -114,20 +115,15 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 CONF, host=Host(conn=self._host.get_connection()))
         return self._engine
 
-    def _get_guest_xml(self, context, instance, network_info, disk_info,
-                       image_meta, rescue=None, block_device_info=None,
-                       mdevs=None, accel_info=None, share_info=None,
-                       old_guest=None):
+    def _get_guest_xml(self, context, instance, *args, **kwargs):
         """Nova's XML, with the headroom the operator grants (spawn, hard
         reboot, resize, revert: every definition Nova makes), so that a
         later resize can be live (:mod:`resizedriver.headroom`).  Never
-        for a disk under a pre-copy top (:func:`_refuse_if_topped`)."""
+        for a disk under a pre-copy top (:func:`_refuse_if_topped`).
+        Nova's arguments go on as they came: they differ between
+        releases (33 added ``old_guest``)."""
         _refuse_if_topped(instance)
-        xml = super()._get_guest_xml(
-            context, instance, network_info, disk_info, image_meta,
-            rescue=rescue, block_device_info=block_device_info, mdevs=mdevs,
-            accel_info=accel_info, share_info=share_info,
-            old_guest=old_guest)
+        xml = super()._get_guest_xml(context, instance, *args, **kwargs)
         room = translate.headroom(instance, CONF)
         if room == headroom.Headroom():
             return xml
@@ -313,7 +309,8 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             return super().finish_migration(
                 context, migration, instance, disk_info, network_info,
                 image_meta, resize_instance, allocations, block_device_info,
-                power_on, share_info)
+                power_on, **compat.share_info(super().finish_migration,
+                                              share_info))
         record = ResizeRecord.from_json(disk_info)
         if record.uuid != instance.uuid:
             raise nova_exception.ResizeError(
@@ -348,7 +345,9 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             LOG.info('Plan upstream: Nova\'s own revert', instance=instance)
             super().finish_revert_migration(
                 context, instance, network_info, migration,
-                block_device_info, power_on, share_info)
+                block_device_info, power_on,
+                **compat.share_info(super().finish_revert_migration,
+                                    share_info))
             upstream.drop_reverted_record(inst)
             return
         impl = NovaImplementation(

@@ -46,6 +46,7 @@ from resizedriver import recovery
 from resizedriver.env import HostEnv
 from resizedriver.guest import Guest
 from resizedriver.layout import InstanceLayout
+from resizedriver.nova import compat
 from resizedriver.nova import translate
 from resizedriver.nova.progress import InstanceProgress
 from resizedriver.model import DiskRole
@@ -521,8 +522,8 @@ class NovaRevert:
             n.context, n.instance, n.network_info,
             n.disk_mapping(image_meta), image_meta,
             block_device_info=n.block_device_info, mdevs=mdevs,
-            old_guest=driver._get_existing_guest_config(n.instance),
-            share_info=self.share_info)
+            share_info=self.share_info,
+            **compat.old_guest(driver, n.instance))
 
 
 #: what recovery (``resizedriver.recovery``) rebuilds for a journal that

@@ -1,7 +1,8 @@
 """Fixtures for the Nova integration tests (``tox -e nova``).
 
-A real Nova 34 ``LibvirtResizeDriver`` loaded the way nova-compute loads
-it, on the real local libvirtd, spawning the real test guest.
+A real ``LibvirtResizeDriver`` in the tox env's Nova (31, 33 or 34),
+loaded the way nova-compute loads it, on the real local libvirtd,
+spawning the real test guest.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ ROOT = f'/var/lib/resizedriver-tests/nova-{parallel.worker()}'
 #: the PATH of every privsep daemon Nova starts from here on
 os.environ['PATH'] = os.path.join(os.path.dirname(__file__), 'lvmbin') + \
     os.pathsep + os.environ['PATH']
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'releases: what CI runs on every Nova release, not only '
+                   'the newest (tools/run-tests: nova31, nova33)')
 
 
 def prepare(root: str) -> None:

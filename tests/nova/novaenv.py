@@ -1,4 +1,5 @@
-"""Real Nova 34 around resizedriver, without a database or services.
+"""Real Nova (the tox env's: 31, 33 or 34) around resizedriver, without
+a database or services.
 
 The driver is loaded by Nova's own ``load_compute_driver`` from the
 nova.conf line operators write; instances, flavors, image metadata,
@@ -9,6 +10,14 @@ the names Nova's image cache gives them, so spawn needs no Glance.
 """
 
 from __future__ import annotations
+
+# First, as nova-compute starts (its entry point's first line): Nova's own
+# concurrency mode, eventlet's monkey patching in 31 to 33, native threads
+# in 34.  Unpatched, Nova 31's driver hangs in init_host (a green thread
+# of its libvirt Host blocks the process on a native queue).  A process
+# that eventlet patched runs its tests one by one (tox.ini: pytest-xdist's
+# threads and eventlet's hub do not mix).
+import nova.cmd.compute  # noqa: F401
 
 import contextlib
 import filecmp
@@ -43,8 +52,8 @@ class VirtAPI(nova_virtapi.VirtAPI):
     """No neutron here: nothing to wait for (vif_plugging_timeout = 0)."""
 
     @contextlib.contextmanager
-    def wait_for_instance_event(self, instance, event_names, timeout=300,
-                                error_callback=None):
+    def wait_for_instance_event(self, instance, event_names, **kwargs):
+        """Nova 31 and 32 call its bound ``deadline``, 33+ ``timeout``."""
         yield
 
     def exit_wait_early(self, events):

@@ -213,7 +213,9 @@ def _assert_resized_on_b(s: CrossServer, before) -> None:
     assert s.b.host().lookup(s.uuid).is_running()
 
 
-@pytest.mark.parametrize('server', ['precopy', 'copy'], indirect=True)
+@pytest.mark.parametrize('server', [
+    pytest.param('precopy', marks=pytest.mark.releases), 'copy'],
+    indirect=True)
 def test_nova_resize_to_host_b_then_confirm(server: CrossServer):
     s = server
     before = s.console_on_a(1)

@@ -66,6 +66,7 @@ def test_live_resize_under_nova_then_confirm(make_server):
     assert guestlog.read(os.path.join(server.dir, 'console.log')).boot == 1
 
 
+@pytest.mark.releases
 def test_live_resize_under_nova_then_revert(make_server):
     server = make_server(roomy('13', 1, 256, 1))
     before = server.wait_boot(1)
