@@ -225,9 +225,12 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         guest = self._guest(instance)     # none: the engine refuses it
         if guest is not None:
             source_xml = guest.xml()
+            here = translate.destination(
+                dest, CONF, self.get_host_ip_addr()).same_hypervisor
             why = upstream.reason(source_xml, _layout(instance),
                                   CONF.libvirt.images_type,
-                                  block_device_info)
+                                  block_device_info,
+                                  rbd_live=here and guest.is_running())
             if why:
                 return self._migrate_novas_way(
                     why, guest, source_xml, context, instance, dest, flavor,
@@ -244,6 +247,11 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             record = self.engine.migrate_disk_and_power_off(
                 instance.uuid, new_flavor, destination, impl=impl)
             impl.progress.complete()
+        except exception.Upstream as e:         # RBD, not live (rule 1b)
+            assert guest is not None
+            return self._migrate_novas_way(
+                str(e), guest, guest.xml(), context, instance, dest, flavor,
+                network_info, block_device_info, timeout, retry_interval)
         except exception.ResizeRefused as e:
             raise nova_exception.InstanceFaultRollback(
                 nova_exception.ResizeError(reason=str(e))) from e
