@@ -158,8 +158,8 @@ def choose(topology: Topology, disks: list[DiskFile], *,
             f'a live resize was asked for but is not possible: '
             f'{why_not_live}')
     if any(d.format == RBD for d in disks):
-        return Choice(UPSTREAM, f'Ceph RBD disks, and not live '
-                                f'({why_not_live}): Nova\'s own resize')
+        return Choice(UPSTREAM, f'Ceph RBD disks, not live: '
+                                f'{why_not_live}')
     why_not = (_not_here(OVERLAY, topology, offered) or
                _needs_conversion(disks, use_cow_images))
     live_note = '' if live == 'never' else f'; not live: {why_not_live}'

@@ -244,10 +244,10 @@ class MigrateDiskAndPowerOff:
             live_blockers=self.live_blockers(), running=self.was_running,
             pre_copy=self.env.conf.resizedriver.pre_copy,
             precopy_blockers=self._precopy_blockers(free))
+        if self.choice.plan == chooser.UPSTREAM:     # the caller logs it
+            raise exception.Upstream(self.choice.reason)
         LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
                  instance_uuid=self.inst.uuid)
-        if self.choice.plan == chooser.UPSTREAM:
-            raise exception.Upstream(self.choice.reason)
         if self.choice.plan == chooser.LIVE:
             self.live_revert = live.revert_mode(
                 self.old_flavor, self.new_flavor, live.unplug_supported(
