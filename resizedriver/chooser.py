@@ -14,7 +14,9 @@ rule  topology   instance / config            plan
 ====  =========  ===========================  ===============================
 0     any        under Nova: a disk that is   ``upstream`` (``nova/
                  not a file in the instance   upstream.py``): Nova's own
-                 directory (Ceph RBD, LVM,    ``LibvirtDriver`` methods,
+                 directory (Ceph RBD but the  ``LibvirtDriver`` methods,
+                 instance's own images on
+                 this host, running; LVM,
                  ploop, a block or network    unchanged; decided by
                  device), ``images_type``     :func:`why_upstream` in the
                  not a file backend,          Nova adapter before the engine
@@ -25,8 +27,12 @@ rule  topology   instance / config            plan
                  only grows (swap as it is),  live.py``): vCPUs and memory
                  within the domain's          hot-plugged, disks grown with
                  headroom, nothing makes      ``blockResize``; the guest
-                 hot-plug unsafe, live        never stops
-                 resize not ``never``
+                 hot-plug unsafe, live        never stops.  The one plan
+                 resize not ``never``         for Ceph RBD disks
+1b    any        under Nova: Ceph RBD disks   ``upstream``: what the live
+                 (the instance's own, rule 0  plan cannot do with RBD disks
+                 let them through) and not    is Nova's own resize
+                 rule 1
 2     same-host  every root/ephemeral disk    ``overlay``
                  is qcow2 on a disk device,   (``operations/overlay.py``):
                  ``use_cow_images`` is true,  the guest boots the new flavor
@@ -68,7 +74,7 @@ import dataclasses
 from typing import Optional, Sequence
 
 from resizedriver import exception
-from resizedriver.model import GROWABLE, DiskFile, Topology
+from resizedriver.model import GROWABLE, RBD, DiskFile, Topology
 
 COPY = 'copy'
 OVERLAY = 'overlay'
@@ -85,6 +91,8 @@ PLANS = ENGINE_PLANS + (UPSTREAM,)
 #: Nova's ``[libvirt] images_type`` values whose disks are files in the
 #: instance directory, which resizedriver owns
 OWN_IMAGE_TYPES = ('default', 'qcow2', 'raw', 'flat')
+#: the ``images_type`` whose disks resizedriver grows live (rule 1b)
+RBD_IMAGE_TYPE = 'rbd'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +104,8 @@ class Choice:
 
 def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
                  volumes: Sequence[str], has_root_file: bool,
-                 vtpm_to_another_host: bool = False) -> Optional[str]:
+                 vtpm_to_another_host: bool = False,
+                 own_rbd: Sequence[str] = ()) -> Optional[str]:
     """Why a resize under Nova is Nova's own (rule 0), None when
     resizedriver owns it: what it has not proven its plans with goes the
     way upstream would take it, never worse.
@@ -105,13 +114,17 @@ def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
     target device -> what it is, for every disk that is not a file in the
     instance directory (``domain_xml.disks_elsewhere``); ``volumes``: the
     target devices of attached Cinder volumes; ``has_root_file``: a root
-    disk file is in the instance directory; ``vtpm_to_another_host``: the
-    instance has a vTPM and goes to another hypervisor (Nova's migrate
-    moves the swtpm state and its finish restores it; our plans copy
-    disks only).
+    disk (a file in the instance directory, or one of ``own_rbd``) is
+    there; ``vtpm_to_another_host``: the instance has a vTPM and goes to
+    another hypervisor (Nova's migrate moves the swtpm state and its
+    finish restores it; our plans copy disks only); ``own_rbd``: the
+    target devices of the instance's own RBD images
+    (``inventory.own_rbd``), given only where the live plan could grow
+    them (this host, the guest runs): rule 1b decides then.
     """
     why = []
-    if images_type not in OWN_IMAGE_TYPES:
+    if images_type not in OWN_IMAGE_TYPES and \
+            not (images_type == RBD_IMAGE_TYPE and own_rbd):
         why.append(f'images_type is {images_type}')
     if volumes:
         why.append(f'Cinder volumes are attached ({", ".join(volumes)}), '
@@ -123,7 +136,8 @@ def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
         why.append('it has a vTPM and goes to another host (Nova moves its '
                    'swtpm state, resizedriver\'s plans do not)')
     why += [f'{dev} is {what}' for dev, what in
-            sorted(disks_elsewhere.items()) if dev not in volumes]
+            sorted(disks_elsewhere.items())
+            if dev not in volumes and dev not in own_rbd]
     return '; '.join(why) or None
 
 
@@ -151,6 +165,9 @@ def choose(topology: Topology, disks: list[DiskFile], *,
         raise exception.ResizeRefused(
             f'a live resize was asked for but is not possible: '
             f'{why_not_live}')
+    if any(d.format == RBD for d in disks):
+        return Choice(UPSTREAM, f'Ceph RBD disks, not live: '
+                                f'{why_not_live}')
     why_not = (_not_here(OVERLAY, topology, offered) or
                _needs_conversion(disks, use_cow_images))
     live_note = '' if live == 'never' else f'; not live: {why_not_live}'

@@ -106,6 +106,18 @@ def disks_elsewhere(xml: str, instance_dir: str) -> dict[str, str]:
     return found
 
 
+def rbd_disks(xml: str) -> dict[str, str]:
+    """Ceph RBD disks (``<disk type='network'>``, protocol rbd) by target
+    device: their source name, ``<pool>/<image>``."""
+    found = {}
+    for disk in parse(xml).iterfind('./devices/disk[@type="network"]'):
+        source, target = disk.find('source'), disk.find('target')
+        if source is not None and target is not None and \
+                source.get('protocol') == 'rbd' and source.get('name'):
+            found[target.get('dev', '?')] = source.get('name')
+    return found
+
+
 def boot_files(xml: str) -> dict[str, str]:
     """{'kernel': path, 'ramdisk': path} for direct kernel boot domains."""
     root = parse(xml)

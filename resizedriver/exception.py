@@ -17,6 +17,12 @@ class ResizeRefused(ResizeDriverError):
     """The request cannot work; nothing was changed."""
 
 
+class Upstream(ResizeRefused):
+    """The chooser sent the resize to Nova's own path (rule 1b), before
+    anything was touched: an integration that has that path runs it,
+    others refuse (the message says why)."""
+
+
 class DiskShrinkRefused(ResizeRefused):
     pass
 

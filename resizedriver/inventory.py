@@ -14,13 +14,13 @@ the source (``discover``) and the destination (``check_copy``).
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from resizedriver import domain_xml
 from resizedriver import headroom
 from resizedriver import exception
 from resizedriver.layout import InstanceLayout
-from resizedriver.model import (GROWABLE, DiskFile, DiskRole, Flavor,
+from resizedriver.model import (GROWABLE, RBD, DiskFile, DiskRole, Flavor,
                                 role_for_name)
 from resizedriver.qemuimg import ImageInfo, QemuImg, read_header
 
@@ -134,6 +134,38 @@ def discover(xml: str, inst: InstanceLayout, qemu_img: QemuImg) \
         disks.append(DiskFile(name=name, role=DiskRole(name), path=path,
                               format='file', virtual_size=size,
                               actual_size=size))
+    return disks
+
+
+def own_rbd(xml: str, uuid: str) -> dict[str, str]:
+    """The instance's own RBD images, by target device: their Nova name
+    (``disk``, ``disk.local``, ...).  Nova names them
+    ``<pool>/<uuid>_<name>``; any other RBD disk (a volume, another
+    instance's image, a namespace) is not the instance's."""
+    own = {}
+    for dev, source in domain_xml.rbd_disks(xml).items():
+        pool, _, image = source.partition('/')
+        name = image.removeprefix(f'{uuid}_')
+        role = role_for_name(name) if name != image else None
+        if pool and role is not None and role not in BOOT_ROLES:
+            own[dev] = name
+    return own
+
+
+def rbd_disks(xml: str, uuid: str,
+              capacity: Callable[[str], int]) -> list[DiskFile]:
+    """The instance's own RBD images (:func:`own_rbd`), their size the
+    one the running guest's QEMU reads from librbd (``capacity``: target
+    device -> bytes; libvirt's blockInfo).  Nothing of them is copied
+    (``actual_size`` 0): the cluster is shared."""
+    sources = domain_xml.rbd_disks(xml)
+    disks = []
+    for dev, name in own_rbd(xml, uuid).items():
+        role = role_for_name(name)
+        assert role is not None                 # own_rbd made sure
+        disks.append(DiskFile(name=name, role=role, path=sources[dev],
+                              format=RBD, virtual_size=capacity(dev),
+                              actual_size=0, target_dev=dev))
     return disks
 
 

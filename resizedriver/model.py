@@ -46,6 +46,10 @@ def role_for_name(name: str) -> Optional[DiskRole]:
     return None
 
 
+#: ``DiskFile.format`` of a Ceph RBD image (``path``: ``<pool>/<image>``):
+#: grown live only (chooser rule 1b), never copied
+RBD = 'rbd'
+
 #: Roles whose disks follow the flavor's size: grown, never shrunk.
 GROWABLE = (DiskRole.ROOT, DiskRole.EPHEMERAL)
 
@@ -87,7 +91,7 @@ class DiskFile:
     name: str
     role: DiskRole
     path: str
-    format: str              # 'raw', 'qcow2' or 'file' (kernel/ramdisk)
+    format: str              # 'raw', 'qcow2', 'file' (kernel/ramdisk), RBD
     virtual_size: int
     actual_size: int
     backing_file: Optional[str] = None   # absolute path on the source

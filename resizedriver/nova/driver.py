@@ -238,7 +238,8 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             why = upstream.reason(
                 source_xml, _layout(instance), CONF.libvirt.images_type,
                 block_device_info, not destination.same_hypervisor and
-                translate.has_vtpm(instance))
+                translate.has_vtpm(instance),
+                rbd_live=destination.same_hypervisor and guest.is_running())
             if why:
                 return self._migrate_novas_way(
                     why, guest, source_xml, context, instance, dest, flavor,
@@ -253,6 +254,11 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             record = self.engine.migrate_disk_and_power_off(
                 instance.uuid, new_flavor, destination, impl=impl)
             impl.progress.complete()
+        except exception.Upstream as e:         # RBD, not live (rule 1b)
+            assert guest is not None
+            return self._migrate_novas_way(
+                str(e), guest, guest.xml(), context, instance, dest, flavor,
+                network_info, block_device_info, timeout, retry_interval)
         except exception.ResizeRefused as e:
             raise nova_exception.InstanceFaultRollback(
                 nova_exception.ResizeError(reason=str(e))) from e

@@ -34,6 +34,7 @@ import functools
 from typing import Any, Callable, Optional
 
 import nova.conf
+from nova.storage import rbd_utils
 from nova.virt.libvirt import blockinfo
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
@@ -49,7 +50,7 @@ from resizedriver.layout import InstanceLayout
 from resizedriver.nova import compat
 from resizedriver.nova import translate
 from resizedriver.nova.progress import InstanceProgress
-from resizedriver.model import DiskRole
+from resizedriver.model import DiskFile, DiskRole
 from resizedriver.operations import live, precopy
 from resizedriver.operations import revert as rd_revert
 from resizedriver.operations.confirm import ConfirmMigration
@@ -133,6 +134,9 @@ class NovaMigrate(MigrateDiskAndPowerOff):
     dest_half_by_remote_command = False
     #: Nova's image backend makes the swap at finish (``NovaFinish``)
     makes_swap = False
+    #: RBD images the live plan cannot grow go Nova's own way
+    #: (``exception.Upstream``, caught by the driver)
+    owns_rbd = True
 
     def __init__(self, env, uuid, new_flavor, dest, transport,
                  live_mode: Optional[str], nova: NovaCall, timeout: int,
@@ -293,6 +297,13 @@ class NovaFinish(FinishMigration):
             stepname.PLUG_VIFS,
             Step(stepname.CREATE_MISSING_IMAGES,
                  self.create_missing_images))
+
+    def rbd_size(self, disk: DiskFile) -> int:
+        """The image's size from librbd, as Nova's RBD backend reads it
+        (``[libvirt] images_rbd_ceph_conf``, ``rbd_user``), in the pool
+        the domain names."""
+        pool, _, image = disk.path.partition('/')
+        return int(rbd_utils.RBDDriver(pool=pool).size(image))
 
     def create_missing_images(self) -> None:
         """Swap, config drive, a missing backing file: the image backend

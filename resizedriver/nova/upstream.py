@@ -43,6 +43,7 @@ from resizedriver import chooser
 from resizedriver import domain_xml
 from resizedriver import exception
 from resizedriver import fileutil
+from resizedriver import inventory
 from resizedriver import record as rd_record
 from resizedriver.journal import JournalStore
 from resizedriver.layout import RECORD_NAME, InstanceLayout
@@ -63,16 +64,20 @@ def volume_devices(block_device_info: Optional[dict]) -> list[str]:
 
 def reason(guest_xml: str, inst: InstanceLayout, images_type: str,
            block_device_info: Optional[dict],
-           vtpm_to_another_host: bool) -> Optional[str]:
-    """Why this resize must be Nova's own, None if it is ours."""
-    has_root_file = any(
-        os.path.dirname(d.path) == inst.dir and
-        role_for_name(os.path.basename(d.path)) is DiskRole.ROOT
-        for d in domain_xml.file_disks(guest_xml))
+           vtpm_to_another_host: bool,
+           rbd_live: bool = False) -> Optional[str]:
+    """Why this resize must be Nova's own, None if it is ours (or the
+    chooser's to decide).  ``rbd_live``: the live plan could grow the
+    instance's own RBD images (this host, the guest runs)."""
+    own_rbd = inventory.own_rbd(guest_xml, inst.uuid) if rbd_live else {}
+    names = list(own_rbd.values()) + [
+        os.path.basename(d.path) for d in domain_xml.file_disks(guest_xml)
+        if os.path.dirname(d.path) == inst.dir]
+    has_root = any(role_for_name(n) is DiskRole.ROOT for n in names)
     return chooser.why_upstream(
         images_type, domain_xml.disks_elsewhere(guest_xml, inst.dir),
-        volume_devices(block_device_info), has_root_file,
-        vtpm_to_another_host)
+        volume_devices(block_device_info), has_root, vtpm_to_another_host,
+        list(own_rbd))
 
 
 def leaked_resize_snapshot(image_backend: Any, instance: Any) \

@@ -96,6 +96,14 @@ class FinishMigration:
     def journal_context(self) -> dict[str, Any]:
         return {'record': self.record.to_dict(), 'power_on': self.power_on}
 
+    def rbd_size(self, disk: DiskFile) -> int:
+        """The size of an RBD image as the cluster says (librbd): the
+        integration that owns RBD disks (``MigrateDiskAndPowerOff.
+        owns_rbd``) reads it; no other one ever has them."""
+        raise exception.ResizeDriverError(
+            f'{disk.path}: an RBD image, which this integration does not '
+            f'resize')
+
     @classmethod
     def from_journal(cls, env: HostEnv,
                      context: dict[str, Any]) -> 'FinishMigration':

@@ -25,6 +25,8 @@ finish_migration:
                                         cannot give it back reboots once
                                         into its old definition
   grow disks                            blockResize, capacity read back
+                                        (a Ceph RBD image's from librbd
+                                        too: the plan's one for RBD)
   add vCPUs                             live vCPU count read back
 
 confirm_migration:
@@ -49,8 +51,9 @@ journal, not the state a crash left):
     remove resize record
   'off' (the guest was found off): define source domain, start guest
     (only when power_on), remove resize record
-Disks keep their grown size on a revert: nothing shrinks a disk the
-guest may have written to (its filesystem may already use the space).
+Disks (files and RBD images alike) keep their grown size on a revert:
+nothing shrinks a disk the guest may have written to (its filesystem may
+already use the space).
 
 After a crash: a migrate is rolled back (the record goes), a finish is
 undone (the old definition and memory size come back; vCPUs and disks
@@ -74,7 +77,7 @@ from resizedriver import qemuprocess
 from resizedriver import stepname
 from resizedriver.guest import Guest
 from resizedriver.layout import RECORD_NAME, InstanceLayout
-from resizedriver.model import GROWABLE, DiskFile, Flavor, grown_size
+from resizedriver.model import GROWABLE, RBD, DiskFile, Flavor, grown_size
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
@@ -129,7 +132,7 @@ def blockers(running: bool, live_xml: str, old: Flavor, new: Flavor,
     for disk in disks:
         if disk.role not in GROWABLE:
             continue
-        if disk.format != wanted:
+        if disk.format not in (wanted, RBD):
             why.append(f'{disk.name} is {disk.format} and the config wants '
                        f'{wanted}: a conversion is a cold resize')
         elif grown_size(disk, new) > disk.virtual_size and \
@@ -188,7 +191,8 @@ def finish_steps(op: FinishOp) -> list[Step]:
         Step(stepname.GROW_MEMORY,
              lambda: set_memory(env, rec, rec.new_flavor.memory_mib),
              lambda: undo_memory(env, rec)),
-        Step(stepname.GROW_DISKS, lambda: grow_disks(env, rec)),
+        Step(stepname.GROW_DISKS,
+             lambda: grow_disks(env, rec, op.rbd_size)),
         Step(stepname.ADD_VCPUS,
              lambda: set_vcpus(env, rec, rec.new_flavor.vcpus)),
     ]
@@ -273,7 +277,12 @@ def start_guest(env: 'HostEnv', rec: 'ResizeRecord') -> None:
     guest.ensure_running(env.conf.resizedriver.start_timeout)
 
 
-def grow_disks(env: 'HostEnv', rec: 'ResizeRecord') -> None:
+def grow_disks(env: 'HostEnv', rec: 'ResizeRecord',
+               rbd_size: Callable[[DiskFile], int]) -> None:
+    """Grow each root and ephemeral disk to the new flavor's size with
+    ``blockResize`` (QEMU grows the file, or the RBD image through
+    librbd), done once QEMU reads the new size back and, for an RBD
+    image, once the cluster says so too (``rbd_size``: librbd)."""
     guest = _running(env, rec)
     for disk in rec.disks:
         if disk.role not in GROWABLE:
@@ -285,6 +294,10 @@ def grow_disks(env: 'HostEnv', rec: 'ResizeRecord') -> None:
                      disk.target_dev, size, instance_uuid=rec.uuid)
             guest.block_resize(disk.target_dev, size)
         got = guest.block_capacity(disk.target_dev)
+        if got >= size and disk.format == RBD:
+            got = rbd_size(disk)
+            LOG.info('RBD image %s is %d bytes in the cluster', disk.path,
+                     got, instance_uuid=rec.uuid)
         if got < size:
             raise exception.ResizeDriverError(
                 f'{disk.name} is {got} bytes after a live resize to {size}')

@@ -102,6 +102,10 @@ class MigrateDiskAndPowerOff:
     #: there; an integration whose own service runs it there (Nova's
     #: compute) says False
     dest_half_by_remote_command = True
+    #: whether the instance's own Ceph RBD images are its disks to grow
+    #: live (chooser rule 1b): an integration with Nova's own resize for
+    #: the rest says True; the operator command refuses RBD disks
+    owns_rbd = False
     #: whether the plans make the new swap (raw, ``mkswap``) or the
     #: integration's finish does (``FinishMigration.makes_swap``): the
     #: overlay plan stages one only when they do
@@ -251,9 +255,12 @@ class MigrateDiskAndPowerOff:
         sourcetops.refuse_if_topped(self.inst)
         self.was_running = self.guest.is_running()
         self.source_xml = self.guest.xml()
-        self.refuse_disks_elsewhere()
+        rbd = inventory.rbd_disks(self.source_xml, self.inst.uuid,
+                                  self.guest.block_capacity) \
+            if self.owns_rbd and self.was_running else []
+        self.refuse_disks_elsewhere([d.target_dev or '' for d in rbd])
         self.disks = inventory.discover(self.source_xml, self.inst,
-                                        self.env.qemu_img())
+                                        self.env.qemu_img()) + rbd
         if not any(d.role is DiskRole.ROOT for d in self.disks):
             LOG.info('No root disk in the instance directory (booted from '
                      'volume)', instance_uuid=self.inst.uuid)
@@ -281,6 +288,8 @@ class MigrateDiskAndPowerOff:
             live_blockers=self.live_blockers(), running=self.was_running,
             pre_copy=self.env.conf.resizedriver.pre_copy,
             precopy_blockers=self._precopy_blockers(free))
+        if self.choice.plan == chooser.UPSTREAM:     # the caller logs it
+            raise exception.Upstream(self.choice.reason)
         LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
                  instance_uuid=self.inst.uuid)
         if self.choice.plan == chooser.LIVE:
@@ -301,14 +310,15 @@ class MigrateDiskAndPowerOff:
                 f'move it away if it is a leftover')
         self._check_space(free)
 
-    def refuse_disks_elsewhere(self) -> None:
+    def refuse_disks_elsewhere(self, own_rbd: list[str]) -> None:
         """resizedriver resizes disks that are files in the instance
-        directory; a domain with any other (Ceph RBD, LVM, a block or
-        network device, a file elsewhere) is refused before anything is
-        touched.  Under Nova such an instance never gets here: it takes
-        Nova's own path (``chooser.why_upstream``)."""
-        elsewhere = domain_xml.disks_elsewhere(self.source_xml,
-                                               self.inst.dir)
+        directory, and (``owns_rbd``) the instance's own RBD images,
+        target devices ``own_rbd``; a domain with any other (LVM, a block
+        or network device, a file elsewhere) is refused before anything
+        is touched.  Under Nova such an instance never gets here: it
+        takes Nova's own path (``chooser.why_upstream``)."""
+        elsewhere = {dev: what for dev, what in domain_xml.disks_elsewhere(
+            self.source_xml, self.inst.dir).items() if dev not in own_rbd}
         if elsewhere:
             raise exception.ResizeRefused(
                 '; '.join(f'{dev} is {what}' for dev, what in

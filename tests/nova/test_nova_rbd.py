@@ -2,9 +2,11 @@
 (``tools/ceph``: one cluster that host A and host B share, as compute
 hosts of one cloud do).
 
-Chooser rule 0 sends every RBD instance Nova's own way (the ``upstream``
-plan): these tests prove that way works on a real cluster under our
-driver, never worse than Nova's, and check it on what the guest prints
+The chooser sends an RBD instance's resize that can be live on its host
+to the ``live`` plan (no reboot, the image grown with blockResize), and
+every other one Nova's own way (the ``upstream`` plan, rules 0 and 1b):
+these tests prove both work on a real cluster under our driver, never
+worse than Nova's, and check them on what the guest prints
 and on what the cluster holds: the root disk ``<uuid>_disk`` grows with
 the flavor, Nova's ``nova-resize`` snapshot exists while the resize is
 pending and is gone after confirm and after revert (a leaked one would
@@ -23,6 +25,7 @@ from tests.lib import ceph as test_ceph
 from tests.lib import guestlog, parallel
 from tests.nova import compute_node, novaenv
 from tests.nova.test_nova_cross_host import Node, host_b  # noqa: F401
+from tests.nova.test_nova_live import KiB, _report, roomy
 from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL,
                                          assert_no_resize_left, flavor,
                                          plan_of, resize, revert)
@@ -98,6 +101,60 @@ def test_rbd_resize_same_host_revert_then_confirm_twice(rbd_backend,
                                     server.nw)
     assert_root(ceph, uuid, 3, [])
     assert server.driver.get_info(server.instance).state == 1
+    assert server.ping()
+
+
+def test_rbd_live_resize_grows_the_disk_then_confirm(rbd_backend,
+                                                     make_server):
+    """Same host, a flavor with headroom that only grows: the live plan
+    hot-plugs a vCPU and memory and grows the root image in the pool
+    with blockResize; the guest never reboots (upstream reboots) and
+    sees the larger disk; no snapshot is taken, none is left."""
+    ceph = rbd_backend
+    server = make_server(roomy('61', 1, 256, 1))
+    uuid = server.instance.uuid
+    before = server.wait_boot(1)
+    assert before.disks == {'vda': 1 * GiB}
+
+    mig = resize(server, roomy('62', 2, 512, 2))
+    assert plan_of(server) == 'live'
+    after = _report(server, '2 CPUs, +256 MiB, a 2 GiB disk', lambda r: (
+        r.cpu_count == 2 and r.mem_kb - before.mem_kb == 256 * KiB and
+        r.disks == {'vda': 2 * GiB}))
+    assert after.boot == 1                         # never stopped
+    assert_root(ceph, uuid, 2, [])
+
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_no_resize_left(server)
+    assert_root(ceph, uuid, 2, [])
+    assert guestlog.read(os.path.join(server.dir, 'console.log')).boot == 1
+    assert server.ping()
+
+
+def test_rbd_live_resize_then_revert_keeps_the_grown_disk(rbd_backend,
+                                                          make_server):
+    """A live resize of memory and disk, reverted live: the memory goes
+    back, the guest never reboots, and the grown image keeps its size,
+    as the live plan keeps grown disk files (nothing shrinks a disk the
+    guest may have written to)."""
+    ceph = rbd_backend
+    server = make_server(roomy('63', 1, 256, 1))
+    uuid = server.instance.uuid
+    before = server.wait_boot(1)
+
+    mig = resize(server, roomy('64', 1, 512, 2))
+    assert plan_of(server) == 'live'
+    _report(server, '+256 MiB, a 2 GiB disk', lambda r: (
+        r.mem_kb - before.mem_kb == 256 * KiB and
+        r.disks == {'vda': 2 * GiB}))
+    revert(server, mig)
+    back = _report(server, 'its old memory', lambda r: r.mem_kb ==
+                   before.mem_kb)
+    assert (back.boot, back.cpu_count, back.disks) == (
+        1, 1, {'vda': 2 * GiB})
+    assert_no_resize_left(server)
+    assert_root(ceph, uuid, 2, [])
     assert server.ping()
 
 

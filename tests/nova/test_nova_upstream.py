@@ -103,7 +103,8 @@ def test_novas_own_path_resizes_reverts_and_confirms(make_server,
     taken Nova's way (only the decision is forced): Nova's migrate,
     finish, revert and confirm run, the record says ``upstream`` so that
     confirm and revert follow it, and nothing of ours is left."""
-    monkeypatch.setattr(upstream, 'reason', lambda *a: 'forced by a test')
+    monkeypatch.setattr(upstream, 'reason',
+                        lambda *a, **kw: 'forced by a test')
     server = make_server(flavor(('1', 1, 256, 1)))
     server.wait_boot(1)
 

@@ -252,3 +252,69 @@ def test_a_revert_goes_on_as_it_was_decided_when_it_began(tmp_path):
     # re-decided from the state, it would be another revert
     assert FinishRevertMigration(env, rec, None, True).live_decision() == \
         'off'
+
+
+#: the instance's own RBD root image, as the live plan records it
+RBD_ROOT = DiskFile('disk', DiskRole.ROOT,
+                    'vms/11111111-2222-3333-4444-555555555555_disk', 'rbd',
+                    64 * MiB, 0, None, 'vda')
+
+
+def test_rbd_disks_are_live_or_upstream():
+    """Rule 1b: an RBD instance whose resize the live plan can do goes
+    live; anything else about RBD is Nova's own (never refused for it,
+    never copied), unless live resize is ``always``."""
+    def choose(topology=Topology.SAME_HOST, live='auto', blockers=()):
+        return chooser.choose(topology, [RBD_ROOT], use_cow_images=True,
+                              live=live, live_blockers=blockers,
+                              running=True, pre_copy=True)
+    assert _blockers(Flavor(2, 512, 128 * MiB), disks=[RBD_ROOT]) == []
+    assert choose().plan == chooser.LIVE
+    cold = choose(blockers=['fewer vCPUs (2 -> 1)'])
+    assert cold.plan == chooser.UPSTREAM
+    assert cold.reason == 'Ceph RBD disks, not live: fewer vCPUs (2 -> 1)'
+    assert choose(live='never').plan == chooser.UPSTREAM
+    assert choose(Topology.OTHER_HOST).plan == chooser.UPSTREAM
+    with pytest.raises(exception.ResizeRefused, match='not possible'):
+        choose(live='always', blockers=['swap changes'])
+
+
+class _Growing(_Guest):
+    """A guest whose disk QEMU grows (``blockResize``)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(ROOMY)
+        self.size = size
+
+    def block_capacity(self, dev: str) -> int:
+        return self.size
+
+    def block_resize(self, dev: str, size: int) -> None:
+        self.calls.append(f'blockResize {dev} {size}')
+        self.size = size
+
+
+def test_an_rbd_disk_grows_live_and_is_read_back_from_the_cluster():
+    guest = _Growing(64 * MiB)
+    rec = _record(Flavor(1, 256, 128 * MiB))
+    rec.disks = [RBD_ROOT]
+    asked = []
+
+    def cluster(disk: DiskFile) -> int:
+        asked.append(disk.path)
+        return 128 * MiB
+    live.grow_disks(_env(guest), rec, cluster)
+    assert guest.calls == [f'blockResize vda {128 * MiB}']
+    assert asked == [RBD_ROOT.path]
+    # the cluster did not see it: the step is not done
+    with pytest.raises(exception.ResizeDriverError,
+                       match=f'disk is {64 * MiB} bytes after a live '
+                             f'resize to {128 * MiB}'):
+        live.grow_disks(_env(guest), rec, lambda disk: 64 * MiB)
+
+
+def test_a_disk_file_is_not_asked_of_the_cluster():
+    guest = _Growing(64 * MiB)
+    rec = _record(Flavor(1, 256, 128 * MiB))
+    live.grow_disks(_env(guest), rec, lambda disk: pytest.fail(disk.path))
+    assert guest.calls == [f'blockResize vda {128 * MiB}']

@@ -10,6 +10,7 @@ import pytest
 from resizedriver import chooser
 from resizedriver import domain_xml
 from resizedriver import exception
+from resizedriver import inventory
 from resizedriver.model import Destination
 from resizedriver.operations import plans
 from tests.unit.test_validation import GROW, _refused
@@ -92,6 +93,32 @@ def test_a_vtpm_going_to_another_host_goes_upstream():
     assert found is not None and 'vTPM' in found and 'swtpm' in found
     assert chooser.why_upstream('default', {}, [], True,
                                 vtpm_to_another_host=False) is None
+
+
+UUID = '11111111-2222-3333-4444-555555555555'
+OWN_RBD = RBD.replace('uuid_disk', f'{UUID}_disk')
+
+
+def test_the_instances_own_rbd_images_are_the_chooser_s_to_decide():
+    """Only where the live plan could grow them (the caller gives them:
+    this host, the guest runs); then rule 1b decides (test_live)."""
+    volume = RBD.replace("dev='vda'", "dev='vdb'").replace(
+        'vms/uuid_disk', 'volumes/volume-1')
+    other = RBD.replace("dev='vda'", "dev='vdc'")
+    xml = _domain(OWN_RBD, volume, other, CONFIG_DRIVE)
+    assert inventory.own_rbd(xml, UUID) == {'vda': 'disk'}
+    assert [(d.name, d.path, d.format, d.virtual_size) for d in
+            inventory.rbd_disks(xml, UUID, lambda dev: 7)] == [
+        ('disk', f'vms/{UUID}_disk', 'rbd', 7)]
+    elsewhere = domain_xml.disks_elsewhere(_domain(OWN_RBD), INST)
+    assert chooser.why_upstream('rbd', elsewhere, [], True,
+                                own_rbd=['vda']) is None
+    assert chooser.why_upstream('rbd', elsewhere, [], True) == \
+        f'images_type is rbd; vda is a network disk (rbd vms/{UUID}_disk)'
+    # an RBD volume or another image stays a reason
+    assert 'vdb is a network disk' in chooser.why_upstream(
+        'rbd', domain_xml.disks_elsewhere(xml, INST), [], True,
+                                own_rbd=['vda'])
 
 
 def test_a_record_of_the_upstream_plan_is_only_novas_to_finish():
