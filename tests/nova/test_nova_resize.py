@@ -298,7 +298,8 @@ def test_a_confirm_whose_fold_fails_keeps_the_instance_running(
                            match=f'resizedriver recover {inst.uuid}'):
             refused()
     # nor a resize Nova's own way (it would delete <uuid>_resize first)
-    monkeypatch.setattr(upstream, 'reason', lambda *a: 'forced by a test')
+    monkeypatch.setattr(upstream, 'reason',
+                        lambda *a, **kw: 'forced by a test')
     with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
         drv.migrate_disk_and_power_off(server.ctx, inst, novaenv.CONF.my_ip,
                                        flavor(BIGGER), server.nw, None, 60,
