@@ -16,6 +16,9 @@ XML keeps the firmware of the guest it
 replaces
 ``finish_migration(share_info=)``,             no    no    no    yes
 ``finish_revert_migration(share_info=)``
+``thread_pool_factory.spawn`` (else            no    no    no    yes
+``utils.spawn``: 32-33 a futurist Future,
+31 an eventlet GreenThread)
 =============================================  ====  ====  ====  ====
 
 The driver's own ``_get_guest_xml`` passes on whatever Nova's callers
@@ -24,6 +27,7 @@ give it, so it needs nothing here.
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 from importlib import metadata
 from typing import Any, Callable
@@ -90,3 +94,27 @@ def warn_if_unsupported(version: str) -> bool:
 
 
 warn_if_unsupported(nova_version())
+
+
+def spawn(func: Callable[..., Any], *args: Any) -> Any:
+    """Run ``func`` beside the service the way this Nova runs its own
+    background work (its executor: green threads under eventlet), as a
+    future (``result(timeout)``): 34's ``thread_pool_factory.spawn``;
+    before it ``utils.spawn``, whose outcome goes into a future here (31
+    returns an eventlet GreenThread, 32 and 33 a futurist Future)."""
+    try:
+        from nova import thread_pool_factory
+    except ImportError:
+        pass
+    else:
+        return thread_pool_factory.spawn(func, *args)
+    from nova import utils
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(func(*args))
+        except BaseException as e:  # noqa: B036 - the caller's to see
+            future.set_exception(e)
+    utils.spawn(run)
+    return future

@@ -49,7 +49,6 @@ from typing import Any, Optional
 import futurist
 import nova.conf
 from nova import exception as nova_exception
-from nova import thread_pool_factory
 from nova.compute import task_states
 from nova.virt.libvirt import driver as libvirt_driver
 from oslo_log import log as logging
@@ -212,7 +211,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         # guests after, in the background
         _done, later = self.engine.recover_at_start()
         if later:
-            self.folds_after_start = thread_pool_factory.spawn(
+            self.folds_after_start = compat.spawn(
                 self.engine.complete_folds, later)
 
     def _guest(self, instance) -> Optional[Guest]:

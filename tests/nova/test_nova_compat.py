@@ -82,3 +82,16 @@ def test_nova_runs_as_its_nova_compute_starts():
     patcher = sys.modules.get('eventlet.patcher')
     patched = patcher is not None and patcher.is_monkey_patched('thread')
     assert patched == (major < 34)
+
+
+@pytest.mark.releases
+def test_background_work_runs_as_this_nova_runs_its_own():
+    """init_host's folds under running guests (issue 20 item 7): on 34
+    Nova's thread pool, before it ``utils.spawn`` (31: a GreenThread,
+    which has no ``result``); either way a future."""
+    assert compat.spawn(lambda a, b: a + b, 1, 2).result(timeout=30) == 3
+
+    def fails() -> None:
+        raise ValueError('the fold failed')
+    with pytest.raises(ValueError, match='the fold failed'):
+        compat.spawn(fails).result(timeout=30)
