@@ -18,7 +18,10 @@ import sys
 
 if __name__ == '__main__':
     from nova import monkey_patch
-    monkey_patch.patch(backend=sys.argv[1])
+    # Nova 31 has no patch(): importing the module patched, as
+    # nova/cmd/__init__.py does (eventlet, its one mode)
+    if hasattr(monkey_patch, 'patch'):
+        monkey_patch.patch(backend=sys.argv[1])
 
 import threading  # noqa: E402 (monkey-patched under eventlet: green)
 import time  # noqa: E402
@@ -34,10 +37,19 @@ LATE = 1.0
 FRAMES = 14
 
 
+def _eventlet() -> bool:
+    """This process is monkey-patched (Nova 31 has no ``is_patched``:
+    eventlet's own record says)."""
+    from nova import monkey_patch
+    if hasattr(monkey_patch, 'is_patched'):
+        return bool(monkey_patch.is_patched())
+    from eventlet import patcher
+    return bool(patcher.is_monkey_patched('thread'))
+
+
 def _native() -> tuple[Any, Any]:
     """The threading and time modules as the OS has them."""
-    from nova import monkey_patch
-    if not monkey_patch.is_patched():
+    if not _eventlet():
         return threading, time
     from eventlet import patcher
     return patcher.original('threading'), patcher.original('time')
@@ -90,9 +102,7 @@ class Probe:
         """The report: the last stretch counts as a gap too."""
         self._done = True
         self._ticked(time.monotonic())
-        from nova import monkey_patch
-        return {'backend': ('eventlet' if monkey_patch.is_patched()
-                            else 'threading'),
+        return {'backend': 'eventlet' if _eventlet() else 'threading',
                 'ticks': self.ticks, 'max_gap': round(self.max_gap, 2),
                 'late': self.late}
 
