@@ -214,7 +214,10 @@ def test_the_pivot_is_paused_until_the_top_is_gone():
     assert dom.chain == [DISK, BASE]
 
 
-def test_a_pivot_libvirt_is_not_ready_for_is_tried_again():
+def test_a_pivot_libvirt_is_not_ready_for_is_tried_again(monkeypatch):
+    # time enough for two refusals on a loaded machine: the 0.05 s of
+    # the fixture ran out there between them ("refused for 0 s")
+    monkeypatch.setattr(blockjob, 'PAUSED_CATCH_UP', 10.0)
     dom = Committing(not_ready=2)
     blockjob.commit_active(dom, 'vda', DISK, timeout=10,
                            drop_top=lambda: None)
