@@ -347,23 +347,25 @@ class ResizeEngine:
         """Run what the plan does once the resized guest runs
         (``_run_or_leave``): the finish is done and the guest runs
         (``AfterFinish``)."""
-        self._run_or_leave(after)
+        self._run_or_leave(after.plan(), after.journal_context())
 
-    def _run_or_leave(self, op: Operation) -> None:
+    def _run_or_leave(self, plan: Plan, context: dict[str, Any]) -> bool:
         """Run a forward plan that leaves the guest running on a valid
         chain whatever happens in it; a failure is the log's, not the
         caller's: its journal has recovery complete it (nova-compute at
-        start, ``resizedriver recover``, or the next resize first)."""
-        plan = op.plan()
+        start, ``resizedriver recover``, or the next resize first).
+        False when it was left so."""
         if not plan.steps:
-            return
+            return True
         try:
-            self.run(plan, op.journal_context())
+            self.run(plan, context)
         except exception.ResizeDriverError as e:
             LOG.error('%s. The resized guest runs on a valid disk chain; '
                       '"resizedriver recover %s" (nova-compute does at '
                       'start) completes it', e, plan.uuid,
                       instance_uuid=plan.uuid)
+            return False
+        return True
 
     def confirm_migration(self, uuid: str,
                           impl: Implementation = OWN) -> None:
@@ -375,13 +377,21 @@ class ResizeEngine:
                             power_on=False):     # a confirm starts nothing
                 return
             rec = rd_record.load_pending(self._layout(uuid))
+            began = summary.now()
+            kept = summary.allocated_tree(rec.source.resize_dir)
             op = impl.confirm(self.env, rec)
+            plan = op.plan()
+            done = True
             if plans.builders(rec.plan).confirm_completed_later:
                 # the overlay's fold: failing the confirm would have Nova
                 # put a running instance in ERROR and never confirm again
-                self._run_or_leave(op)
+                done = self._run_or_leave(plan, op.journal_context())
             else:
-                self.run(op.plan(), op.journal_context())
+                self.run(plan, op.journal_context())
+            LOG.info('%s', summary.operation_line(
+                'Confirm', uuid, rec.plan, rec.topology.value, began,
+                plan.step_names, outcome='done' if done else 'left',
+                freed_bytes=kept if done else 0), instance_uuid=uuid)
 
     def finish_revert_migration(self, uuid: str, power_on: bool = True,
                                 impl: Implementation = OWN) -> None:
@@ -396,8 +406,14 @@ class ResizeEngine:
             except exception.NotFound:
                 impl.nothing_to_revert(self.env, uuid, power_on)
                 return
+            began = summary.now()
+            kept = summary.allocated_tree(rec.source.resize_dir)
             op = impl.revert(self.env, rec, power_on)
-            self.run(op.plan(), op.journal_context())
+            plan = op.plan()
+            self.run(plan, op.journal_context())
+            LOG.info('%s', summary.operation_line(
+                'Revert', uuid, rec.plan, rec.topology.value, began,
+                plan.step_names, restored_bytes=kept), instance_uuid=uuid)
 
     def drop_destination_guest(self, uuid: str) -> None:
         """On the destination of a reverted move to another hypervisor."""

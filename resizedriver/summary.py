@@ -7,7 +7,9 @@ migrate notes why the plan was chosen, when the guest was down (its
 power-off done), the bytes it copied and the pre-copy rounds; finish notes
 when the resized guest's start returned and logs :func:`line`, one
 structured INFO line that monitoring can grep.  ``resizedriver status
---json`` shows the same fields for the resizes pending on a host.
+--json`` shows the same fields for the resizes pending on a host.  The
+confirm and the revert, each one call on one host, end with a line of
+their own (:func:`operation_line`): what they removed or restored.
 
 Times are wall-clock seconds since the epoch, so that two hosts' halves
 can be subtracted: across hosts the downtime is only as exact as the
@@ -43,8 +45,7 @@ class Summary:
 
     def add_copied(self, path: str) -> None:
         """Count the data of local file ``path``, which was copied."""
-        st = os.stat(path)
-        self.bytes_copied += min(st.st_blocks * 512, st.st_size)
+        self.bytes_copied += _allocated(path)
 
     @property
     def downtime(self) -> Optional[float]:
@@ -79,6 +80,20 @@ def now() -> float:
     return time.time()
 
 
+def _allocated(path: str) -> int:
+    """The data of file ``path``: its allocated bytes, holes not
+    counted (nor the rounding up of its last block)."""
+    st = os.stat(path)
+    return min(st.st_blocks * 512, st.st_size)
+
+
+def allocated_tree(top: str) -> int:
+    """The data of the files under directory ``top`` (0: there is none),
+    what deleting it frees."""
+    return sum(_allocated(os.path.join(d, n))
+               for d, _dirs, names in os.walk(top) for n in names)
+
+
 def fields(uuid: str, plan: str, topology: str,
            summary: Summary) -> dict[str, Any]:
     """The summary's fields, as the log line and ``status --json`` show
@@ -99,5 +114,25 @@ def line(uuid: str, plan: str, topology: str, summary: Summary) -> str:
     reason="..."``."""
     f = fields(uuid, plan, topology, summary)
     reason = f.pop('reason')
+    return _line('Resize', f, 'reason', reason)
+
+
+def operation_line(title: str, uuid: str, plan: str, topology: str,
+                   started_at: float, steps: list[str],
+                   **counts: Any) -> str:
+    """The line a confirm or a revert (``title``) ends with: which
+    resize, ``counts`` (what it removed or restored), its duration since
+    ``started_at`` and the plan's ``steps``, quoted last:
+    ``Confirm summary: instance=... plan=overlay topology=same-host
+    outcome=done freed_bytes=... duration_s=0.4 steps="..., delete
+    _resize"``."""
+    f = {'instance': uuid, 'plan': plan, 'topology': topology, **counts,
+         'duration_s': round(max(0.0, now() - started_at), 1)}
+    return _line(title, f, 'steps', ', '.join(steps))
+
+
+def _line(title: str, f: dict[str, Any], last: str, text: str) -> str:
+    """``<title> summary: k=v ... last="text"``, a value not known yet
+    shown as ``-`` and ``text`` (it has spaces) quoted last."""
     pairs = ' '.join(f'{k}={"-" if v is None else v}' for k, v in f.items())
-    return f'Resize summary: {pairs} reason="{reason}"'
+    return f'{title} summary: {pairs} {last}="{text}"'

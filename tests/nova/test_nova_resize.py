@@ -124,6 +124,12 @@ def assert_no_resize_left(server):
     assert not os.path.exists(os.path.join(server.dir, 'resize.json'))
 
 
+def summary_lines(caplog, title: str) -> list[str]:
+    """The ``<title> summary:`` lines logged (``caplog`` at INFO)."""
+    return [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith(f'{title} summary:')]
+
+
 def plan_of(server) -> str:
     with open(os.path.join(server.dir + '_resize', 'resize.json')) as f:
         return json.load(f)['plan']
@@ -162,8 +168,7 @@ def test_resize_up_then_confirm(make_server, caplog):
     caplog.set_level(logging.INFO, logger='resizedriver')
     mig = resize(server, flavor(BIG))
     # the operator's one line at the end of the resize
-    [summary] = [r.getMessage() for r in caplog.records
-                 if r.getMessage().startswith('Resize summary:')]
+    [summary] = summary_lines(caplog, 'Resize')
     assert summary.startswith(
         f'Resize summary: instance={server.instance.uuid} plan=overlay '
         f'topology=same-host bytes_copied=0 precopy_rounds=0 downtime_s=')
@@ -183,6 +188,13 @@ def test_resize_up_then_confirm(make_server, caplog):
                                     server.nw)
     assert_no_resize_left(server)
     assert_novas_layout(server)
+    # ... and the confirm's line, what it removed
+    [confirmed] = summary_lines(caplog, 'Confirm')
+    assert confirmed.startswith(
+        f'Confirm summary: instance={server.instance.uuid} plan=overlay '
+        f'topology=same-host outcome=done freed_bytes=')
+    assert 'freed_bytes=0 ' not in confirmed
+    assert confirmed.endswith('delete _resize"')
     with open(os.path.join(server.dir, 'disk.info')) as f:
         assert json.load(f)[os.path.join(server.dir, 'disk')] == 'qcow2'
     # A repeated confirm (the manager may retry) is harmless.
@@ -193,14 +205,20 @@ def test_resize_up_then_confirm(make_server, caplog):
 
 
 @pytest.mark.releases
-def test_resize_up_then_revert(make_server):
+def test_resize_up_then_revert(make_server, caplog):
     server = make_server(flavor(SMALL))
     before = server.wait_boot(1)
 
     mig = resize(server, flavor(BIG))
     assert server.wait_boot(2).cpu_count == 2
 
+    caplog.set_level(logging.INFO, logger='resizedriver')
     revert(server, mig)
+    [reverted] = summary_lines(caplog, 'Revert')
+    assert reverted.startswith(
+        f'Revert summary: instance={server.instance.uuid} plan=overlay '
+        f'topology=same-host restored_bytes=')
+    assert 'move _resize back' in reverted
     back = server.wait_boot(2)   # the source copy still counted 1 boot
     assert (back.cpu_count, back.mem_kb, back.disks) == \
         (before.cpu_count, before.mem_kb, before.disks)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import subprocess
 import types
@@ -82,7 +83,7 @@ def _confirming(conf, instances):
 
 
 def test_a_confirm_whose_fold_fails_leaves_it_to_recovery(
-        conf, instances, monkeypatch):
+        conf, instances, monkeypatch, caplog):
     """A pull that fails or times out must not fail the confirm (Nova
     would put the instance in ERROR and never confirm again): the guest
     runs on, <uuid>_resize says what reads it, recovery folds later.
@@ -97,8 +98,13 @@ def test_a_confirm_whose_fold_fails_leaves_it_to_recovery(
 
     monkeypatch.setattr(blockjob, 'pull', pull)
     monkeypatch.setattr(blockjob, 'disks_depending_on', lambda *a: [])
+    caplog.set_level(logging.INFO, logger='resizedriver')
     engine.confirm_migration(record.uuid)
     assert guest.running and guest.calls == []
+    # its summary says so: nothing freed yet
+    [said] = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith('Confirm summary:')]
+    assert ' outcome=left freed_bytes=0 ' in said
     with open(os.path.join(record.source.resize_dir, IN_USE_MARKER)) as f:
         said = f.read()
     assert record.uuid in said and 'Do not delete' in said

@@ -116,3 +116,64 @@ def test_status_json_has_each_pending_resizes_summary(instance, conf,
     assert one['still_read_after_confirm'] is False
     assert doc['interrupted'] == []
     json.dumps(doc)
+
+
+def _tree_allocated(top: str) -> int:
+    return sum(_allocated(os.path.join(d, n))
+               for d, _dirs, names in os.walk(top) for n in names)
+
+
+def _resized_on_another_path(conf, instance, tmp_path):
+    """A cold copy to another path of the same libvirtd, finished: the
+    kept source copy waits for a confirm or a revert."""
+    guest = FakeGuest(instance.uuid, 'guest-1', instance.xml)
+    engine = ResizeEngine(conf, host=FakeHost([guest]))
+    other = tmp_path / 'other'
+    other.mkdir()
+    rec = engine.migrate_disk_and_power_off(
+        instance.uuid, GROW, Destination(None, str(other), True))
+    engine.finish_migration(rec)
+    return engine, rec
+
+
+def _one_line(caplog, title: str) -> str:
+    [one] = [r for r in caplog.records
+             if r.getMessage().startswith(f'{title} summary:')]
+    assert one.levelname == 'INFO'
+    return one.getMessage()
+
+
+def test_a_confirm_ends_with_one_summary_line(conf, instance, tmp_path,
+                                              caplog):
+    """The line names what the confirm removed: its steps, and the data
+    of the kept copy it deleted."""
+    engine, rec = _resized_on_another_path(conf, instance, tmp_path)
+    kept = _tree_allocated(instance.resize_dir)
+    assert kept > 0
+    caplog.set_level(logging.INFO, logger='resizedriver')
+    engine.confirm_migration(instance.uuid)
+    text = _one_line(caplog, 'Confirm')
+    assert text.startswith(
+        f'Confirm summary: instance={instance.uuid} plan=copy '
+        f'topology=same-hypervisor outcome=done freed_bytes={kept} '
+        f'duration_s=')
+    assert text.endswith(
+        'steps="check copies were verified, delete _resize"')
+
+
+def test_a_revert_ends_with_one_summary_line(conf, instance, tmp_path,
+                                             caplog):
+    """The line names what the revert removed and restored: its steps,
+    and the data of the kept copy put back in place."""
+    engine, rec = _resized_on_another_path(conf, instance, tmp_path)
+    kept = _tree_allocated(instance.resize_dir)
+    caplog.set_level(logging.INFO, logger='resizedriver')
+    engine.finish_revert_migration(instance.uuid)
+    text = _one_line(caplog, 'Revert')
+    assert text.startswith(
+        f'Revert summary: instance={instance.uuid} plan=copy '
+        f'topology=same-hypervisor restored_bytes={kept} duration_s=')
+    assert text.endswith(
+        'steps="stop resized guest, drop destination copy, move _resize '
+        'back, define source domain, plug VIFs, start guest, remove resize '
+        'record"')
