@@ -153,13 +153,12 @@ def load() -> str:
     return '/'.join(f'{v:.2f}' for v in os.getloadavg())
 
 
-def note(repeats: int, pool: str, started: str, load_before: str) -> str:
+def note(pool: str, started: str, load_before: str) -> str:
     """What the table's numbers are, and when and how loaded the machine
     was: from ``started`` (its load ``load_before``) to now."""
-    return (f'{started}; medians of {repeats} runs; {OLD[1]} -> {NEW[1]} '
-            f'vCPUs, '
-            f'{OLD[2]} -> {NEW[2]} MiB, a {OLD[3]} GiB root image in pool '
-            f'{pool} grown to {NEW[3]} GiB; {os.cpu_count()} host CPUs, '
+    return (f'{started}; medians of each row\'s runs; {OLD[1]} -> {NEW[1]} '
+            f'vCPUs, {OLD[2]} -> {NEW[2]} MiB, a {OLD[3]} GiB root image in '
+            f'pool {pool} grown to {NEW[3]} GiB; {os.cpu_count()} host CPUs, '
             f'load average {load_before} before, {load()} after')
 
 
@@ -186,9 +185,7 @@ def main(argv: list[str]) -> int:
                 with parallel.exclusive(HOST_B_LOCK):
                     results.append(run_case(bench, *case))
     finally:
-        show(results, args.results,
-             note(args.repeats, ceph.pool, started,
-                                         load_before))
+        show(results, args.results, note(ceph.pool, started, load_before))
         subprocess.run(['rm', '-rf', root], check=False)
     return 0
 

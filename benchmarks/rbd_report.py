@@ -110,6 +110,6 @@ def plot(results: list[RbdResult], path: str) -> None:
     ax.set_xlabel('s, median of the runs')
     ax.set_title('RBD resize: resizedriver vs. Nova 34 LibvirtDriver')
     ax.grid(True, axis='x', alpha=0.3)
-    ax.legend(fontsize='small', loc='lower right')
+    ax.legend(fontsize='small', loc='upper right')
     fig.set_figheight(4.8)
     report.save_figure(fig, path)
