@@ -27,6 +27,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -70,8 +71,10 @@ class Node:
     """A nova-compute process on A or B, started before its call comes."""
 
     def __init__(self, root: str, name: str, driver: str,
-                 b: hostb.HostB) -> None:
-        options: dict[str, Any] = {'compute_driver': DRIVERS[driver]}
+                 b: hostb.HostB,
+                 libvirt: dict[str, str] | None = None) -> None:
+        options: dict[str, Any] = {'compute_driver': DRIVERS[driver],
+                                   'libvirt': libvirt or {}}
         if driver in OPTIONS:
             options['resizedriver'] = {
                 'ssh_user': 'root', 'ssh_identity_file': b.key,
@@ -84,27 +87,52 @@ class Node:
                    RD_BENCH_KNOWN_HOSTS=b.known_hosts,
                    PATH=SSH_WRAPPERS + os.pathsep + os.environ['PATH'])
         self.name = name
+        # a file, not a pipe: its log would fill a pipe no one reads
+        # while ask() waits for an answer
+        self.err = tempfile.TemporaryFile('w+')
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True,
+                                     stderr=self.err, text=True,
                                      cwd=REPO, env=env)
 
+    def _failed(self, call: str) -> RuntimeError:
+        self.err.seek(0)
+        return RuntimeError(f'{call} on {self.name} failed:\n'
+                            f'{self.err.read()[-4000:]}')
+
+    def ask(self, call: str, **req) -> dict:
+        """One call, the process staying for the next: the answer comes
+        once the service is up (``init_host`` done) and the call ran."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps(dict(req, call=call)) + '\n')
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=60)
+            raise self._failed(call)
+        return json.loads(line)
+
     def call(self, call: str, **req) -> dict:
+        """The last call: the process ends after it."""
         req['call'] = call
-        out, err = self.proc.communicate(json.dumps(req), timeout=3600)
+        out, _ = self.proc.communicate(json.dumps(req), timeout=3600)
         if self.proc.returncode:
-            raise RuntimeError(f'{call} on {self.name} failed:\n'
-                               f'{err[-4000:]}')
+            raise self._failed(call)
         return json.loads(out.strip().splitlines()[-1])
 
 
 class Bench:
-    def __init__(self, root: str, b: hostb.HostB) -> None:
+    """``libvirt``: every node's nova.conf [libvirt] options beyond the
+    defaults (the RBD benchmark's ``images_type = rbd``)."""
+
+    def __init__(self, root: str, b: hostb.HostB,
+                 libvirt: dict[str, str] | None = None) -> None:
         self.root = root
         self.b = b
+        self.libvirt = libvirt
 
     def node(self, name: str, driver: str) -> Node:
-        return Node(self.root, name, driver, self.b)
+        return Node(self.root, name, driver, self.b, self.libvirt)
 
     def call(self, name: str, driver: str, call: str, **req) -> dict:
         return self.node(name, driver).call(call, **req)
@@ -210,14 +238,12 @@ def _remove(bench: Bench, driver: str, uuid: str) -> None:
             print(f'rdbench: destroy on {name}: {e}', file=sys.stderr)
 
 
-CROSS_DRIVER_TEXT = {'ours': 'resizedriver', 'copy': 'resizedriver',
-                     'upstream': 'Nova 34'}
 COLUMNS = ('data', 'driver', 'plan', 'downtime s', 'migrate s', 'finish s',
            'confirm s', 'wire MiB', 'allocated MiB', 'wire/allocated')
 
 
 def _row(r: CrossResult) -> tuple[str, ...]:
-    return (report.size_text(r.size), CROSS_DRIVER_TEXT[r.driver],
+    return (report.size_text(r.size), report.CROSS_DRIVER_TEXT[r.driver],
             r.plan or '-', f'{r.downtime:.1f}', f'{r.migrate:.1f}',
             f'{r.finish:.1f}', f'{r.confirm:.1f}', f'{r.wire / MiB:.0f}',
             f'{r.allocated / MiB:.0f}', f'{r.wire / max(r.allocated, 1):.2f}')
@@ -235,7 +261,7 @@ def show(results: list[CrossResult], directory: str, note: str) -> None:
     report.plot_phases([(' '.join(case), where) for case, where in cases],
                        os.path.join(directory, 'cross-host-phases.png'))
     report.save_named(results, directory, note, 'cross-host')
-    report.plot_cross(results, CROSS_DRIVER_TEXT,
+    report.plot_cross(results, report.CROSS_DRIVER_TEXT,
                       os.path.join(directory, 'cross-host.png'))
     print(f'rdbench: wrote {directory}/cross-host.json and '
           f'cross-host.png', file=sys.stderr)

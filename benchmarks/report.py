@@ -12,6 +12,9 @@ KIND_TEXT = {'cpu': 'CPU/RAM', 'disk': 'disk +1G'}
 DRIVER_TEXT = {'live': 'ours, live', 'ours': 'ours, cold',
                'copy': 'ours, raw disks (copy)',
                'upstream': 'Nova 34'}
+#: the driver variants of the benchmarks between hosts, as they name them
+CROSS_DRIVER_TEXT = {'ours': 'resizedriver', 'copy': 'resizedriver',
+                     'upstream': 'Nova 34'}
 COLUMNS = ('resize', 'data', 'driver', 'downtime s', 'migrate s',
            'finish s', 'confirm s', 'written down MiB', 'written total MiB',
            'bg MiB/s')

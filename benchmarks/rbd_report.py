@@ -1,0 +1,115 @@
+"""The RBD benchmark's results (``benchmarks/rbd_bench.py``) and what it
+makes of them: when a live resize shows in the guest, the call times the
+compute nodes report, the table of medians and its plot.  No Nova here:
+the unit tests read it."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+
+from benchmarks import probes, report
+
+GiB = 1024 ** 3
+#: the flavors resized from and to: id, vCPUs, MiB, root GiB
+OLD, NEW = ('1', 1, 256, 1), ('2', 2, 512, 2)
+#: what the guest prints once it has the new flavor's vCPUs and root disk
+NEW_SHAPE = (f'RDGUEST cpus=0-{NEW[1] - 1}',
+             f'RDGUEST disk vda={NEW[3] * GiB}')
+COLUMNS = ('topology', 'driver', 'plan', 'runs', 'downtime s',
+           'in effect s', 'migrate s', 'finish s', 'confirm s', 'calls s')
+#: the figures each row gives the median of
+MEDIANS = ('downtime', 'in_effect', 'migrate', 'finish', 'confirm')
+
+
+@dataclasses.dataclass
+class RbdResult:
+    topology: str            # 'same host' or 'A -> B'
+    driver: str              # 'ours' or 'upstream' (Nova 34)
+    headroom: bool           # the flavors grant resizedriver headroom
+    plan: str                # from resizedriver's record ('' for Nova 34)
+    downtime: float          # s the guest was down (0: never stopped)
+    in_effect: float         # migrate called -> the guest shows its shape
+    migrate: float           # wall time of each driver call
+    finish: float
+    confirm: float
+
+
+def new_shape_at(lines: list[probes.Line], after: float) -> float | None:
+    """When the guest showed the new flavor's shape without a reboot:
+    the latest of the first ``NEW_SHAPE`` lines seen after ``after``;
+    None while one is missing.  A new boot there is an error: the resize
+    was not live, and its downtime is not 0."""
+    seen = [line for line in lines if line.at > after]
+    if any(line.text.startswith('RDGUEST boot=') for line in seen):
+        raise RuntimeError('the guest rebooted: not a live resize')
+    times = [next((line.at for line in seen if line.text == want), None)
+             for want in NEW_SHAPE]
+    return None if None in times else max(t for t in times if t is not None)
+
+
+def seconds(answer: dict) -> float:
+    """A compute node's answer: the driver call's own wall time, where it
+    says when it called (migrate, finish), else the whole request's."""
+    if 'called' in answer:
+        start, end = answer['called']
+        return float(end - start)
+    return float(answer['seconds'])
+
+
+def _driver_text(r: RbdResult) -> str:
+    text = report.CROSS_DRIVER_TEXT[r.driver]
+    return text + ', headroom' if r.headroom else text
+
+
+def median_rows(results: list[RbdResult]) \
+        -> list[tuple[tuple[str, str, str], int, dict[str, float]]]:
+    """One row per case and plan that ran, in the order first seen: its
+    name (topology, driver, plan: '-' for Nova's own driver), its number
+    of runs, and the median of each of ``MEDIANS`` over them.  A case
+    whose runs took different plans gets a row for each."""
+    groups: dict[tuple[str, str, str], list[RbdResult]] = {}
+    for r in results:
+        groups.setdefault((r.topology, _driver_text(r), r.plan or '-'),
+                          []).append(r)
+    return [(case, len(runs), {
+        name: statistics.median(getattr(r, name) for r in runs)
+        for name in MEDIANS}) for case, runs in groups.items()]
+
+
+def _calls(medians: dict[str, float]) -> float:
+    return medians['migrate'] + medians['finish'] + medians['confirm']
+
+
+def table(results: list[RbdResult], note: str) -> str:
+    """The medians as a reStructuredText table, then ``note``; 'calls
+    s' is the sum of the three calls' medians."""
+    rows = [(*case, str(runs), *(f'{m[name]:.1f}' for name in MEDIANS),
+             f'{_calls(m):.1f}') for case, runs, m in median_rows(results)]
+    return report.format_table(COLUMNS, rows, note)
+
+
+def plot(results: list[RbdResult], path: str) -> None:
+    """Per case and plan: the median downtime beside the three calls'."""
+    fig, ax = report.axes()
+    rows = median_rows(results)
+    labels = [f'{topology}\n{driver}' + (f': {plan}' if plan != '-' else '')
+              for (topology, driver, plan), _, _ in rows]
+    down = [m['downtime'] for _, _, m in rows]
+    ax.barh([i - 0.2 for i in range(len(rows))], down, height=0.4,
+            color='tab:red', label='guest downtime')
+    ax.barh([i + 0.2 for i in range(len(rows))],
+            [_calls(m) for _, _, m in rows], height=0.4, color='tab:blue',
+            label="driver calls' wall time")
+    for i, value in enumerate(down):
+        ax.annotate(f'{value:.1f} s', (value, i - 0.2), fontsize='small',
+                    va='center', xytext=(3, 0), textcoords='offset points')
+    ax.set_yticks(range(len(rows)), labels, fontsize='small')
+    ax.invert_yaxis()
+    ax.margins(x=0.12)
+    ax.set_xlabel('s, median of the runs')
+    ax.set_title('RBD resize: resizedriver vs. Nova 34 LibvirtDriver')
+    ax.grid(True, axis='x', alpha=0.3)
+    ax.legend(fontsize='small', loc='upper right')
+    fig.set_figheight(4.8)
+    report.save_figure(fig, path)
