@@ -69,25 +69,33 @@ def plot_phases(rows: list[tuple[str, object]], path: str) -> None:
     """One stacked bar per cold resize (its label, ``phases.Phases``):
     the phases from the guest's power-off line to start returned."""
     from benchmarks import phases
-    rows = [(label, where) for label, where in rows if where is not None]
+    names = phases.COLUMNS[:-2]          # not the totals
+    plot_stacked([(label, list(dataclasses.astuple(where)[:-2]))
+                  for label, where in rows if where is not None],
+                 names, "s from the guest's power-off line to start returned",
+                 'cold resize: where the time after power-off goes', path)
+
+
+def plot_stacked(rows: list[tuple[str, list[float]]], names: tuple[str, ...],
+                 xlabel: str, title: str, path: str, ncol: int = 4) -> None:
+    """One stacked bar per row (its label, seconds per ``names``), the
+    legend in ``ncol`` columns below."""
     if not rows:
         return
     fig, ax = axes()
     fig.set_figheight(5.5)
-    names = phases.COLUMNS[:-2]          # not the totals
-    values = [dataclasses.astuple(where)[:-2] for _, where in rows]
     left = [0.0] * len(rows)
     colours = matplotlib_colours(len(names))
     for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
-        widths = [max(v[i], 0.0) for v in values]
+        widths = [max(v[i], 0.0) for _, v in rows]
         ax.barh(range(len(rows)), widths, left=left, color=colour,
                 label=name.removesuffix(' s'))
         left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.set_yticks(range(len(rows)), [label for label, _ in rows])
     ax.axvline(0.5, color='black', linestyle=':', linewidth=1)
-    ax.set_xlabel("s from the guest's power-off line to start returned")
-    ax.set_title('cold resize: where the time after power-off goes')
-    ax.legend(fontsize='small', ncol=4, loc='upper center',
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(fontsize='small', ncol=ncol, loc='upper center',
               bbox_to_anchor=(0.5, -0.2))
     save_figure(fig, path)
 

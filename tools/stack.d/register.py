@@ -13,6 +13,7 @@ up and its hypervisor is mapped to the cell (what a boot needs).
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
@@ -93,11 +94,18 @@ def register(guest: str) -> None:
 
 
 def wait_computes(hosts: list[str], timeout: float = 180) -> None:
+    """Up means a heartbeat since this began: a compute stopped less than
+    a minute ago still shows "up" from its last one, and a cast to it
+    before its successor listens is lost (its queue went with RabbitMQ).
+    The heartbeats begin once the RPC server listens."""
     conn = _connect()
+    since = datetime.datetime.now(datetime.timezone.utc).replace(
+        tzinfo=None, microsecond=0)
     deadline = time.monotonic() + timeout
     while True:
         up = {s.host for s in conn.compute.services(binary='nova-compute')
-              if s.state == 'up'}
+              if s.state == 'up' and s.updated_at and
+              datetime.datetime.fromisoformat(s.updated_at) >= since}
         mapped = {h.service_details['host']
                   for h in conn.compute.hypervisors(details=True)
                   if h.service_details}
