@@ -75,6 +75,20 @@ left to recovery, a crash is completed by it):
 confirm_migration: the copy plan's (the tops go with ``_resize``).
 finish_revert_migration: the copy plan's, with ``fold snapshot tops
 back`` after ``move _resize back``.
+
+What is left between the guest's power-off and its start on the
+destination, and why (medians in doc/source/performance.rst):
+  libvirt's stop, power off returning, move to _resize: as the overlay
+                        plan's (``overlay``'s docstring)
+  copy what changed     the last tops: what the guest wrote since the last
+                        round, so it must wait for the guest to stop; over
+                        the migrate's one ssh connection
+                        (``Transport.session``), a round trip per copy,
+                        per rename with its fsync and per header rewrite
+  check pre-copied      on the destination: the files came from another
+                        host, and qemu-img reads them (untrusted input)
+  define, start         as every cold plan (under Nova: its image step
+                        and XML, as in its own resize)
 """
 
 from __future__ import annotations
