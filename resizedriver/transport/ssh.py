@@ -21,7 +21,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from typing import Iterator, Optional
+import threading
+from typing import Callable, Iterator, Optional, TypeVar
 
 from resizedriver import exception
 from resizedriver.transport import base
@@ -45,6 +46,11 @@ _MULTIPLEXING = frozenset({'controlmaster', 'controlpath', 'controlpersist'})
 MASTER_COMMAND = 'cat >/dev/null'
 #: Seconds a master may take to end once its command's input is closed.
 MASTER_GRACE = 10
+#: What ssh says when the master's connection may not carry one more
+#: session (sshd's ``MaxSessions``, 10 by default, counts the master's).
+MUX_REFUSED = 'session request failed'
+
+T = TypeVar('T')
 
 #: A host name ssh could read as an option or split into more words.
 _BAD_HOST = re.compile(r'^-|[\s\x00-\x1f\x7f]')
@@ -125,16 +131,44 @@ class SshTransport(base.Transport):
         self.deadlines = deadlines
         #: the open session's master socket
         self._control: Optional[str] = None
+        #: this thread's command was refused by the master's sshd
+        self._refused = threading.local()
 
     def ssh_argv(self) -> list[str]:
         """``SshOptions.argv``, through the session's master if one is
         open.  ``ControlMaster=no``: a command never becomes a master,
         and connects on its own if the master is not up (yet, or any
         more: ssh falls back when the socket is missing or dead)."""
-        if self._control is None:
+        if self._control is None or getattr(self._refused, 'now', False):
             return self.options.argv()
         return self.options.argv(f'ControlPath={self._control}',
                                  'ControlMaster=no')
+
+    def _or_own_connection(self, call: Callable[[], T]) -> T:
+        """``call()``, again over a connection of its own if sshd refused
+        it a session on the master's (ssh does not fall back then): a
+        command refused never ran, a copy never began."""
+        try:
+            return call()
+        except exception.ResizeDriverError as e:
+            if self._control is None or MUX_REFUSED not in str(e):
+                raise
+        self._refused.now = True
+        try:
+            return call()
+        finally:
+            self._refused.now = False
+
+    def execute(self, *argv: str, stdin: Optional[str] = None,
+                timeout: Optional[float] = None) -> str:
+        return self._or_own_connection(lambda: super(
+            SshTransport, self).execute(*argv, stdin=stdin, timeout=timeout))
+
+    def copy_file(self, src: str, dst: str,
+                  progress: Optional[base.ProgressFn] = None, *,
+                  owner: str) -> None:
+        self._or_own_connection(lambda: super(SshTransport, self).copy_file(
+            src, dst, progress, owner=owner))
 
     def _command(self, argv: list[str]) -> list[str]:
         return self.ssh_argv() + [self.host, shlex.join(argv)]

@@ -50,6 +50,12 @@ if args[i] == '--':
 host, i = args[i], i + 1
 if args[i:i + 1] == ['--']:     # as ssh, which reads options after the host
     i += 1
+if os.environ.get('FAKE_SSH_MAX_SESSIONS_1') and 'ControlMaster=no' in args:
+    # ssh's words when sshd's MaxSessions refuses one more session on the
+    # master's connection (the master's own command holds one)
+    sys.stderr.write('mux_client_request_session: session request '
+                     'failed: Session open refused by peer\n')
+    sys.exit(255)
 if os.environ.get('FAKE_SSH_CHATTY'):
     sys.stderr.write('e' * 200000)     # > a pipe buffer of stderr
     sys.stderr.flush()
@@ -609,6 +615,26 @@ def test_a_session_s_master_dies_with_its_caller(fake_ssh, tmp_path):
     path = control_of(master_and_clients(fake_ssh)[0])['ControlPath']
     no_children_left(path)
     shutil.rmtree(os.path.dirname(path))     # what the kill left
+
+
+@pytest.mark.parametrize('kind', REMOTE)
+def test_a_session_sshd_refuses_goes_over_connections_of_its_own(
+        kind, fake_ssh, src, dest, monkeypatch):
+    """sshd's MaxSessions (10 by default) may allow fewer sessions on
+    one connection than a migrate opens at once (its master's, parallel
+    copies): what ssh refuses goes over a connection of its own, as
+    without a session."""
+    monkeypatch.setenv('FAKE_SSH_MAX_SESSIONS_1', '1')
+    t = make(kind, fake_ssh)
+    dst = os.path.join(dest, 'disk')
+    with t.session():
+        assert t.execute('echo', 'x') == 'x\n'
+        t.copy_file(src, dst, owner='u1')
+    assert sha256(dst) == sha256(src) and leftovers(dest) == []
+    _, clients = master_and_clients(fake_ssh)
+    muxed = [c for c in clients if control_of(c)]
+    direct = [c for c in clients if not control_of(c)]
+    assert len(muxed) >= 2 and len(direct) >= 2, clients
 
 
 def test_an_operator_s_own_multiplexing_is_left_alone(fake_ssh):
