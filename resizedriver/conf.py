@@ -60,7 +60,10 @@ RESIZEDRIVER_OPTS: list[cfg.Opt] = [
                      'option with the same keyword replaces that default '
                      'only.  The defaults never prompt, and end a copy '
                      'whose network went silent after about a minute (it '
-                     'is then rolled back) instead of hanging the resize.'),
+                     'is then rolled back) instead of hanging the resize.  '
+                     'A migrate sends its commands and copies over one '
+                     'connection (ssh multiplexing); setting ControlMaster, '
+                     'ControlPath or ControlPersist here keeps your own.'),
     cfg.IntOpt('command_timeout', default=600, min=1,
                help='Seconds any one command (ssh, qemu-img, ...) may run '
                     'before it is killed and the step fails.'),

@@ -272,10 +272,13 @@ class ResizeEngine:
 
         Refusals (``ResizeRefused``) come before the guest is touched.
         """
-        with self.locked(uuid):
+        dest_transport = transport.for_host(dest.host, self.conf)
+        # one connection to the destination for validation, the copies
+        # and the commands with the guest off (each would open its own)
+        with self.locked(uuid), dest_transport.session():
             self._complete_after_finish(uuid)
             op = impl.migrate(self.env, uuid, new_flavor, dest,
-                              transport.for_host(dest.host, self.conf), live)
+                              dest_transport, live)
             self.run(op.plan(), op.journal_context())
             # the facts gathered since the record was written (power-off,
             # copies), for ``status`` while the resize is pending

@@ -61,22 +61,27 @@ class Header:
     data_file: bool = False  # qcow2 with an external data file
 
 
+def _read_start(path: str, size: int) -> bytes:
+    """The first ``size`` bytes of a local regular file, zero-padded.
+    Opened non-blocking and checked to be a regular file: a FIFO or
+    device in place of an image is refused, not waited on or read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise exception.UnsupportedDisk(f'{path}: not a regular file')
+        return os.pread(fd, size, 0).ljust(size, b'\0')
+    finally:
+        os.close(fd)
+
+
 def read_header(path: str) -> Header:
     """The image format a local file's first bytes claim, if any.
 
     Read before qemu-img opens the file, so that what qemu-img would follow
     (a qcow2 data file: QEMU before the CVE-2024-4467 fix opens it even for
-    ``info``) is refused first.  Opened non-blocking and checked to be a
-    regular file: a FIFO or device in place of an image is refused, not
-    waited on or read.
+    ``info``) is refused first.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise exception.UnsupportedDisk(f'{path}: not a regular file')
-        head = os.pread(fd, 512, 0).ljust(512, b'\0')   # as QEMU reads it
-    finally:
-        os.close(fd)
+    head = _read_start(path, 512)     # as QEMU reads it to probe
     fmt = next((name for magic, name in _MAGICS if head.startswith(magic)),
                None)
     if fmt != 'qcow2':
@@ -86,6 +91,62 @@ def read_header(path: str) -> Header:
         return Header('qcow')
     features = struct.unpack_from('>Q', head, 72)[0] if version >= 3 else 0
     return Header('qcow2', bool(features & _QCOW2_INCOMPAT_DATA_FILE))
+
+
+@dataclasses.dataclass(frozen=True)
+class Qcow2Chain:
+    """What a qcow2 header says of the image's size and backing file."""
+
+    virtual_size: int
+    backing_file: Optional[str]     # as written: untrusted
+    backing_format: Optional[str]
+
+
+#: qcow2 header extension naming the backing file's format
+_QCOW2_EXT_BACKING_FORMAT = 0xE2792ACA
+
+
+def read_qcow2_chain(path: str) -> Qcow2Chain:
+    """Size and backing file of the local qcow2 ``path``, read from its
+    header as QEMU reads them (``qcow2_do_open``: the extensions from the
+    header's end up to the backing file's name, all in the first
+    cluster), with no process: for a check made with the guest off, of
+    an image this host made (the overlay plan's, by ``qemu-img
+    create``).  Anything else is refused (``UnsupportedDisk``)."""
+    head = _read_start(path, 104)
+    version, boff, bsize, cbits, size = struct.unpack_from('>IQIIQ',
+                                                           head, 4)
+    if not head.startswith(b'QFI\xfb') or version not in (2, 3) or \
+            not 9 <= cbits <= 21:
+        raise exception.UnsupportedDisk(f'{path}: not a qcow2 header')
+    cluster = 1 << cbits
+    data = _read_start(path, cluster)
+    ext = 72 if version == 2 else struct.unpack_from('>I', head, 100)[0]
+    end = boff or cluster
+    if boff + bsize > cluster or not 72 <= ext <= end:
+        raise exception.UnsupportedDisk(f'{path}: a qcow2 header past its '
+                                        f'first cluster')
+    fmt = None
+    while ext + 8 <= end:
+        kind, length = struct.unpack_from('>II', data, ext)
+        if kind == 0:
+            break
+        if ext + 8 + length > end:
+            raise exception.UnsupportedDisk(
+                f'{path}: a qcow2 header extension past its end')
+        if kind == _QCOW2_EXT_BACKING_FORMAT:
+            fmt = _text(path, data[ext + 8:ext + 8 + length])
+        ext += 8 + (length + 7) // 8 * 8
+    backing = _text(path, data[boff:boff + bsize]) if boff else None
+    return Qcow2Chain(size, backing, fmt)
+
+
+def _text(path: str, raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise exception.UnsupportedDisk(
+            f'{path}: a qcow2 header name that is not UTF-8') from None
 
 
 def _check_supported(path: str, fmt: Optional[str]) -> None:

@@ -75,6 +75,20 @@ left to recovery, a crash is completed by it):
 confirm_migration: the copy plan's (the tops go with ``_resize``).
 finish_revert_migration: the copy plan's, with ``fold snapshot tops
 back`` after ``move _resize back``.
+
+What is left between the guest's power-off and its start on the
+destination, and why (medians in doc/source/performance.rst):
+  libvirt's stop, power off returning, move to _resize: as the overlay
+                        plan's (``overlay``'s docstring)
+  copy what changed     the last tops: what the guest wrote since the last
+                        round, so it must wait for the guest to stop; over
+                        the migrate's one ssh connection
+                        (``Transport.session``), a round trip per copy,
+                        per rename with its fsync and per header rewrite
+  check pre-copied      on the destination: the files came from another
+                        host, and qemu-img reads them (untrusted input)
+  define, start         as every cold plan (under Nova: its image step
+                        and XML, as in its own resize)
 """
 
 from __future__ import annotations
@@ -209,7 +223,9 @@ def precopy(op: MigrateOp) -> None:
     if os.path.exists(op.inst.path(DISK_INFO)):
         pairs.append((op.inst.path(DISK_INFO), op.dest_inst.path(DISK_INFO)))
     op.copy_all(pairs)
-    op.transport.sync_dir(op.dest_inst.dir)
+    # the copies' directory, and its own entry (``create dest dir``):
+    # nothing the guest's downtime does changes the latter
+    op.transport.sync_dir(op.dest_inst.dir, op.dest.instances_path)
     copied, grown, round_ = fold_room(op.disks), 0, 1
     while (why_not := _next_round(op, round_, copied, grown)) is None:
         round_ += 1
@@ -309,7 +325,16 @@ def copy_tops(op: MigrateOp) -> None:
     ``<name>``, over its pre-copied layer, and a config drive the guest
     may write (vfat; small: 64 MiB at most under Nova), which only now
     holds all it wrote; then ``copies_verified`` on record, as the copy
-    plan does."""
+    plan does.
+
+    Each round trip to the destination here is downtime (each a session
+    over the migrate's one ssh connection, ``Transport.session``): the
+    copies (streamed, read back there and compared), their renames with
+    their directory's fsync (one command each, ``Transport.publish``),
+    and one header rewrite per disk (``qemu-img rebase -u``: the top
+    names the source's disk as its backing file until then).  The
+    destination directory's own entry was made durable with the
+    pre-copy."""
     remote_img = op.env.qemu_img(op.transport)
     tops = _active_tops(op, op.inst.resize_dir)
     names = [d.name for d in _growable(op.disks)]
@@ -325,7 +350,6 @@ def copy_tops(op: MigrateOp) -> None:
     for name in names:
         remote_img.rebase_unsafe(op.dest_inst.path(name),
                                  op.dest_inst.path(name + LAYER), 'qcow2')
-    op.transport.sync_dir(op.dest.instances_path)
     op.record.copies_verified = True
     op.record.write(op.inst.in_resize_dir(RECORD_NAME))
 

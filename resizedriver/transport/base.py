@@ -9,9 +9,10 @@ only in the transport they are handed.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import shlex
-from typing import Optional
+from typing import Iterator, Optional
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -37,6 +38,13 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def _command(self, argv: list[str]) -> list[str]:
         """The local argv that runs ``argv`` on the target host."""
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Many commands and copies to come (a resize's): a transport
+        that pays for a connection per command keeps one open for them
+        until the block ends.  This host's has none to keep."""
+        yield
 
     def _send(self, src: str, part: str,
               progress: Optional[ProgressFn]) -> tuple[str, str]:
@@ -95,9 +103,7 @@ class Transport(abc.ABC):
                 LOG.warning('Cannot remove partial copy %s%s yet: %s', part,
                             self._where, e, instance_uuid=owner)
             raise
-        self.rename(part, dst)
-        # a rename is durable only once its directory is
-        self.sync_dir(os.path.dirname(dst))
+        self.publish(part, dst)
 
     @property
     def _where(self) -> str:
@@ -156,9 +162,16 @@ class Transport(abc.ABC):
     def rename(self, src: str, dst: str) -> None:
         self.execute('mv', '-T', '--', src, dst)
 
-    def sync_dir(self, path: str) -> None:
-        """fsync directory ``path`` (coreutils ``sync FILE`` is fsync)."""
-        self.execute('sync', '--', path)
+    def publish(self, part: str, dst: str) -> None:
+        """Rename ``part`` to ``dst`` durably (a rename is durable only
+        once its directory is fsynced), in one round trip."""
+        self.execute('sh', '-c', 'mv -T -- "$1" "$2" && sync -- "$3"',
+                     'sh', part, dst, os.path.dirname(dst))
+
+    def sync_dir(self, *paths: str) -> None:
+        """fsync each directory of ``paths`` (coreutils ``sync FILE`` is
+        fsync), in one round trip."""
+        self.execute('sync', '--', *paths)
 
     def free_bytes(self, path: str) -> int:
         out = self.execute('df', '--output=avail', '-B1', path)

@@ -43,7 +43,7 @@ class RsyncTransport(ssh.SshTransport):
         # with "--", so the host rsync appends cannot be an option.
         cmd = ['rsync', '--sparse', '--times', '--fsync',
                '--info=progress2', '--no-inc-recursive',
-               '-e', shlex.join(self.options.argv()), '--', src,
+               '-e', shlex.join(self.ssh_argv()), '--', src,
                f'{self.host}:{part}']
         with spawn(cmd, self.deadlines.for_size(size),
                    stdout=True) as child:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging as std_logging
 import os
 import threading
@@ -11,6 +12,7 @@ import pytest
 from oslo_config import cfg
 
 from resizedriver import exception
+from resizedriver import transport
 from resizedriver.engine import ResizeEngine
 from resizedriver.layout import RECORD_NAME
 from resizedriver.model import Destination, DiskRole, Flavor, MiB
@@ -121,6 +123,35 @@ def test_engine_runs_the_same_plan(instance, conf, instances):
     assert rec.new_flavor == GROW
     assert engine.pending() == [rec]
     assert guest.call_names == ['power_off']
+
+
+def test_a_migrate_runs_in_one_session_of_its_transport(
+        instance, conf, instances, tmp_path, monkeypatch):
+    """Validation, copies and the commands made with the guest off all
+    run inside the destination transport's one session (over ssh: one
+    connection for them all, ``SshTransport.session``)."""
+    events: list[str] = []
+
+    class Recording(LocalTransport):
+        @contextlib.contextmanager
+        def session(self):
+            events.append('open')
+            yield
+            events.append('closed')
+
+        def execute(self, *argv, **kw):
+            events.append('command')
+            return super().execute(*argv, **kw)
+
+    monkeypatch.setattr(transport, 'for_host',
+                        lambda host, conf: Recording())
+    engine = ResizeEngine(conf, host=FakeHost([guest_for(instance)]))
+    dest = tmp_path / 'other-instances'
+    dest.mkdir()
+    engine.migrate_disk_and_power_off(
+        instance.uuid, GROW, Destination(None, str(dest), True))
+    assert events[0] == 'open' and events[-1] == 'closed', events
+    assert events.count('open') == 1 and 'command' in events, events
 
 
 def _assert_untouched(instance, before):

@@ -371,7 +371,7 @@ def test_no_power_off_when_the_tops_no_longer_fit(tmp_path):
         source_xml=XML, summary=Summary(),
         env=_env(FakeHost([]), _Img()),
         transport=types.SimpleNamespace(
-            sync_dir=lambda d: None, free_bytes=lambda p: free['n']))
+            sync_dir=lambda *d: None, free_bytes=lambda p: free['n']))
     # 4096 bytes left after a round that moved 1000: no second round
     # (another would not move less)
     precopy.precopy(op)
@@ -500,22 +500,33 @@ def _round_op(tmp_path, first_top: int, writes: list[int],
         f.truncate(first_top)
     disks = [DiskFile('disk', DiskRole.ROOT, inst.path('disk'), 'qcow2',
                       GiB, 100 * MiB, '/a/_base/x', 'vda')]
-    img, copies, removed = _RemoteImg(), [], []
+    img, copies, removed, synced = _RemoteImg(), [], [], []
     conf = types.SimpleNamespace(resizedriver=types.SimpleNamespace(
         pre_copy_rounds=rounds, pre_copy_final_mb=1))
     dest = InstanceLayout('/b', UUID)
     op = types.SimpleNamespace(
         disks=disks, inst=inst, dest_inst=dest, dest=dest, source_xml=XML,
         copy_all=copies.append, img=img, removed=removed, copies=copies,
-        summary=Summary(),
+        summary=Summary(), synced=synced,
         guest=_RoundGuest(XML.replace('/i/u/disk', inst.path('disk.top')),
                           list(writes)),
         env=types.SimpleNamespace(conf=conf,
                                   qemu_img=lambda transport=None: img),
         transport=types.SimpleNamespace(
-            sync_dir=lambda d: None, free_bytes=lambda p: free,
-            remove_file=removed.append))
+            sync_dir=lambda *d: synced.append(d),
+            free_bytes=lambda p: free, remove_file=removed.append))
     return op
+
+
+def test_the_destination_s_directory_is_durable_before_power_off(
+        tmp_path):
+    """Its own entry in the instances path (made by ``create dest
+    dir``) is fsynced with the pre-copy, while the guest runs: nothing
+    in the window changes it, so the copy made with the guest off
+    fsyncs only the directory its files go to (``Transport.publish``)."""
+    op = _round_op(tmp_path, MiB, [], rounds=1)
+    precopy.precopy(op)
+    assert op.synced == [(op.dest_inst.dir, op.dest.instances_path)]
 
 
 def test_rounds_go_on_while_they_converge_up_to_the_limit(tmp_path):
@@ -573,6 +584,7 @@ def test_the_last_rounds_top_is_what_crosses_while_the_guest_is_down(
                            op.dest.path('disk'))]]
     assert op.img.calls == [('rebase', op.dest.path('disk'),
                              op.dest.path('disk.precopy'))]
+    assert op.synced == []          # made durable before (above)
     assert op.record.copies_verified and written
     for name in ('disk.top', 'disk.top.2'):
         os.unlink(op.inst.in_resize_dir(name))

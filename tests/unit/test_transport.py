@@ -11,7 +11,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 
@@ -29,6 +33,8 @@ from tests.unit.conftest import sha256
 
 MiB = 1024 * 1024
 HANG = 30       # seconds after which a copy counts as hung
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 FAKE_SSH = r'''#!/usr/bin/env python3
 """ssh stand-in: log argv, then run the remote command on this host."""
@@ -44,6 +50,12 @@ if args[i] == '--':
 host, i = args[i], i + 1
 if args[i:i + 1] == ['--']:     # as ssh, which reads options after the host
     i += 1
+if os.environ.get('FAKE_SSH_MAX_SESSIONS_1') and 'ControlMaster=no' in args:
+    # ssh's words when sshd's MaxSessions refuses one more session on the
+    # master's connection (the master's own command holds one)
+    sys.stderr.write('mux_client_request_session: session request '
+                     'failed: Session open refused by peer\n')
+    sys.exit(255)
 if os.environ.get('FAKE_SSH_CHATTY'):
     sys.stderr.write('e' * 200000)     # > a pipe buffer of stderr
     sys.stderr.flush()
@@ -213,9 +225,11 @@ def test_unverified_copy_never_gets_the_final_name(kind, fake_ssh, src,
 def test_copy_is_verified_then_published_durably(kind, fake_ssh, src, dest,
                                                  monkeypatch):
     """Verified first, then renamed and the directory fsynced, all before
-    copy_file returns.  The stream's receiver reads the copy back from
-    the device itself (test_sparse); rsync's copy is read back after it:
-    its cached pages dropped, then hashed."""
+    copy_file returns, the two in one round trip (each costs a session
+    or a connection: pre-copy's last copies are made with the guest
+    off).  The stream's receiver reads the copy back from the device
+    itself (test_sparse); rsync's copy is read back after it: its cached
+    pages dropped, then hashed."""
     cls = type(make(kind, fake_ssh))
     commands: list[list[str]] = []
     real_execute = cls.execute
@@ -230,11 +244,13 @@ def test_copy_is_verified_then_published_durably(kind, fake_ssh, src, dest,
     part = partial_path(dst, 'u1')
     names = [c[0] for c in commands if c[0] != 'stat']
     if kind == 'rsync':
-        assert names == ['dd', 'sha256sum', 'mv', 'sync']
+        assert names == ['dd', 'sha256sum', 'sh']
         assert commands[0][1:3] == [f'if={part}', 'iflag=nocache']
     else:
-        assert names == ['mv', 'sync']
-    assert commands[-1] == ['sync', '--', dest]
+        assert names == ['sh']
+    assert commands[-1][-3:] == [part, dst, dest]
+    assert 'mv -T' in commands[-1][2] and '&& sync' in commands[-1][2]
+    assert os.path.exists(dst) and not os.path.exists(part)
 
 
 # rsync reads the source itself (its own process), not through sparse.
@@ -533,3 +549,105 @@ def test_ssh_failing_says_whether_it_reached_the_host(stderr, says):
         ('resizedriver', 'finish'))
     assert isinstance(err, exception.DestinationUnreachable)
     assert str(err) == says
+
+
+# -- one connection per resize ----------------------------------------------
+
+
+def control_of(argv: list[str]) -> dict[str, str]:
+    """The ssh options of ``argv`` that say how it multiplexes."""
+    return dict(o.split('=', 1) for o in options_of(argv)
+                if o.startswith(('ControlPath=', 'ControlMaster=',
+                                 'ControlPersist=')))
+
+
+def master_and_clients(log: str) -> tuple[list[str], list[list[str]]]:
+    """The one master's argv (started in the background: anywhere in
+    the log) and every other."""
+    argvs = ssh_argvs(log)
+    [master] = [a for a in argvs
+                if control_of(a).get('ControlMaster') == 'yes']
+    return master, [a for a in argvs if a is not master]
+
+
+@pytest.mark.parametrize('kind', REMOTE)
+def test_a_session_sends_every_command_and_copy_over_one_master(
+        kind, fake_ssh, src, dest):
+    """Each ssh round trip costs a connection (0.4-0.7 s to host B here,
+    pre-copy's last copy made five with the guest off): inside a session
+    every command and copy names the session's master socket, and never
+    becomes a master itself; the master goes with the session."""
+    t = make(kind, fake_ssh)
+    with t.session():
+        t.execute('true')
+        t.copy_file(src, os.path.join(dest, 'disk'), owner='u1')
+        path = control_of(ssh_argvs(fake_ssh)[0])['ControlPath']
+        # nobody else may connect through it
+        assert os.stat(os.path.dirname(path)).st_mode & 0o077 == 0
+    master, clients = master_and_clients(fake_ssh)
+    assert control_of(master) == {'ControlPath': path,
+                                  'ControlMaster': 'yes',
+                                  'ControlPersist': 'no'}
+    assert clients and all(control_of(c) == {'ControlPath': path,
+                                             'ControlMaster': 'no'}
+                           for c in clients), clients
+    no_children_left(path)
+    assert not os.path.exists(os.path.dirname(path))
+    t.execute('true')                  # after it: a connection of its own
+    assert control_of(ssh_argvs(fake_ssh)[-1]) == {}
+
+
+def test_a_session_s_master_dies_with_its_caller(fake_ssh, tmp_path):
+    """A resizedriver process killed mid-resize (SIGKILL: no finally)
+    leaves no master connection behind: the master's remote command
+    reads our end of a pipe, and ends when it closes."""
+    code = ('import os, signal\n'
+            'from resizedriver.transport import SshOptions, SshTransport\n'
+            't = SshTransport("desthost", SshOptions())\n'
+            'with t.session():\n'
+            '    t.execute("true")\n'
+            '    while "ControlMaster=yes" not in open(\n'
+            '            os.environ["FAKE_SSH_LOG"]).read():\n'
+            '        pass      # the master started\n'
+            '    os.kill(os.getpid(), signal.SIGKILL)\n')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    path = control_of(master_and_clients(fake_ssh)[0])['ControlPath']
+    no_children_left(path)
+    shutil.rmtree(os.path.dirname(path))     # what the kill left
+
+
+@pytest.mark.parametrize('kind', REMOTE)
+def test_a_session_sshd_refuses_goes_over_connections_of_its_own(
+        kind, fake_ssh, src, dest, monkeypatch):
+    """sshd's MaxSessions (10 by default) may allow fewer sessions on
+    one connection than a migrate opens at once (its master's, parallel
+    copies): what ssh refuses goes over a connection of its own, as
+    without a session."""
+    monkeypatch.setenv('FAKE_SSH_MAX_SESSIONS_1', '1')
+    t = make(kind, fake_ssh)
+    dst = os.path.join(dest, 'disk')
+    with t.session():
+        assert t.execute('echo', 'x') == 'x\n'
+        t.copy_file(src, dst, owner='u1')
+    assert sha256(dst) == sha256(src) and leftovers(dest) == []
+    _, clients = master_and_clients(fake_ssh)
+    muxed = [c for c in clients if control_of(c)]
+    direct = [c for c in clients if not control_of(c)]
+    assert len(muxed) >= 2 and len(direct) >= 2, clients
+
+
+def test_an_operator_s_own_multiplexing_is_left_alone(fake_ssh):
+    opts = SshOptions(options=['ControlMaster=auto',
+                               'ControlPath=/run/x/%C'])
+    t = SshTransport('desthost', opts)
+    with t.session():
+        t.execute('true')
+    [argv] = ssh_argvs(fake_ssh)
+    assert control_of(argv) == {'ControlMaster': 'auto',
+                                'ControlPath': '/run/x/%C'}
+
+
+def test_a_local_session_runs_nothing(tmp_path):
+    with LocalTransport().session():
+        assert LocalTransport().execute('echo', 'x') == 'x\n'
