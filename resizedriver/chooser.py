@@ -15,8 +15,8 @@ rule  topology   instance / config            plan
 0     any        under Nova: a disk that is   ``upstream`` (``nova/
                  not a file in the instance   upstream.py``): Nova's own
                  directory (Ceph RBD but the  ``LibvirtDriver`` methods,
-                 instance's own images on
-                 this host, running; LVM,
+                 instance's own images of a
+                 running guest; LVM,
                  ploop, a block or network    unchanged; decided by
                  device), ``images_type``     :func:`why_upstream` in the
                  not a file backend,          Nova adapter before the engine
@@ -27,12 +27,18 @@ rule  topology   instance / config            plan
                  only grows (swap as it is),  live.py``): vCPUs and memory
                  within the domain's          hot-plugged, disks grown with
                  headroom, nothing makes      ``blockResize``; the guest
-                 hot-plug unsafe, live        never stops.  The one plan
-                 resize not ``never``         for Ceph RBD disks
-1b    any        under Nova: Ceph RBD disks   ``upstream``: what the live
-                 (the instance's own, rule 0  plan cannot do with RBD disks
-                 let them through) and not    is Nova's own resize
-                 rule 1
+                 hot-plug unsafe, live        never stops (Ceph RBD disks
+                 resize not ``never``         too)
+1b    any        under Nova: Ceph RBD disks   ``rbd`` (``operations/
+                 (the instance's own, rule 0  rbd.py``): shutdown, an RBD
+                 let them through), not rule  snapshot as the revert point,
+                 1; the guest runs, its       grow, define, start (on the
+                 disks are an RBD root image  destination for a move); no
+                 (and kernel and ramdisk      image is copied (the boot
+                 files), the new flavor has   files are)
+                 no swap or ephemeral disk
+1c    any        under Nova: other Ceph RBD   ``upstream``: Nova's own
+                 disks, not rule 1 or 1b      resize
 2     same-host  every root/ephemeral disk    ``overlay``
                  is qcow2 on a disk device,   (``operations/overlay.py``):
                  ``use_cow_images`` is true,  the guest boots the new flavor
@@ -74,24 +80,26 @@ import dataclasses
 from typing import Optional, Sequence
 
 from resizedriver import exception
-from resizedriver.model import GROWABLE, RBD, DiskFile, Topology
+from resizedriver.inventory import BOOT_ROLES
+from resizedriver.model import GROWABLE, RBD, DiskFile, DiskRole, Topology
 
 COPY = 'copy'
 OVERLAY = 'overlay'
 LIVE = 'live'
 PRECOPY = 'precopy'
 UPSTREAM = 'upstream'
+RBD_COLD = 'rbd'
 #: how live a resize may be (``--live``, ``[resizedriver] live_resize``)
 LIVE_MODES = ('auto', 'always', 'never')
 #: the plans the engine runs (rules 1-4)
-ENGINE_PLANS = (LIVE, OVERLAY, PRECOPY, COPY)
+ENGINE_PLANS = (LIVE, RBD_COLD, OVERLAY, PRECOPY, COPY)
 #: every plan this version knows (and so finishes, confirms, reverts and
 #: recovers); a record naming another was written by a newer version.
 PLANS = ENGINE_PLANS + (UPSTREAM,)
 #: Nova's ``[libvirt] images_type`` values whose disks are files in the
 #: instance directory, which resizedriver owns
 OWN_IMAGE_TYPES = ('default', 'qcow2', 'raw', 'flat')
-#: the ``images_type`` whose disks resizedriver grows live (rule 1b)
+#: the ``images_type`` whose disks resizedriver resizes (rules 1, 1b)
 RBD_IMAGE_TYPE = 'rbd'
 
 
@@ -119,8 +127,8 @@ def why_upstream(images_type: str, disks_elsewhere: dict[str, str],
     another hypervisor (Nova's migrate moves the swtpm state and its
     finish restores it; our plans copy disks only); ``own_rbd``: the
     target devices of the instance's own RBD images
-    (``inventory.own_rbd``), given only where the live plan could grow
-    them (this host, the guest runs): rule 1b decides then.
+    (``inventory.own_rbd``), given only where our plans could resize
+    them (the guest runs): rules 1, 1b and 1c decide then.
     """
     why = []
     if images_type not in OWN_IMAGE_TYPES and \
@@ -147,7 +155,8 @@ def choose(topology: Topology, disks: list[DiskFile], *,
            live: str = 'never',
            live_blockers: Sequence[str] = (), running: bool = False,
            pre_copy: bool = False,
-           precopy_blockers: Sequence[str] = ()) -> Choice:
+           precopy_blockers: Sequence[str] = (),
+           rbd_blockers: Sequence[str] = ()) -> Choice:
     """The plan for this resize, by the rule table above.
 
     ``offered``: the plans the caller can run (an integration that has not
@@ -155,7 +164,8 @@ def choose(topology: Topology, disks: list[DiskFile], *,
     ``LIVE_MODES``; ``live_blockers``: why this resize cannot be live.
     ``running``: the guest runs; ``pre_copy``: ``[resizedriver]
     pre_copy``; ``precopy_blockers``: what else stops a pre-copy (the
-    destination's free space, say).
+    destination's free space, say); ``rbd_blockers``: what else stops
+    the ``rbd`` plan (the integration's).
     """
     why_not_live = _why_not_live(topology, offered, live, live_blockers)
     if why_not_live is None:
@@ -166,8 +176,14 @@ def choose(topology: Topology, disks: list[DiskFile], *,
             f'a live resize was asked for but is not possible: '
             f'{why_not_live}')
     if any(d.format == RBD for d in disks):
+        why_not_rbd = _why_not_rbd(offered, disks, running, rbd_blockers)
+        if why_not_rbd is None:
+            return Choice(RBD_COLD, f'Ceph RBD disk, not live '
+                                    f'({why_not_live}): an RBD snapshot is '
+                                    f'the revert point, nothing is copied')
         return Choice(UPSTREAM, f'Ceph RBD disks, not live: '
-                                f'{why_not_live}')
+                                f'{why_not_live}; not the rbd plan: '
+                                f'{why_not_rbd}')
     why_not = (_not_here(OVERLAY, topology, offered) or
                _needs_conversion(disks, use_cow_images))
     live_note = '' if live == 'never' else f'; not live: {why_not_live}'
@@ -183,6 +199,22 @@ def choose(topology: Topology, disks: list[DiskFile], *,
                                'wrote since')
     return Choice(COPY, f'overlay plan not possible ({why_not}); pre-copy '
                         f'not possible ({why_not_precopy}){live_note}')
+
+
+def _why_not_rbd(offered: tuple[str, ...], disks: list[DiskFile],
+                 running: bool, blockers: Sequence[str]) -> Optional[str]:
+    """Why the ``rbd`` plan cannot run (None: it may): what it is not
+    proven with goes Nova's way."""
+    if RBD_COLD not in offered:
+        return 'this integration does not offer it'
+    if not running:
+        return 'the guest is not running'
+    others = [d.name for d in disks if d.role not in BOOT_ROLES and
+              (d.format != RBD or d.role is not DiskRole.ROOT)]
+    if others:
+        return (f'disks other than the RBD root image and the kernel and '
+                f'ramdisk files ({", ".join(others)})')
+    return '; '.join(blockers) if blockers else None
 
 
 def _why_not_precopy(topology: Topology, offered: tuple[str, ...],

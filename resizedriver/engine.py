@@ -36,7 +36,7 @@ from resizedriver import record as rd_record
 from resizedriver import recovery
 from resizedriver import summary
 from resizedriver import transport
-from resizedriver.env import CopyProgress, HostEnv
+from resizedriver.env import CopyProgress, HostEnv, RbdImages
 from resizedriver.host import Host
 from resizedriver.journal import OUTER_OPERATIONS, Journal, JournalStore
 from resizedriver.model import Destination, Flavor
@@ -125,11 +125,12 @@ OWN = Implementation()
 class ResizeEngine:
     def __init__(self, conf: cfg.ConfigOpts = rd_conf.CONF,
                  host: Optional[Host] = None,
-                 progress: Optional[CopyProgress] = None) -> None:
+                 progress: Optional[CopyProgress] = None,
+                 rbd: Optional[RbdImages] = None) -> None:
         self.conf = conf
         self.env = HostEnv(conf=conf,
                            host=host or Host(conf.libvirt.connection_uri),
-                           progress=progress)
+                           progress=progress, rbd=rbd)
         self.journals = JournalStore(conf.instances_path, self.env.hostname)
 
     @contextlib.contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from oslo_config import cfg
 
@@ -17,11 +17,33 @@ from resizedriver.transport import LocalTransport, Transport
 CopyProgress = Callable[[str, int, int], None]
 
 
+class RbdImages(Protocol):
+    """The cluster as the ``rbd`` plan needs it (the Nova adapter's:
+    librbd through Nova's ``RBDDriver``, with ``[libvirt]``'s ceph.conf
+    and user).
+    ``image``: ``<pool>/<name>``, as ``DiskFile.path`` of an RBD disk."""
+
+    def size(self, image: str) -> int: ...
+
+    def resize(self, image: str, size: int) -> None: ...
+
+    def snapshots(self, image: str) -> list[str]: ...
+
+    def create_snapshot(self, image: str, snap: str) -> None: ...
+
+    def remove_snapshot(self, image: str, snap: str) -> None: ...
+
+    def rollback(self, image: str, snap: str) -> None: ...
+
+
 @dataclasses.dataclass
 class HostEnv:
     conf: cfg.ConfigOpts
     host: Host
     progress: Optional[CopyProgress] = None
+    #: the Ceph cluster of the instances' RBD images (the ``rbd`` plan's);
+    #: only an integration that owns RBD disks (Nova's) gives one
+    rbd: Optional[RbdImages] = None
 
     @property
     def instances_path(self) -> str:

@@ -65,6 +65,7 @@ from resizedriver.layout import InstanceLayout
 from resizedriver.nova import compat
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova.implementation import NovaImplementation
+from resizedriver.nova.rbdimages import NovaRbdImages
 from resizedriver.operations import sourcetops
 from resizedriver.nova import translate
 from resizedriver.nova import upstream
@@ -111,7 +112,8 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
         """Built on first use: Nova's connection is open by then."""
         if self._engine is None:
             self._engine = ResizeEngine(
-                CONF, host=Host(conn=self._host.get_connection()))
+                CONF, host=Host(conn=self._host.get_connection()),
+                rbd=NovaRbdImages())
         return self._engine
 
     def _get_guest_xml(self, context, instance, *args, **kwargs):
@@ -238,7 +240,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                 source_xml, _layout(instance), CONF.libvirt.images_type,
                 block_device_info, not destination.same_hypervisor and
                 translate.has_vtpm(instance),
-                rbd_live=destination.same_hypervisor and guest.is_running())
+                rbd_ours=guest.is_running())
             if why:
                 return self._migrate_novas_way(
                     why, guest, source_xml, context, instance, dest, flavor,
@@ -253,7 +255,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             record = self.engine.migrate_disk_and_power_off(
                 instance.uuid, new_flavor, destination, impl=impl)
             impl.progress.complete()
-        except exception.Upstream as e:         # RBD, not live (rule 1b)
+        except exception.Upstream as e:         # RBD, not ours (rule 1c)
             assert guest is not None
             return self._migrate_novas_way(
                 str(e), guest, guest.xml(), context, instance, dest, flavor,

@@ -34,7 +34,6 @@ import functools
 from typing import Any, Callable, Optional
 
 import nova.conf
-from nova.storage import rbd_utils
 from nova.virt.libvirt import blockinfo
 from nova.virt.libvirt import driver as libvirt_driver
 from nova.virt.libvirt import guest as libvirt_guest
@@ -50,8 +49,9 @@ from resizedriver.layout import InstanceLayout
 from resizedriver.nova import compat
 from resizedriver.nova import translate
 from resizedriver.nova.progress import InstanceProgress
+from resizedriver.nova.rbdimages import NovaRbdImages
 from resizedriver.model import DiskFile, DiskRole
-from resizedriver.operations import live, precopy
+from resizedriver.operations import live, precopy, rbd
 from resizedriver.operations import revert as rd_revert
 from resizedriver.operations.confirm import ConfirmMigration
 from resizedriver.operations.finish import FinishMigration
@@ -292,18 +292,28 @@ class NovaFinish(FinishMigration):
         if stepname.PLUG_VIFS not in plan:   # live: the guest has them
             return plan
         # Nova plugs VIFs as part of defining the guest; what it needs
-        # first is its images (swap, config drive, ...).
+        # first is its images (swap, config drive, ...).  The rbd plan's
+        # image is there, and Nova's image backend would take its own
+        # revert point of it (``nova-resize``, in RESIZE_FINISH): only
+        # the console log.
         return plan.replace(
             stepname.PLUG_VIFS,
             Step(stepname.CREATE_MISSING_IMAGES,
+                 self.ensure_console_log if
+                 self.record.plan == chooser.RBD_COLD else
                  self.create_missing_images))
 
     def rbd_size(self, disk: DiskFile) -> int:
         """The image's size from librbd, as Nova's RBD backend reads it
         (``[libvirt] images_rbd_ceph_conf``, ``rbd_user``), in the pool
         the domain names."""
-        pool, _, image = disk.path.partition('/')
-        return int(rbd_utils.RBDDriver(pool=pool).size(image))
+        return NovaRbdImages().size(disk.path)
+
+    def ensure_console_log(self) -> None:
+        """The instance directory (migrate made it) gets the console log
+        Nova's XML names."""
+        n = nova_objects(self.nova)
+        n.driver._ensure_console_log_for_instance(n.instance)
 
     def create_missing_images(self) -> None:
         """Swap, config drive, a missing backing file: the image backend
@@ -453,9 +463,14 @@ class NovaRevert:
         if self.is_live:
             return self._live_plan(self.define_live, None)
         steps = [Step(stepname.MOVE_BACK, self.move_back)]
-        if self.record is not None and \
-                self.record.plan == chooser.PRECOPY:
+        plan = self.record.plan if self.record is not None else None
+        if plan == chooser.PRECOPY:
+            assert self.record is not None
             steps.append(precopy.revert_fold_step(self.env, self.record))
+        elif plan == chooser.RBD_COLD:
+            assert self.record is not None
+            steps += rbd.revert_steps(self.env, self.record,
+                                      drop_dest_dir=True)
         return Plan('finish_revert_migration', self.source.uuid, steps + [
             Step(stepname.DEFINE_AND_START, self.define_and_start),
             Step(stepname.REMOVE_RECORD,

@@ -65,11 +65,12 @@ def volume_devices(block_device_info: Optional[dict]) -> list[str]:
 def reason(guest_xml: str, inst: InstanceLayout, images_type: str,
            block_device_info: Optional[dict],
            vtpm_to_another_host: bool,
-           rbd_live: bool = False) -> Optional[str]:
+           rbd_ours: bool = False) -> Optional[str]:
     """Why this resize must be Nova's own, None if it is ours (or the
-    chooser's to decide).  ``rbd_live``: the live plan could grow the
-    instance's own RBD images (this host, the guest runs)."""
-    own_rbd = inventory.own_rbd(guest_xml, inst.uuid) if rbd_live else {}
+    chooser's to decide).  ``rbd_ours``: the instance's own RBD images
+    may be resized by our plans (the guest runs: ``live`` or ``rbd``,
+    chooser rules 1 and 1b)."""
+    own_rbd = inventory.own_rbd(guest_xml, inst.uuid) if rbd_ours else {}
     names = list(own_rbd.values()) + [
         os.path.basename(d.path) for d in domain_xml.file_disks(guest_xml)
         if os.path.dirname(d.path) == inst.dir]

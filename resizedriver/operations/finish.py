@@ -42,8 +42,8 @@ from resizedriver.env import HostEnv
 from resizedriver.operations import plans
 from resizedriver.operations.forward import ForwardOperation
 from resizedriver.guest import Guest
-from resizedriver.model import (GROWABLE, DiskFile, DiskRole, disk_info,
-                                grown_size)
+from resizedriver.model import (GROWABLE, RBD, DiskFile, DiskRole,
+                                disk_info, grown_size)
 from resizedriver.layout import DISK_INFO
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
@@ -64,8 +64,10 @@ class FinishMigration:
         self.power_on = power_on
         self.dest = record.dest
         self.qemu_img = env.qemu_img()
+        # (an RBD image is not a file here: nothing copies it)
         self.copied = [dataclasses.replace(d, path=self.dest.path(d.name))
-                       for d in record.disks if d.role is not DiskRole.SWAP]
+                       for d in record.disks
+                       if d.role is not DiskRole.SWAP and d.format != RBD]
         #: each copied disk and what it becomes
         self.pairs = [(d, self._final(d)) for d in self.copied]
         #: the disks of the resized guest: swap is made anew, not copied

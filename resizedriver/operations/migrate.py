@@ -48,11 +48,12 @@ from resizedriver import qemuprocess
 from resizedriver import remote
 from resizedriver import transport
 from resizedriver.env import HostEnv
-from resizedriver.operations import live, plans, precopy, sourcetops
+from resizedriver.operations import (live, plans, precopy, rbd,
+                                     sourcetops)
 from resizedriver.guest import Guest
 from resizedriver.layout import DISK_INFO, RECORD_NAME, InstanceLayout
-from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor,
-                                Topology)
+from resizedriver.model import (RBD, Destination, DiskFile, DiskRole,
+                                Flavor, Topology)
 from resizedriver.plan import Plan, Step
 from resizedriver.record import ResizeRecord
 from resizedriver.transport import Transport
@@ -228,16 +229,20 @@ class MigrateDiskAndPowerOff:
             Step(stepname.POWER_OFF, self.power_off_step,
                  self.power_on_again),
         ]
+        return steps + self.move_steps() + [
+            Step(stepname.COPY_DISKS, self.copy_disks)]
+
+    def move_steps(self) -> list[Step]:
+        """The source to ``<uuid>_resize`` and an empty destination
+        instance directory, in the order the topology needs (the same
+        name again on a shared path)."""
         move = Step(stepname.MOVE_TO_RESIZE, self.move_to_resize,
                     self.move_back)
         if self.topology.shared_path:
-            steps += [move, Step(stepname.CREATE_INSTANCE_DIR,
-                                 self.create_dest_dir, self.remove_dest_dir)]
-        else:
-            steps += [Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
-                           self.remove_dest_dir), move]
-        steps.append(Step(stepname.COPY_DISKS, self.copy_disks))
-        return steps
+            return [move, Step(stepname.CREATE_INSTANCE_DIR,
+                               self.create_dest_dir, self.remove_dest_dir)]
+        return [Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
+                     self.remove_dest_dir), move]
 
     def validate(self) -> None:
         path = self.dest.instances_path
@@ -255,12 +260,12 @@ class MigrateDiskAndPowerOff:
         sourcetops.refuse_if_topped(self.inst)
         self.was_running = self.guest.is_running()
         self.source_xml = self.guest.xml()
-        rbd = inventory.rbd_disks(self.source_xml, self.inst.uuid,
+        own_rbd = inventory.rbd_disks(self.source_xml, self.inst.uuid,
                                   self.guest.block_capacity) \
             if self.owns_rbd and self.was_running else []
-        self.refuse_disks_elsewhere([d.target_dev or '' for d in rbd])
+        self.refuse_disks_elsewhere([d.target_dev or '' for d in own_rbd])
         self.disks = inventory.discover(self.source_xml, self.inst,
-                                        self.env.qemu_img()) + rbd
+                                        self.env.qemu_img()) + own_rbd
         if not any(d.role is DiskRole.ROOT for d in self.disks):
             LOG.info('No root disk in the instance directory (booted from '
                      'volume)', instance_uuid=self.inst.uuid)
@@ -287,9 +292,14 @@ class MigrateDiskAndPowerOff:
             offered=self.offered_plans, live=self.live_mode,
             live_blockers=self.live_blockers(), running=self.was_running,
             pre_copy=self.env.conf.resizedriver.pre_copy,
-            precopy_blockers=self._precopy_blockers(free))
+            precopy_blockers=self._precopy_blockers(free),
+            rbd_blockers=self._rbd_blockers())
         if self.choice.plan == chooser.UPSTREAM:     # the caller logs it
             raise exception.Upstream(self.choice.reason)
+        if self.choice.plan == chooser.RBD_COLD:
+            why = rbd.refusal(rbd.images(self.env), self.disks)
+            if why:
+                raise exception.ResizeRefused(why)
         LOG.info('Plan %s: %s', self.choice.plan, self.choice.reason,
                  instance_uuid=self.inst.uuid)
         if self.choice.plan == chooser.LIVE:
@@ -331,6 +341,19 @@ class MigrateDiskAndPowerOff:
         command's rule (``inventory.check_no_shrink``); an integration
         with a flavor on record decides from it instead, as Nova does."""
         inventory.check_no_shrink(self.disks, self.new_flavor)
+
+    def _rbd_blockers(self) -> list[str]:
+        """What else keeps an RBD resize from the ``rbd`` plan: it needs
+        the cluster, and it makes no disk (Nova's image backend makes
+        swap and ephemeral disks, which that plan is not proven with)."""
+        if not any(d.format == RBD for d in self.disks):
+            return []
+        why = []
+        if self.env.rbd is None:
+            why.append('no access to the Ceph cluster here')
+        if self.new_flavor.swap_bytes or self.new_flavor.ephemeral_bytes:
+            why.append('the new flavor has swap or an ephemeral disk')
+        return why
 
     def live_blockers(self) -> list[str]:
         """Why this resize cannot be live (``live.blockers``, then the
@@ -634,7 +657,8 @@ class MigrateDiskAndPowerOff:
         done here, not deferred, because the guest boots from the copy
         and changes it: only before that start can a read-back prove
         the copy."""
-        names = [d.name for d in self.disks if d.role is not DiskRole.SWAP]
+        names = [d.name for d in self.disks
+                 if d.role is not DiskRole.SWAP and d.format != RBD]
         if os.path.exists(self.inst.in_resize_dir(DISK_INFO)):
             names.append(DISK_INFO)
         self.copy_all([(self.inst.in_resize_dir(name),

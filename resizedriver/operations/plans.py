@@ -23,7 +23,7 @@ from typing import Any, Callable
 from resizedriver import chooser
 from resizedriver import exception
 from resizedriver import stepname
-from resizedriver.operations import live, overlay, precopy
+from resizedriver.operations import live, overlay, precopy, rbd
 from resizedriver.operations.protocols import ConfirmOp, FinishOp, MigrateOp
 from resizedriver.plan import Step
 
@@ -64,11 +64,21 @@ def _cold_revert(op: Any) -> list[Step]:
     return op.cold_steps()
 
 
-def _precopy_revert(op: Any) -> list[Step]:
+def _cold_revert_then(op: Any, after_move_back: list[Step]) -> list[Step]:
+    """The cold revert with ``after_move_back`` once the kept source is
+    back (and before its domain is defined)."""
     steps = op.cold_steps()
     at = [s.name for s in steps].index(stepname.MOVE_BACK) + 1
-    return steps[:at] + [precopy.revert_fold_step(op.env, op.record)] + \
-        steps[at:]
+    return steps[:at] + after_move_back + steps[at:]
+
+
+def _precopy_revert(op: Any) -> list[Step]:
+    return _cold_revert_then(op, [precopy.revert_fold_step(op.env,
+                                                           op.record)])
+
+
+def _rbd_revert(op: Any) -> list[Step]:
+    return _cold_revert_then(op, rbd.revert_steps(op.env, op.record))
 
 
 def _live_revert(op: Any) -> list[Step]:
@@ -90,6 +100,8 @@ BUILDERS = {
                               keeps_disk_formats=True),
     chooser.LIVE: Builders(live.migrate_steps, live.finish_steps,
                            live.confirm_steps, _live_revert),
+    chooser.RBD_COLD: Builders(rbd.migrate_steps, rbd.finish_steps,
+                               rbd.confirm_steps, _rbd_revert),
 }
 
 

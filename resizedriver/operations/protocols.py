@@ -14,7 +14,7 @@ here imports an operation or a plan.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 if TYPE_CHECKING:
     from resizedriver.env import HostEnv
@@ -43,6 +43,7 @@ class MigrateOp(Protocol):
     live_revert: str
     makes_swap: bool
     summary: Summary
+    facts: dict[str, Any]
 
     @property
     def guest(self) -> Guest: ...
@@ -58,6 +59,8 @@ class MigrateOp(Protocol):
 
     def copy_backing(self) -> None: ...
 
+    def copy_disks(self) -> None: ...
+
     def remove_copied_backing(self) -> None: ...
 
     def create_dest_dir(self) -> None: ...
@@ -67,6 +70,8 @@ class MigrateOp(Protocol):
     def move_to_resize(self) -> None: ...
 
     def move_back(self) -> None: ...
+
+    def move_steps(self) -> list[Step]: ...
 
     def power_off_step(self) -> None: ...
 
@@ -88,6 +93,10 @@ class FinishOp(Protocol):
     final: list[DiskFile]
 
     def steps_after_checks(self) -> list[Step]: ...
+
+    def check_disks(self) -> None: ...
+
+    def write_disk_info(self) -> None: ...
 
     def rbd_size(self, disk: DiskFile) -> int: ...
 
@@ -111,5 +120,7 @@ class ConfirmOp(Protocol):
 
     env: HostEnv
     record: ResizeRecord
+
+    def undefine(self) -> None: ...
 
     def delete_resize_dir(self) -> None: ...

@@ -21,6 +21,7 @@ resizes on A instead (same host).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -28,6 +29,7 @@ import sys
 import time
 import traceback
 from typing import Any, Callable, Optional
+from unittest import mock
 
 from tests.lib import parallel
 from tests.nova import novaenv
@@ -72,6 +74,17 @@ def _swap_bdm_follows_flavor(ctx, inst, confirm: bool) -> dict:
     manager.ComputeManager._update_bdm_for_swap_to_finish_resize(
         None, ctx, inst, confirm=confirm)
     return novaenv.block_device_info(inst)
+
+
+def _upstream_forced(forced: bool) -> Any:
+    """With ``forced``, the resize takes Nova's own path whatever our
+    chooser would pick (the test hook of ``upstream.reason``), so that
+    upstream stays proven where a plan of ours now takes the case."""
+    from resizedriver.nova import upstream
+    if not forced:
+        return contextlib.nullcontext()
+    return mock.patch.object(upstream, 'reason',
+                             lambda *a, **kw: 'forced by a test')
 
 
 def run(drv, req: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +140,9 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         inst.old_flavor, inst.new_flavor = inst.flavor, new
         inst.save()
         called = time.monotonic()
-        disk_info = drv.migrate_disk_and_power_off(
-            ctx, inst, mig.dest_host, new, nw, bdi, 60, 2)
+        with _upstream_forced(req.get('upstream', False)):
+            disk_info = drv.migrate_disk_and_power_off(
+                ctx, inst, mig.dest_host, new, nw, bdi, 60, 2)
         called_end = time.monotonic()
         manager.ComputeManager._set_instance_info(inst, new)
         inst.host = dest[0]
@@ -160,9 +174,10 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
     elif call == 'revert_resize':
         inst.task_state = task_states.RESIZE_REVERTING
         inst.save()
-        # Not shared storage: the destination's disks go (the manager's
-        # destroy_disks = not shared).
-        drv.destroy(ctx, inst, nw, bdi, destroy_disks=True)
+        # The manager's destroy_disks = not shared: the destination's
+        # disk files go; RBD images are shared (the caller says False).
+        drv.destroy(ctx, inst, nw, bdi,
+                    destroy_disks=req.get('destroy_disks', True))
         novaenv.remove_taps(nw)
     elif call == 'finish_revert_resize':
         bdi = _swap_bdm_follows_flavor(ctx, inst, confirm=False)

@@ -3,36 +3,48 @@
 hosts of one cloud do).
 
 The chooser sends an RBD instance's resize that can be live on its host
-to the ``live`` plan (no reboot, the image grown with blockResize), and
-every other one Nova's own way (the ``upstream`` plan, rules 0 and 1b):
-these tests prove both work on a real cluster under our driver, never
-worse than Nova's, and check them on what the guest prints
-and on what the cluster holds: the root disk ``<uuid>_disk`` grows with
-the flavor, Nova's ``nova-resize`` snapshot exists while the resize is
-pending and is gone after confirm and after revert (a leaked one would
-make the next resize fail after power-off: the next resize is tested).
+to the ``live`` plan (no reboot, the image grown with blockResize), a
+running guest's cold one (same host or to host B) to the ``rbd`` plan
+(our snapshot ``resizedriver-resize`` is the revert point, nothing is
+copied), and every other one Nova's own way (the ``upstream`` plan,
+rules 0 and 1c; the tests of it force that way, which our plans now
+take in their cases): these tests prove all three on a real cluster
+under our driver, never worse than Nova's, and check them on what the
+guest prints and on what the cluster holds: the root disk
+``<uuid>_disk`` grows with the flavor, the revert point (ours, or Nova's
+``nova-resize``) exists while the resize is pending and is gone after
+confirm and after revert (a leaked one would make the next resize fail
+after power-off: the next resize is tested).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 from nova import exception as nova_exception
+from nova.compute import manager
+from nova.virt.libvirt import driver as libvirt_driver
 
 from resizedriver.host import Host
+from resizedriver.nova import upstream
 from tests.lib import ceph as test_ceph
 from tests.lib import guestlog, parallel
 from tests.nova import compute_node, novaenv
 from tests.nova.test_nova_cross_host import Node, host_b  # noqa: F401
 from tests.nova.test_nova_live import KiB, _report, roomy
-from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL,
+from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL, Crash,
                                          assert_no_resize_left, flavor,
-                                         plan_of, resize, revert)
+                                         kill_after, migrate_killed_after,
+                                         migration_for, plan_of, resize,
+                                         revert)
 
 GiB = 1024 ** 3
 #: Nova's snapshot of the root disk while a resize is pending
 RESIZE_SNAP = 'nova-resize'
+#: the ``rbd`` plan's (ours) while a resize is pending
+REVERT_POINT = 'resizedriver-resize'
 
 
 @pytest.fixture(scope='session')
@@ -61,7 +73,36 @@ def assert_root(ceph: test_ceph.Ceph, uuid: str, gib: int,
     assert ceph.snapshots(disk) == snapshots
 
 
+def _resized_then_reverted(server, ceph: test_ceph.Ceph, plan: str,
+                           snap: str) -> None:
+    """A booted-once SMALL server resized to BIG by ``plan``, with the
+    revert point ``snap`` while pending, then reverted: the disk rolled
+    back to it (boot 2 again, after boot 1's clean shutdown), 1 GiB
+    again, no snapshot left."""
+    uuid = server.instance.uuid
+    mig = resize(server, flavor(BIG))
+    assert plan_of(server) == plan
+    resized = server.wait_boot(2)
+    assert (resized.cpu_count, resized.disks) == (2, {'vda': 2 * GiB})
+    assert_root(ceph, uuid, 2, [snap])
+
+    revert(server, mig)
+    back = server.wait_boot(2)
+    assert (back.cpu_count, back.disks, back.shutdown_mark) == (
+        1, {'vda': 1 * GiB}, '1')
+    assert_root(ceph, uuid, 1, [])
+
+
+@pytest.fixture
+def forced_upstream(monkeypatch):
+    """Nova's own path for every resize (the test hook of the chooser's
+    rule 0): what the ``rbd`` plan now takes stays proven upstream."""
+    monkeypatch.setattr(upstream, 'reason',
+                        lambda *a, **kw: 'forced by a test')
+
+
 def test_rbd_resize_same_host_revert_then_confirm_twice(rbd_backend,
+                                                        forced_upstream,
                                                         make_server):
     """Nova's own resize on a real Ceph, same host: revert, then a resize
     that is confirmed, then one more (the resize after a reverted and
@@ -74,17 +115,7 @@ def test_rbd_resize_same_host_revert_then_confirm_twice(rbd_backend,
     assert_root(ceph, uuid, 1, [])
     assert not os.path.exists(os.path.join(server.dir, 'disk'))
 
-    mig = resize(server, flavor(BIG))
-    assert plan_of(server) == 'upstream'
-    resized = server.wait_boot(2)
-    assert (resized.cpu_count, resized.disks) == (2, {'vda': 2 * GiB})
-    assert_root(ceph, uuid, 2, [RESIZE_SNAP])
-
-    revert(server, mig)
-    # the disk rolled back to the snapshot Nova took before its boot 2
-    back = server.wait_boot(2)
-    assert (back.cpu_count, back.disks) == (1, {'vda': 1 * GiB})
-    assert_root(ceph, uuid, 1, [])
+    _resized_then_reverted(server, ceph, 'upstream', RESIZE_SNAP)
     assert_no_resize_left(server)
 
     mig = resize(server, flavor(BIG))
@@ -158,28 +189,41 @@ def test_rbd_live_resize_then_revert_keeps_the_grown_disk(rbd_backend,
     assert server.ping()
 
 
-def test_a_leaked_resize_snapshot_is_refused_before_power_off(rbd_backend,
-                                                              make_server):
-    """A ``nova-resize`` snapshot that an earlier resize left behind (its
-    confirm or revert never ran to the end): Nova's own path would power
-    the guest off, migrate, and fail in finish taking the snapshot again
-    (rbd's ImageExists), the instance in ERROR with its guest off.  The
-    snapshot is there to see: refused before power-off."""
-    ceph = rbd_backend
-    server = make_server(flavor(SMALL))
-    server.wait_boot(1)
+def _refused_for(server, ceph: test_ceph.Ceph, snap: str,
+                 forced_upstream: bool, monkeypatch) -> None:
+    """The resize is refused, naming the leaked ``snap``."""
     disk = f'{server.instance.uuid}_disk'
-    ceph.create_snapshot(disk, RESIZE_SNAP)
+    ceph.create_snapshot(disk, snap)
+    if forced_upstream:
+        monkeypatch.setattr(upstream, 'reason',
+                            lambda *a, **kw: 'forced by a test')
     try:
         with pytest.raises(nova_exception.InstanceFaultRollback) as caught:
             server.driver.migrate_disk_and_power_off(
                 server.ctx, server.instance, novaenv.CONF.my_ip,
                 flavor(BIG), server.nw, None, 60, 2)
     finally:
-        ceph.remove_snapshot(disk, RESIZE_SNAP)
+        monkeypatch.undo()
+        ceph.remove_snapshot(disk, snap)
     inner = caught.value.inner_exception
     assert isinstance(inner, nova_exception.ResizeError), inner
-    assert f'{disk}@{RESIZE_SNAP}' in str(inner)
+    assert f'{disk}@{snap}' in str(inner)
+
+
+def test_a_leaked_resize_snapshot_is_refused_before_power_off(rbd_backend,
+                                                              make_server,
+                                                              monkeypatch):
+    """A ``nova-resize`` snapshot that an earlier resize left behind (its
+    confirm or revert never ran to the end): Nova's own path would power
+    the guest off, migrate, and fail in finish taking the snapshot again
+    (rbd's ImageExists), the instance in ERROR with its guest off.  The
+    snapshot is there to see: refused before power-off.  So is a revert
+    point of ours left behind, for the ``rbd`` plan."""
+    ceph = rbd_backend
+    server = make_server(flavor(SMALL))
+    server.wait_boot(1)
+    _refused_for(server, ceph, RESIZE_SNAP, True, monkeypatch)
+    _refused_for(server, ceph, REVERT_POINT, False, monkeypatch)
     # before power-off: the guest ran on, never rebooted
     assert server.driver.get_info(server.instance).state == 1
     assert server.wait_boot(1).cpu_count == 1
@@ -187,10 +231,9 @@ def test_a_leaked_resize_snapshot_is_refused_before_power_off(rbd_backend,
     assert_root(ceph, server.instance.uuid, 1, [])
 
 
-def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
-    """Nova's own move of an RBD instance to host B: nothing is copied,
-    B boots the same image from the shared cluster, grown; confirm drops
-    the snapshot and A's guest; then B's guest and image are deleted."""
+def _spawned_on_a(host_b, ceph):  # noqa: F811
+    """Nodes A and B on the cluster, and an instance spawned on A: the
+    nodes, its uuid, ip and mac."""
     options = {'resizedriver': {
         'ssh_user': 'root', 'ssh_identity_file': host_b.key,
         'ssh_options': host_b.client_options(), 'pre_copy': False},
@@ -198,7 +241,15 @@ def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
     a = Node('a', options, b=host_b)
     b = Node('b', options, b=host_b)
     ip, mac = parallel.guest_address()
-    uuid = a('spawn', flavor=SMALL, ip=ip, mac=mac)['uuid']
+    return a, b, a('spawn', flavor=SMALL, ip=ip, mac=mac)['uuid'], ip, mac
+
+
+def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
+    """Nova's own move of an RBD instance to host B (forced: the ``rbd``
+    plan now takes it): nothing is copied, B boots the same image from
+    the shared cluster, grown; confirm drops the snapshot and A's guest;
+    then B's guest and image are deleted."""
+    a, b, uuid, ip, mac = _spawned_on_a(host_b, ceph)
     here = os.path.join(compute_node.INSTANCES, uuid)
     there = host_b.path(here)
     try:
@@ -208,7 +259,7 @@ def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
         assert_root(ceph, uuid, 1, [])
         wire = host_b.wire_bytes()
 
-        out = a('resize_instance', uuid=uuid, flavor=BIG)
+        out = a('resize_instance', uuid=uuid, flavor=BIG, upstream=True)
         b('finish_resize', uuid=uuid, ip=ip, migration=out['migration'],
           disk_info=out['disk_info'])
         after = guestlog.wait_for_boot(os.path.join(there, 'console.log'),
@@ -233,3 +284,176 @@ def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
                            (b, host_b.host())):
             if host.lookup(uuid) is not None:
                 node('destroy', uuid=uuid)
+
+
+def test_rbd_cold_resize_same_host_revert_then_confirm(rbd_backend,
+                                                       make_server):
+    """The ``rbd`` plan, same host: the guest shuts down, our snapshot is
+    the revert point, the image grows in the pool, Nova's XML boots the
+    new flavor; nothing is copied and Nova's ``nova-resize`` is never
+    taken.  The revert gives the image back its bytes (the guest's boot
+    counter on it reads as at the revert point) and its size; the resize
+    after it is confirmed, leaving no snapshot."""
+    ceph = rbd_backend
+    server = make_server(flavor(SMALL))
+    uuid = server.instance.uuid
+    assert server.wait_boot(1).disks == {'vda': 1 * GiB}
+
+    _resized_then_reverted(server, ceph, 'rbd', REVERT_POINT)
+    assert_no_resize_left(server)
+
+    mig = resize(server, flavor(BIG))
+    assert plan_of(server) == 'rbd'
+    assert server.wait_boot(3).disks == {'vda': 2 * GiB}
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_root(ceph, uuid, 2, [])
+    assert_no_resize_left(server)
+    assert server.driver.engine.journals.find(uuid) == []
+    assert server.ping()
+
+
+def test_rbd_cold_move_to_host_b_revert_then_confirm(host_b,  # noqa: F811
+                                                     ceph):
+    """The ``rbd`` plan to host B, which shares the cluster: nothing
+    crosses the wire but the record, B boots the same image grown.  The
+    revert stops B's guest, rolls the image back to the revert point and
+    starts A's guest on it (bytes and size as before); the next move is
+    confirmed: no snapshot, no guest on A, B's runs."""
+    a, b, uuid, ip, mac = _spawned_on_a(host_b, ceph)
+    here = os.path.join(compute_node.INSTANCES, uuid)
+    there = host_b.path(here)
+
+    def to_b(boot: int) -> int:
+        wire = host_b.wire_bytes()
+        out = a('resize_instance', uuid=uuid, flavor=BIG)
+        with open(os.path.join(here + '_resize', 'resize.json')) as f:
+            assert json.load(f)['plan'] == 'rbd'
+        b('finish_resize', uuid=uuid, ip=ip, migration=out['migration'],
+          disk_info=out['disk_info'])
+        after = guestlog.wait_for_boot(os.path.join(there, 'console.log'),
+                                       boot)
+        assert (after.cpu_count, after.disks) == (2, {'vda': 2 * GiB})
+        assert host_b.ping(ip.split('/')[0]), 'guest does not answer on B'
+        assert_root(ceph, uuid, 2, [REVERT_POINT])
+        assert host_b.wire_bytes() - wire < 64 * 1024 ** 2
+        return out['migration']
+
+    try:
+        guestlog.wait_for_boot(os.path.join(here, 'console.log'), 1)
+        migration = to_b(2)
+
+        b('revert_resize', uuid=uuid, migration=migration,
+          destroy_disks=False)
+        assert host_b.host().lookup(uuid) is None
+        a('finish_revert_resize', uuid=uuid, migration=migration)
+        back = guestlog.wait_for_boot(os.path.join(here, 'console.log'), 2)
+        assert (back.cpu_count, back.disks, back.shutdown_mark) == (
+            1, {'vda': 1 * GiB}, '1')
+        assert_root(ceph, uuid, 1, [])
+        assert not os.path.exists(here + '_resize')
+
+        migration = to_b(3)
+        a('confirm_resize', uuid=uuid, migration=migration)
+        assert_root(ceph, uuid, 2, [])
+        assert not os.path.exists(here)
+        assert not os.path.exists(here + '_resize')
+        assert Host('qemu:///system').lookup(uuid) is None
+        assert host_b.host().lookup(uuid).is_running()
+    finally:
+        for node, host in ((a, Host('qemu:///system')),
+                           (b, host_b.host())):
+            if host.lookup(uuid) is not None:
+                node('destroy', uuid=uuid)
+
+
+def _restarted(server, monkeypatch) -> None:
+    """nova-compute starts again: our init_host recovers the journals
+    (Nova's own part already ran for this process)."""
+    monkeypatch.undo()
+    monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
+                        lambda self, host: None)
+    server.driver.init_host(host=novaenv.CONF.host)
+    monkeypatch.undo()
+    assert server.driver.engine.journals.find(server.instance.uuid) == []
+
+
+def _reverted_by_nova(server, mig) -> None:
+    """What Nova does next for an instance whose resize was rolled back
+    or whose revert was completed on disk at start: plug its VIFs and
+    revert (again)."""
+    inst = server.instance
+    manager.ComputeManager._set_instance_info(inst, inst.old_flavor)
+    inst.save()
+    server.driver.plug_vifs(inst, server.nw)
+    server.driver.finish_revert_migration(server.ctx, inst, server.nw, mig,
+                                          None, True)
+
+
+def test_rbd_cold_faults_recovered_leave_no_snapshot(rbd_backend,
+                                                     make_server,
+                                                     monkeypatch):
+    """The ``rbd`` plan's fault rows: nova-compute killed right after a
+    step (before its journal says done), recovered by init_host, then
+    Nova's own next call.  Each row ends with the guest running the
+    flavor it should (its console), the image at its size and with no
+    snapshot left (the cluster), and the next resize goes through."""
+    ceph = rbd_backend
+    server = make_server(flavor(SMALL))
+    uuid, drv, inst = server.instance.uuid, server.driver, server.instance
+    server.wait_boot(1)
+
+    def row(boot: int, gib: int, cpus: int) -> None:
+        report = server.wait_boot(boot)
+        assert (report.cpu_count, report.disks) == (cpus, {'vda': gib * GiB})
+        assert_root(ceph, uuid, gib, [])
+        assert_no_resize_left(server)
+
+    # migrate killed once the revert point is taken: rolled back at start
+    mig = migrate_killed_after(server, monkeypatch, 'take revert point')
+    _restarted(server, monkeypatch)
+    assert_root(ceph, uuid, 1, [])
+    _reverted_by_nova(server, mig)
+    row(2, 1, 1)
+
+    # finish killed once the image grew: rolled back (the image too),
+    # then Nova reverts the resize
+    real_finish = drv.finish_migration
+
+    def killed_finish(*args, **kwargs):
+        kill_after(monkeypatch, 'grow disks')
+        real_finish(*args, **kwargs)
+    monkeypatch.setattr(drv, 'finish_migration', killed_finish)
+    with pytest.raises(Crash):
+        resize(server, flavor(BIG))
+    _restarted(server, monkeypatch)
+    assert_root(ceph, uuid, 1, [REVERT_POINT])
+    revert(server, migration_for(server, flavor(BIG)))
+    row(3, 1, 1)        # the disk is boot 2's: finish never booted it
+
+    # revert killed once the image is rolled back: completed at start
+    mig = resize(server, flavor(BIG))
+    assert server.wait_boot(4).disks == {'vda': 2 * GiB}
+    kill_after(monkeypatch, 'roll back to revert point')
+    with pytest.raises(Crash):
+        revert(server, mig)
+    _restarted(server, monkeypatch)
+    assert_root(ceph, uuid, 1, [])
+    _reverted_by_nova(server, mig)
+    row(4, 1, 1)        # boot 4 again: the disk is boot 3's
+
+    # confirm killed once the revert point is gone: completed at start
+    mig = resize(server, flavor(BIG))
+    kill_after(monkeypatch, 'remove revert point')
+    with pytest.raises(Crash):
+        drv.confirm_migration(server.ctx, mig, inst, server.nw)
+    _restarted(server, monkeypatch)
+    row(5, 2, 2)
+    assert drv.get_info(inst).state == 1
+
+    # and the next resize goes through
+    mig = resize(server, flavor(BIGGER))
+    assert server.wait_boot(6).disks == {'vda': 3 * GiB}
+    drv.confirm_migration(server.ctx, mig, inst, server.nw)
+    assert_root(ceph, uuid, 3, [])
+    assert server.ping()

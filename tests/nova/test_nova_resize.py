@@ -488,14 +488,8 @@ def test_a_resize_killed_mid_way_is_recovered_at_start(make_server,
     server = make_server(flavor(SMALL))
     before = server.wait_boot(1)
     drv, inst = server.driver, server.instance
-    mig = migration_for(server, flavor(BIG))
-    inst.old_flavor, inst.new_flavor = inst.flavor, flavor(BIG)
-    inst.save()
-
-    kill_after(monkeypatch, 'move instance dir to _resize')
-    with pytest.raises(Crash):
-        drv.migrate_disk_and_power_off(server.ctx, inst, mig.dest_host,
-                                       flavor(BIG), server.nw, None, 60, 2)
+    mig = migrate_killed_after(server, monkeypatch,
+                               'move instance dir to _resize')
     monkeypatch.undo()
     assert os.path.isdir(server.dir + '_resize')
     assert not os.path.exists(server.dir)
@@ -621,6 +615,21 @@ def forbid_engine_guest_steps(monkeypatch):
         raise AssertionError('an engine guest step ran under Nova')
     monkeypatch.setattr(vif, 'plug', forbidden)
     monkeypatch.setattr(Host, 'define', forbidden)
+
+
+def migrate_killed_after(server, monkeypatch, step: str):
+    """The manager's resize_instance to BIG, nova-compute killed right
+    after ``step`` of the migrate; returns the migration."""
+    inst = server.instance
+    mig = migration_for(server, flavor(BIG))
+    inst.old_flavor, inst.new_flavor = inst.flavor, flavor(BIG)
+    inst.save()
+    kill_after(monkeypatch, step)
+    with pytest.raises(Crash):
+        server.driver.migrate_disk_and_power_off(
+            server.ctx, inst, mig.dest_host, flavor(BIG), server.nw, None,
+            60, 2)
+    return mig
 
 
 def kill_after(monkeypatch, step: str):

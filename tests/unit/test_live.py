@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from resizedriver import chooser
@@ -260,21 +262,42 @@ RBD_ROOT = DiskFile('disk', DiskRole.ROOT,
                     64 * MiB, 0, None, 'vda')
 
 
-def test_rbd_disks_are_live_or_upstream():
-    """Rule 1b: an RBD instance whose resize the live plan can do goes
-    live; anything else about RBD is Nova's own (never refused for it,
-    never copied), unless live resize is ``always``."""
-    def choose(topology=Topology.SAME_HOST, live='auto', blockers=()):
-        return chooser.choose(topology, [RBD_ROOT], use_cow_images=True,
+def test_rbd_disks_are_live_rbd_or_upstream():
+    """Rules 1, 1b, 1c: an RBD instance whose resize the live plan can do
+    goes live; a running guest whose one image is its root (beside its
+    kernel and ramdisk files) the ``rbd`` plan, on any host; anything
+    else about RBD is Nova's own (never refused for it, never copied),
+    unless live resize is ``always``."""
+    kernel = DiskFile('kernel', DiskRole.KERNEL, '/i/kernel', 'file', 1, 1)
+    ephemeral = dataclasses.replace(RBD_ROOT, name='disk.local',
+                                    role=DiskRole.EPHEMERAL)
+
+    def choose(topology=Topology.SAME_HOST, live='auto', blockers=(),
+               disks=(RBD_ROOT, kernel), running=True, offered=None,
+               rbd_blockers=()):
+        return chooser.choose(topology, list(disks), use_cow_images=True,
                               live=live, live_blockers=blockers,
-                              running=True, pre_copy=True)
+                              running=running, pre_copy=True,
+                              offered=offered or chooser.ENGINE_PLANS,
+                              rbd_blockers=rbd_blockers)
     assert _blockers(Flavor(2, 512, 128 * MiB), disks=[RBD_ROOT]) == []
     assert choose().plan == chooser.LIVE
     cold = choose(blockers=['fewer vCPUs (2 -> 1)'])
-    assert cold.plan == chooser.UPSTREAM
-    assert cold.reason == 'Ceph RBD disks, not live: fewer vCPUs (2 -> 1)'
-    assert choose(live='never').plan == chooser.UPSTREAM
-    assert choose(Topology.OTHER_HOST).plan == chooser.UPSTREAM
+    assert cold.plan == chooser.RBD_COLD
+    assert cold.reason.startswith(
+        'Ceph RBD disk, not live (fewer vCPUs (2 -> 1)): an RBD snapshot')
+    assert choose(live='never').plan == chooser.RBD_COLD
+    assert choose(Topology.OTHER_HOST).plan == chooser.RBD_COLD
+    for why, upstream in (
+            ('the guest is not running',
+             choose(live='never', running=False)),
+            ('disk.local', choose(live='never', disks=(RBD_ROOT, ephemeral))),
+            ('does not offer it', choose(
+                live='never', offered=(chooser.LIVE, chooser.COPY))),
+            ('new flavor has swap', choose(
+                live='never', rbd_blockers=['the new flavor has swap']))):
+        assert upstream.plan == chooser.UPSTREAM
+        assert why in upstream.reason
     with pytest.raises(exception.ResizeRefused, match='not possible'):
         choose(live='always', blockers=['swap changes'])
 

@@ -1,0 +1,96 @@
+"""The ``rbd`` plan's steps against a cluster in memory: what they refuse
+and what they read back (the Nova tier runs them on a real Ceph)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from resizedriver import exception
+from resizedriver.model import DiskFile, DiskRole, Flavor, MiB
+from resizedriver.operations import rbd
+from tests.unit import fakes
+from tests.unit.test_record import UUID, make_record
+
+IMAGE = f'vms/{UUID}_disk'
+ROOT = DiskFile('disk', DiskRole.ROOT, IMAGE, 'rbd', 8 * MiB, 0, None,
+                'vda')
+KERNEL = DiskFile('kernel', DiskRole.KERNEL, '/i/kernel', 'file', 3, 3)
+
+
+class Cluster:
+    """``RbdImages`` in memory; ``stuck`` images ignore a resize."""
+
+    def __init__(self, stuck: bool = False) -> None:
+        self.sizes = {IMAGE: 8 * MiB}
+        self.snaps: dict[str, dict[str, int]] = {IMAGE: {}}
+        self.stuck = stuck
+
+    def size(self, image: str) -> int:
+        return self.sizes[image]
+
+    def resize(self, image: str, size: int) -> None:
+        if not self.stuck:
+            self.sizes[image] = size
+
+    def snapshots(self, image: str) -> list[str]:
+        return sorted(self.snaps[image])
+
+    def create_snapshot(self, image: str, snap: str) -> None:
+        self.snaps[image][snap] = self.sizes[image]
+
+    def remove_snapshot(self, image: str, snap: str) -> None:
+        self.snaps[image].pop(snap, None)
+
+    def rollback(self, image: str, snap: str) -> None:
+        self.sizes[image] = self.snaps[image][snap]
+
+
+def record():
+    return dataclasses.replace(make_record(), disks=[ROOT, KERNEL],
+                               new_flavor=Flavor(2, 512, 16 * MiB))
+
+
+def test_a_revert_point_left_behind_is_refused():
+    cluster = Cluster()
+    assert rbd.refusal(cluster, [ROOT, KERNEL]) is None
+    cluster.create_snapshot(IMAGE, rbd.SNAPSHOT)
+    assert f'{IMAGE}@resizedriver-resize exists' in \
+        rbd.refusal(cluster, [ROOT, KERNEL])
+
+
+def test_grow_reads_the_size_back():
+    rec, cluster = record(), Cluster()
+    rbd.grow(cluster, rec)
+    assert cluster.sizes[IMAGE] == 16 * MiB
+    with pytest.raises(exception.ResizeDriverError, match='after a resize'):
+        rbd.grow(Cluster(stuck=True), rec)
+
+
+def test_check_revert_point_wants_it_at_the_recorded_size():
+    rec, cluster = record(), Cluster()
+    with pytest.raises(exception.ResizeDriverError, match='no revert'):
+        rbd.check_revert_point(cluster, rec)
+    cluster.create_snapshot(IMAGE, rbd.SNAPSHOT)
+    rbd.check_revert_point(cluster, rec)
+    cluster.sizes[IMAGE] = 12 * MiB
+    with pytest.raises(exception.ResizeDriverError, match='the source saw'):
+        rbd.check_revert_point(cluster, rec)
+
+
+def test_roll_back_never_under_a_running_guest(make_env):
+    rec, cluster = record(), Cluster()
+    cluster.create_snapshot(IMAGE, rbd.SNAPSHOT)
+    rbd.grow(cluster, rec)
+    guest = fakes.FakeGuest(UUID, 'guest-1', '<domain/>', running=True)
+    with pytest.raises(exception.ResizeDriverError, match='runs here'):
+        rbd.roll_back(make_env(guest), cluster, rec)
+    assert cluster.sizes[IMAGE] == 16 * MiB
+    env = make_env()
+    rbd.roll_back(env, cluster, rec)
+    assert cluster.sizes[IMAGE] == 8 * MiB
+    # run again once the revert point went: already rolled back
+    rbd.remove_revert_point(cluster, [IMAGE], UUID)
+    rbd.roll_back(env, cluster, rec)
+    assert cluster.snapshots(IMAGE) == []
