@@ -55,13 +55,21 @@ def assert_succeeded(cloud, server, *actions: str) -> None:
         assert results and set(results.values()) == {'Success'}, results
 
 
-def test_live_resize_on_one_host_then_confirm(cloud):
-    small = cloud.flavor('live-s', 1, 256, 1, stack.ROOM)
-    big = cloud.flavor('live-b', 2, 512, 2, stack.ROOM)
-    server = cloud.boot('live', small)
+def _live_on_a(cloud, name: str):
+    """A server resized live on A (flavors with headroom: 1 -> 2 vCPUs,
+    256 -> 512 MiB, 1 -> 2 GiB), in VERIFY_RESIZE; its flavors and the
+    guest's report before."""
+    small = cloud.flavor(f'{name}-s', 1, 256, 1, stack.ROOM)
+    big = cloud.flavor(f'{name}-b', 2, 512, 2, stack.ROOM)
+    server = cloud.boot(name, small)
     before = cloud.console(server)
     with cloud.only(A):
         server = cloud.resize(server, big)
+    return server, small, big, before
+
+
+def test_live_resize_on_one_host_then_confirm(cloud):
+    server, small, big, before = _live_on_a(cloud, 'live')
     after = cloud.guest(server, '2 CPUs, +256 MiB, a 2 GiB disk', lambda r: (
         r.cpu_count == 2 and r.mem_kb - before.mem_kb == 256 * KiB and
         r.disks == {'vda': 2 * stack.GiB}))
@@ -91,12 +99,7 @@ def confirm_window_on_a():
 
 def test_live_resize_confirmed_by_the_confirm_window(cloud,
                                                      confirm_window_on_a):
-    small = cloud.flavor('auto-s', 1, 256, 1, stack.ROOM)
-    big = cloud.flavor('auto-b', 2, 512, 2, stack.ROOM)
-    server = cloud.boot('auto', small)
-    before = cloud.console(server)
-    with cloud.only(A):
-        server = cloud.resize(server, big)
+    server, _small, big, before = _live_on_a(cloud, 'auto')
     # Nothing asks for the confirm: the destination's periodic task
     # _poll_unconfirmed_resizes does, once the migration is older than
     # the window.  Its spacing is oslo.service's default for a task
