@@ -78,6 +78,11 @@ class Cloud:
 
     def flavor(self, name: str, vcpus: int, ram: int, disk: int,
                extra_specs: Optional[dict] = None, ephemeral: int = 0):
+        # one an interrupted run of the same prefix left (the stack's
+        # database outlives its runs)
+        stale = self.conn.compute.find_flavor(f'{PREFIX}{name}')
+        if stale is not None:
+            self.conn.compute.delete_flavor(stale)
         flv = self.conn.compute.create_flavor(
             name=f'{PREFIX}{name}', vcpus=vcpus, ram=ram, disk=disk,
             ephemeral=ephemeral)
