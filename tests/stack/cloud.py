@@ -23,6 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 STACK = os.path.join(REPO, 'tools', 'stack')
 HOSTS = ('rdstack-a', 'rdstack-b')
 IMAGE = 'rdstack-guest'
+#: the guest ignoring the power button, Nova waiting 600 s for its clean
+#: shutdown (tools/stack.d/register.py): a resize stays in its power off
+DEAF_IMAGE = 'rdstack-guest-deaf'
 #: a server's name: the run's prefix (RESIZEDRIVER_TEST_RUN), then ours
 PREFIX = 'rdstack-' + os.environ.get('RESIZEDRIVER_TEST_RUN', '')
 #: headroom by flavor extra specs (resizedriver/headroom.py)
@@ -70,12 +73,16 @@ class Cloud:
 
     def __init__(self, conn) -> None:
         self.conn = conn
-        self.image = conn.image.find_image(IMAGE, ignore_missing=False)
         self._flavors: list = []
         self._servers: list = []
 
     def flavor(self, name: str, vcpus: int, ram: int, disk: int,
                extra_specs: Optional[dict] = None, ephemeral: int = 0):
+        # one an interrupted run of the same prefix left (the stack's
+        # database outlives its runs)
+        stale = self.conn.compute.find_flavor(f'{PREFIX}{name}')
+        if stale is not None:
+            self.conn.compute.delete_flavor(stale)
         flv = self.conn.compute.create_flavor(
             name=f'{PREFIX}{name}', vcpus=vcpus, ram=ram, disk=disk,
             ephemeral=ephemeral)
@@ -84,10 +91,13 @@ class Cloud:
             self.conn.compute.create_flavor_extra_specs(flv, extra_specs)
         return flv
 
-    def boot(self, name: str, flavor, host: str = HOSTS[0]):
+    def boot(self, name: str, flavor, host: str = HOSTS[0],
+             image: str = IMAGE):
         """A server on ``host`` without ports, ACTIVE and its guest up."""
         server = self.conn.compute.create_server(
-            name=f'{PREFIX}{name}', image_id=self.image.id,
+            name=f'{PREFIX}{name}',
+            image_id=self.conn.image.find_image(image,
+                                                ignore_missing=False).id,
             flavor_id=flavor.id, networks='none', host=host)
         self._servers.append(server)
         server = self.wait_status(server, 'ACTIVE')
@@ -103,9 +113,11 @@ class Cloud:
                 now.task_state is None else None
         return wait(f'server {server.id} {status}', probe, timeout)
 
+    def console_text(self, server) -> str:
+        return self.conn.compute.get_server_console_output(server)['output']
+
     def console(self, server) -> Optional[guestlog.GuestReport]:
-        out = self.conn.compute.get_server_console_output(server)
-        return guestlog.parse(out['output'])
+        return guestlog.parse(self.console_text(server))
 
     def guest(self, server, what: str,
               done: Callable[[guestlog.GuestReport], bool],
@@ -182,6 +194,14 @@ class Cloud:
             self.conn.compute.wait_for_delete(server, wait=300)
         for flv in self._flavors:
             self.conn.compute.delete_flavor(flv, ignore_missing=True)
+
+
+def restart_compute(node: str, confirm_window: int = 0) -> None:
+    """``tools/stack restart-compute``: nova-compute on host ``node``
+    ('a' or 'b') SIGKILLed and started again, with ``confirm_window``
+    as its ``resize_confirm_window``; returns once it is up."""
+    subprocess.run([STACK, 'restart-compute', node, str(confirm_window)],
+                   check=True)
 
 
 def leftovers(instance_name: str, uuid: str) -> list[str]:

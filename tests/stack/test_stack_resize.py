@@ -55,13 +55,21 @@ def assert_succeeded(cloud, server, *actions: str) -> None:
         assert results and set(results.values()) == {'Success'}, results
 
 
-def test_live_resize_on_one_host_then_confirm(cloud):
-    small = cloud.flavor('live-s', 1, 256, 1, stack.ROOM)
-    big = cloud.flavor('live-b', 2, 512, 2, stack.ROOM)
-    server = cloud.boot('live', small)
+def _live_on_a(cloud, name: str):
+    """A server resized live on A (flavors with headroom: 1 -> 2 vCPUs,
+    256 -> 512 MiB, 1 -> 2 GiB), in VERIFY_RESIZE; its flavors and the
+    guest's report before."""
+    small = cloud.flavor(f'{name}-s', 1, 256, 1, stack.ROOM)
+    big = cloud.flavor(f'{name}-b', 2, 512, 2, stack.ROOM)
+    server = cloud.boot(name, small)
     before = cloud.console(server)
     with cloud.only(A):
         server = cloud.resize(server, big)
+    return server, small, big, before
+
+
+def test_live_resize_on_one_host_then_confirm(cloud):
+    server, small, big, before = _live_on_a(cloud, 'live')
     after = cloud.guest(server, '2 CPUs, +256 MiB, a 2 GiB disk', lambda r: (
         r.cpu_count == 2 and r.mem_kb - before.mem_kb == 256 * KiB and
         r.disks == {'vda': 2 * stack.GiB}))
@@ -75,6 +83,32 @@ def test_live_resize_on_one_host_then_confirm(cloud):
     server = cloud.confirm(server)
     assert server.flavor.name == big.name
     assert cloud.console(server).boot == before.boot
+    assert_moved(cloud, server, big, A, 'confirmed')
+    assert_succeeded(cloud, server, 'resize', 'confirmResize')
+
+
+@pytest.fixture
+def confirm_window_on_a():
+    """A's nova-compute restarted with ``resize_confirm_window = 1``
+    (the destination's option), then restarted without, as the other
+    scenarios need it: they confirm or revert by hand."""
+    stack.restart_compute('a', confirm_window=1)
+    yield
+    stack.restart_compute('a')
+
+
+def test_live_resize_confirmed_by_the_confirm_window(cloud,
+                                                     confirm_window_on_a):
+    server, _small, big, before = _live_on_a(cloud, 'auto')
+    # Nothing asks for the confirm: the destination's periodic task
+    # _poll_unconfirmed_resizes does, once the migration is older than
+    # the window.  Its spacing is oslo.service's default for a task
+    # without one, 60 s, counted from the compute's start: the resize
+    # above falls within the first, and a window of 1 s leaves it.
+    server = cloud.wait_status(server, 'ACTIVE', timeout=150)
+    assert server.flavor.name == big.name
+    after = cloud.console(server)
+    assert (after.boot, after.cpu_count) == (before.boot, 2)
     assert_moved(cloud, server, big, A, 'confirmed')
     assert_succeeded(cloud, server, 'resize', 'confirmResize')
 
@@ -203,5 +237,71 @@ def test_delete_while_verify_resize_leaves_both_hosts_clean(cloud):
             } <= set(stack.leftovers(server.instance_name, server.id))
     cloud.delete(server)
     assert cloud.allocations(server.id) == {}
+    assert cloud.allocations(mig.uuid) == {}
+    assert stack.leftovers(server.instance_name, server.id) == []
+
+
+
+def test_source_compute_killed_mid_resize_then_restarted(cloud):
+    small = cloud.flavor('kill-s', 1, 256, 1)
+    big = cloud.flavor('kill-b', 2, 512, 2)
+    server = cloud.boot('kill', small, image=stack.DEAF_IMAGE)
+    before = cloud.console(server)
+    with cloud.only(B):
+        cloud.conn.compute.resize_server(server, big.id)
+        # The mid-resize point, deterministic: A's driver is in its power
+        # off step, the pre-copy to B done (B has the directory); the
+        # guest ignores the power button and Nova would wait 600 s for
+        # its clean shutdown (the image's os_shutdown_timeout)
+        stack.wait('the power button ignored', lambda: (
+            'RDGUEST shutdown-ignored' in cloud.console_text(server)))
+    assert cloud.conn.compute.get_server(server.id).task_state == \
+        'resize_migrating'
+    mig, = cloud.migrations(server)
+    assert f'B: {stack.stack_env()["STACK_INSTANCES"]}/{server.id}' in \
+        stack.leftovers(server.instance_name, server.id)
+    held = (cloud.allocations(server.id), cloud.allocations(mig.uuid))
+    stack.restart_compute('a')
+    # init_host: our recovery rolls the migrate back (B's directory
+    # removed, the guest's writes since the pre-copy's snapshot folded
+    # back into its disk while it runs), then Nova's _init_instance
+    # calls finish_revert_migration and clears the task state
+    server = cloud.wait_status(server, 'ACTIVE')
+    assert (server.compute_host, server.flavor.name, server.power_state) \
+        == (A, small.name, 1)
+    assert cloud.console(server) == before           # it never stopped
+    assert sorted(stack.leftovers(server.instance_name, server.id)) == [
+        f'A: {stack.stack_env()["STACK_INSTANCES"]}/{server.id}',
+        f'A: domain {server.instance_name}']
+    # Nova's own bookkeeping, as with its LibvirtDriver: _init_instance
+    # resets the task state and nothing else, so the migration stays
+    # "migrating" and placement keeps the resize's allocations (the
+    # server's the new flavor's on B, the migration's the old flavor's
+    # on A): exactly those of before the crash, none lost or added
+    mig, = cloud.migrations(server)
+    assert mig.status == 'migrating'
+    assert held == ({cloud.node(B): resources(big)},
+                    {cloud.node(A): resources(small)})
+    assert (cloud.allocations(server.id), cloud.allocations(mig.uuid)) \
+        == held
+    # its data: the disk, the pre-copy's top folded back, boots again
+    # (a hard reboot: Nova's, which the driver refuses on a disk that
+    # still reads a top) and the boot counter goes on
+    cloud.conn.compute.reboot_server(server, 'HARD')
+    server = cloud.wait_status(server, 'ACTIVE')
+    again = cloud.guest(server, 'the next boot', lambda r: (
+        r.ready and r.boot == before.boot + 1))
+    assert again.disks == before.disks
+    # the crash in the instance actions: resize_instance on A never
+    # ended, every other event of the resize did, successfully
+    actions = cloud.actions(server)
+    resize = {name: e['result'] for name, e in actions['resize'].items()}
+    assert resize.pop('compute_resize_instance') is None
+    assert resize and set(resize.values()) == {'Success'}, resize
+    assert_succeeded(cloud, server, 'reboot')
+    cloud.delete(server)
+    assert cloud.allocations(server.id) == {}
+    # what Nova leaves of the migration, removed as an operator would
+    cloud.conn.placement.delete(f'/allocations/{mig.uuid}')
     assert cloud.allocations(mig.uuid) == {}
     assert stack.leftovers(server.instance_name, server.id) == []

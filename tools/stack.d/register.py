@@ -13,7 +13,6 @@ up and its hypervisor is mapped to the cell (what a boot needs).
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import time
@@ -35,6 +34,13 @@ RAMDISK = ('rdstack-ramdisk', 'initrd.img', 'ari')
 ROOT = ('rdstack-guest', 'base.raw', 'raw')
 #: the guest's kernel command line (tools/guest-init reads rd* options)
 CMDLINE = 'console=ttyS0 quiet'
+#: the same guest, playing a hung guest OS that ignores the power button
+#: (rdignore-acpi), and the clean shutdown Nova then waits for before it
+#: powers it off: a resize that stays in its power off step, long enough
+#: to crash the source compute there (tests/stack)
+DEAF = ('rdstack-guest-deaf', 'base.raw', 'raw')
+DEAF_PROPERTIES = {'os_command_line': CMDLINE + ' rdignore-acpi',
+                   'os_shutdown_timeout': '600'}
 
 
 def _connect():
@@ -91,21 +97,20 @@ def register(guest: str) -> None:
     ramdisk = _image(conn, guest, RAMDISK)
     _image(conn, guest, ROOT, kernel_id=kernel.id, ramdisk_id=ramdisk.id,
            os_command_line=CMDLINE)
+    _image(conn, guest, DEAF, kernel_id=kernel.id, ramdisk_id=ramdisk.id,
+           **DEAF_PROPERTIES)
 
 
-def wait_computes(hosts: list[str], timeout: float = 180) -> None:
-    """Up means a heartbeat since this began: a compute stopped less than
-    a minute ago still shows "up" from its last one, and a cast to it
-    before its successor listens is lost (its queue went with RabbitMQ).
-    The heartbeats begin once the RPC server listens."""
+def wait_computes(hosts: list[str], since: str = '',
+                  timeout: float = 180) -> None:
+    """Until each of ``hosts`` is up and mapped; with ``since`` (UTC,
+    ISO 8601), up by a report after it: a killed compute stays "up" for
+    ``service_down_time`` after its last report."""
     conn = _connect()
-    since = datetime.datetime.now(datetime.timezone.utc).replace(
-        tzinfo=None, microsecond=0)
     deadline = time.monotonic() + timeout
     while True:
         up = {s.host for s in conn.compute.services(binary='nova-compute')
-              if s.state == 'up' and s.updated_at and
-              datetime.datetime.fromisoformat(s.updated_at) >= since}
+              if s.state == 'up' and (s.updated_at or '') > since}
         mapped = {h.service_details['host']
                   for h in conn.compute.hypervisors(details=True)
                   if h.service_details}
@@ -120,6 +125,8 @@ def wait_computes(hosts: list[str], timeout: float = 180) -> None:
 def main() -> None:
     if sys.argv[1] == 'register':
         register(sys.argv[2])
+    elif sys.argv[1:3] == ['wait-computes', '--since']:
+        wait_computes(sys.argv[4:], since=sys.argv[3])
     elif sys.argv[1] == 'wait-computes':
         wait_computes(sys.argv[2:])
     else:
