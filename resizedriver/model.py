@@ -97,7 +97,7 @@ class DiskFile:
     backing_file: Optional[str] = None   # absolute path on the source
     target_dev: Optional[str] = None     # vda, vdb, ... from the domain
     #: the backing file's name in the destination's ``_base`` where it is
-    #: not the source's own name (``migrate.ephemeral_base_name``)
+    #: not the source's own name (``backing.ephemeral_base_name``)
     dest_base: Optional[str] = None
 
     @property
