@@ -34,9 +34,10 @@ rule  topology   instance / config            plan
                  let them through), not rule  snapshot as the revert point,
                  1; the guest runs, its       grow, define, start (on the
                  disks are an RBD root image  destination for a move); no
-                 (and kernel and ramdisk      image is copied (the boot
-                 files), the new flavor has   files are)
-                 no swap or ephemeral disk
+                 (and a config drive image,   image is copied (the boot
+                 kernel and ramdisk files),   files are)
+                 the new flavor has no swap
+                 or ephemeral disk
 1c    any        under Nova: other Ceph RBD   ``upstream``: Nova's own
                  disks, not rule 1 or 1b      resize
 2     same-host  every root/ephemeral disk    ``overlay``
@@ -101,6 +102,10 @@ PLANS = ENGINE_PLANS + (UPSTREAM,)
 OWN_IMAGE_TYPES = ('default', 'qcow2', 'raw', 'flat')
 #: the ``images_type`` whose disks resizedriver resizes (rules 1, 1b)
 RBD_IMAGE_TYPE = 'rbd'
+#: the RBD images the ``rbd`` plan takes (rule 1b): the root it grows,
+#: and the config drive Nova imports into the cluster, which stays as it
+#: is (an ephemeral image, a local ``disk.config`` file: rule 1c)
+RBD_PLAN_ROLES = (DiskRole.ROOT, DiskRole.CONFIG)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,10 +215,10 @@ def _why_not_rbd(offered: tuple[str, ...], disks: list[DiskFile],
     if not running:
         return 'the guest is not running'
     others = [d.name for d in disks if d.role not in BOOT_ROLES and
-              (d.format != RBD or d.role is not DiskRole.ROOT)]
+              (d.format != RBD or d.role not in RBD_PLAN_ROLES)]
     if others:
-        return (f'disks other than the RBD root image and the kernel and '
-                f'ramdisk files ({", ".join(others)})')
+        return (f'disks other than the RBD root and config drive images '
+                f'and the kernel and ramdisk files ({", ".join(others)})')
     return '; '.join(blockers) if blockers else None
 
 

@@ -1,10 +1,15 @@
 """The ``rbd`` plan: a cold resize of an instance whose disk is a Ceph RBD
 image, on its host or to another host that shares the cluster.  No
 image is copied: it stays where it is, and the guest reboots into the
-new flavor reading it.  The instance directory's boot files (kernel,
-ramdisk: a few MiB) are copied as the file plans copy them; any other
-local disk (a ``disk.config`` file, say) keeps the resize Nova's own
-(chooser rule 1c).
+new flavor reading it.  A config drive is an image too under Nova
+(``_create_configdrive`` imports it as ``<uuid>_disk.config`` and
+deletes the local file): it has a revert point like the root's and is
+never grown; Nova's XML names it, and Nova's ``_create_configdrive``
+after the define makes no new one where it exists.  The instance
+directory's boot files (kernel, ramdisk: a few MiB) are copied as the
+file plans copy them; any other disk (an ephemeral image; a local
+``disk.config`` file, which Nova 34 under ``images_type = rbd`` does
+not leave) keeps the resize Nova's own (chooser rule 1c).
 
 migrate_disk_and_power_off (source; steps with an undo in brackets):
   write resize record      [remove]
@@ -22,8 +27,8 @@ finish_migration (destination, which reaches the same cluster):
   check copied disks                     the boot files
   check revert point                     each image has it, at the size
                                          the record says
-  grow disks               [roll back]   librbd resize, the size read
-                                         back from librbd
+  grow disks               [roll back]   librbd resize of the root,
+                                         the size read back from librbd
   write disk.info                        when the instance has one
   plug VIFs                              (Nova: the console log only)
   define domain            [undefine]    Nova's XML for the new flavor
@@ -77,7 +82,7 @@ from oslo_log import log as logging
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver import transport
-from resizedriver.model import RBD, DiskFile, grown_size
+from resizedriver.model import GROWABLE, RBD, DiskFile, grown_size
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
@@ -187,8 +192,11 @@ def check_revert_point(rbd: RbdImages, rec: 'ResizeRecord') -> None:
 
 
 def grow(rbd: RbdImages, rec: 'ResizeRecord') -> None:
-    """Each image to the new flavor's size; done once librbd says so."""
+    """Each root or ephemeral image to the new flavor's size (a config
+    drive keeps its own); done once librbd says so."""
     for disk in _images(rec.disks):
+        if disk.role not in GROWABLE:
+            continue
         size = grown_size(disk, rec.new_flavor)
         if rbd.size(disk.path) < size:
             LOG.info('Growing %s to %d bytes', disk.path, size,

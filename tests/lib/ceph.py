@@ -5,6 +5,7 @@ read with the ``rbd`` client as client.nova, as an operator would."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -35,11 +36,14 @@ class Ceph:
                 'images_rbd_ceph_conf': self.conf, 'rbd_user': self.user,
                 'rbd_secret_uuid': self.secret_uuid}
 
+    def _argv(self, *argv: str) -> list[str]:
+        return ['rbd', '--conf', self.conf, '--id', self.user, '--pool',
+                self.pool, *argv]
+
     def _rbd(self, *argv: str) -> str:
-        return subprocess.run(
-            ['rbd', '--conf', self.conf, '--id', self.user, '--pool',
-             self.pool, *argv], check=True, capture_output=True, text=True,
-            timeout=60).stdout
+        return subprocess.run(self._argv(*argv), check=True,
+                              capture_output=True, text=True,
+                              timeout=60).stdout
 
     def images(self, uuid: str) -> list[str]:
         """The instance's images in the pool (Nova: ``<uuid>_<disk>``)."""
@@ -59,3 +63,10 @@ class Ceph:
 
     def remove_snapshot(self, image: str, snap: str) -> None:
         self._rbd('snap', 'rm', '--no-progress', f'{image}@{snap}')
+
+    def digest(self, image: str) -> str:
+        """The SHA-256 of the image's bytes (``rbd export``): whether a
+        resize left an image it must not change as it was."""
+        return hashlib.sha256(subprocess.run(
+            self._argv('export', '--no-progress', image, '-'), check=True,
+            capture_output=True, timeout=60).stdout).hexdigest()

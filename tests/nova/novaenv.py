@@ -34,6 +34,7 @@ from nova import context as nova_context
 from nova import objects
 from nova.db import migration as nova_migration
 from nova.network import model as network_model
+from nova.network import security_group_api
 from nova.virt import driver as nova_driver
 from nova.virt import virtapi as nova_virtapi
 from oslo_privsep import priv_context
@@ -96,6 +97,13 @@ def configure(root: str, instances_path: str = '',
     nova_migration.db_sync()
     # privsep as root without sudo: the helper is on PATH next to python.
     priv_context.init(root_helper=['env'])
+    # No neutron here: a config drive's metadata (``force_config_drive``)
+    # asks it for the instance's security groups, of which it has none.
+    security_group_api.get_instance_security_groups = _no_security_groups
+
+
+def _no_security_groups(context, instance, detailed=False) -> list:
+    return []
 
 
 def load_driver():
@@ -206,6 +214,7 @@ def instance(ctx, flv, ip: str, nw, cmdline: str = '',
         root_device_name='/dev/vda',
         os_type=None, config_drive='', vm_state='active', task_state=None,
         power_state=1, progress=0, display_name='rdtest',
+        hostname='rdtest',              # a config drive's metadata has it
         system_metadata={'image_base_image_ref': IMAGE_ID,
                          'image_kernel_id': KERNEL_ID,
                          'image_ramdisk_id': RAMDISK_ID,

@@ -4,7 +4,8 @@ hosts of one cloud do).
 
 The chooser sends an RBD instance's resize that can be live on its host
 to the ``live`` plan (no reboot, the image grown with blockResize), a
-running guest's cold one (same host or to host B) to the ``rbd`` plan
+running guest's cold one (same host or to host B; its config drive, an
+image in the cluster too, with it) to the ``rbd`` plan
 (our snapshot ``resizedriver-resize`` is the revert point, nothing is
 copied), and every other one Nova's own way (the ``upstream`` plan,
 rules 0 and 1c; the tests of it force that way, which our plans now
@@ -27,6 +28,7 @@ from nova import exception as nova_exception
 from nova.compute import manager
 from nova.virt.libvirt import driver as libvirt_driver
 
+from resizedriver import domain_xml
 from resizedriver.host import Host
 from resizedriver.nova import upstream
 from tests.lib import ceph as test_ceph
@@ -64,33 +66,74 @@ def rbd_backend(ceph, driver):
 
 
 def assert_root(ceph: test_ceph.Ceph, uuid: str, gib: int,
-                snapshots: list[str]) -> None:
+                snapshots: list[str], config_drive: str = '') -> None:
     """The cluster holds the root disk alone, of ``gib``, with
-    ``snapshots``."""
+    ``snapshots``; with ``config_drive`` (its digest at spawn) the config
+    drive Nova imported beside it too, its bytes unchanged and with the
+    same snapshots (the ``rbd`` plan's revert point is of every image of
+    the instance)."""
     disk = f'{uuid}_disk'
-    assert ceph.images(uuid) == [disk]
+    config = [f'{disk}.config'] if config_drive else []
+    assert ceph.images(uuid) == [disk] + config
     assert ceph.size(disk) == gib * GiB
-    assert ceph.snapshots(disk) == snapshots
+    for image in [disk] + config:
+        assert ceph.snapshots(image) == snapshots
+    if config_drive:
+        assert ceph.digest(config[0]) == config_drive
+
+
+def spawned_config_drive(ceph: test_ceph.Ceph, uuid: str,
+                         inst_dir: str) -> str:
+    """The config drive Nova made at spawn on host A: an image in the
+    cluster (no ``disk.config`` left in ``inst_dir``), which the domain
+    reads; its digest."""
+    assert not os.path.exists(os.path.join(inst_dir, 'disk.config'))
+    host = Host('qemu:///system')
+    assert_reads_config_drive(ceph, host, uuid)
+    return ceph.digest(f'{uuid}_disk.config')
+
+
+def assert_reads_config_drive(ceph: test_ceph.Ceph, host: Host,
+                              uuid: str) -> None:
+    """The domain defined on ``host`` has the config drive, from the
+    cluster."""
+    guest = host.lookup(uuid)
+    assert guest is not None
+    assert f'{ceph.pool}/{uuid}_disk.config' in \
+        domain_xml.rbd_disks(guest.xml()).values()
+
+
+@pytest.fixture
+def config_drive(driver):
+    """Nova makes a config drive for every instance spawned here."""
+    novaenv.CONF.set_override('force_config_drive', True)
+    yield
+    novaenv.CONF.clear_override('force_config_drive')
 
 
 def _resized_then_reverted(server, ceph: test_ceph.Ceph, plan: str,
-                           snap: str) -> None:
+                           snap: str, config_drive: str = '') -> None:
     """A booted-once SMALL server resized to BIG by ``plan``, with the
     revert point ``snap`` while pending, then reverted: the disk rolled
     back to it (boot 2 again, after boot 1's clean shutdown), 1 GiB
-    again, no snapshot left."""
+    again, no snapshot left; the ``config_drive`` (its digest) read by
+    the domain throughout, unchanged."""
     uuid = server.instance.uuid
     mig = resize(server, flavor(BIG))
     assert plan_of(server) == plan
     resized = server.wait_boot(2)
     assert (resized.cpu_count, resized.disks) == (2, {'vda': 2 * GiB})
-    assert_root(ceph, uuid, 2, [snap])
+    assert_root(ceph, uuid, 2, [snap], config_drive)
+    if config_drive:
+        assert_reads_config_drive(ceph, Host('qemu:///system'), uuid)
 
     revert(server, mig)
     back = server.wait_boot(2)
     assert (back.cpu_count, back.disks, back.shutdown_mark) == (
         1, {'vda': 1 * GiB}, '1')
-    assert_root(ceph, uuid, 1, [])
+    assert_root(ceph, uuid, 1, [], config_drive)
+    if config_drive:
+        assert_reads_config_drive(ceph, Host('qemu:///system'), uuid)
 
 
 @pytest.fixture
@@ -231,13 +274,15 @@ def test_a_leaked_resize_snapshot_is_refused_before_power_off(rbd_backend,
     assert_root(ceph, server.instance.uuid, 1, [])
 
 
-def _spawned_on_a(host_b, ceph):  # noqa: F811
-    """Nodes A and B on the cluster, and an instance spawned on A: the
-    nodes, its uuid, ip and mac."""
+def _spawned_on_a(host_b, ceph, config_drive=False):  # noqa: F811
+    """Nodes A and B on the cluster (Nova with ``force_config_drive``
+    if ``config_drive``), and an instance spawned on A: the nodes, its
+    uuid, ip and mac."""
     options = {'resizedriver': {
         'ssh_user': 'root', 'ssh_identity_file': host_b.key,
         'ssh_options': host_b.client_options(), 'pre_copy': False},
-        'libvirt': ceph.libvirt_options()}
+        'libvirt': ceph.libvirt_options(),
+        'DEFAULT': {'force_config_drive': config_drive}}
     a = Node('a', options, b=host_b)
     b = Node('b', options, b=host_b)
     ip, mac = parallel.guest_address()
@@ -287,19 +332,24 @@ def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
 
 
 def test_rbd_cold_resize_same_host_revert_then_confirm(rbd_backend,
+                                                       config_drive,
                                                        make_server):
     """The ``rbd`` plan, same host: the guest shuts down, our snapshot is
     the revert point, the image grows in the pool, Nova's XML boots the
     new flavor; nothing is copied and Nova's ``nova-resize`` is never
     taken.  The revert gives the image back its bytes (the guest's boot
     counter on it reads as at the revert point) and its size; the resize
-    after it is confirmed, leaving no snapshot."""
+    after it is confirmed, leaving no snapshot.  The instance has a
+    config drive (Nova imports it into the cluster as
+    ``<uuid>_disk.config``): each domain reads it, its bytes unchanged,
+    no snapshot of it left."""
     ceph = rbd_backend
     server = make_server(flavor(SMALL))
     uuid = server.instance.uuid
     assert server.wait_boot(1).disks == {'vda': 1 * GiB}
+    config = spawned_config_drive(ceph, uuid, server.dir)
 
-    _resized_then_reverted(server, ceph, 'rbd', REVERT_POINT)
+    _resized_then_reverted(server, ceph, 'rbd', REVERT_POINT, config)
     assert_no_resize_left(server)
 
     mig = resize(server, flavor(BIG))
@@ -307,7 +357,8 @@ def test_rbd_cold_resize_same_host_revert_then_confirm(rbd_backend,
     assert server.wait_boot(3).disks == {'vda': 2 * GiB}
     server.driver.confirm_migration(server.ctx, mig, server.instance,
                                     server.nw)
-    assert_root(ceph, uuid, 2, [])
+    assert_root(ceph, uuid, 2, [], config)
+    assert_reads_config_drive(ceph, Host('qemu:///system'), uuid)
     assert_no_resize_left(server)
     assert server.driver.engine.journals.find(uuid) == []
     assert server.ping()
@@ -319,10 +370,13 @@ def test_rbd_cold_move_to_host_b_revert_then_confirm(host_b,  # noqa: F811
     crosses the wire but the record, B boots the same image grown.  The
     revert stops B's guest, rolls the image back to the revert point and
     starts A's guest on it (bytes and size as before); the next move is
-    confirmed: no snapshot, no guest on A, B's runs."""
-    a, b, uuid, ip, mac = _spawned_on_a(host_b, ceph)
+    confirmed: no snapshot, no guest on A, B's runs.  The instance's
+    config drive, an image in the cluster too, is read by each domain,
+    its bytes unchanged."""
+    a, b, uuid, ip, mac = _spawned_on_a(host_b, ceph, config_drive=True)
     here = os.path.join(compute_node.INSTANCES, uuid)
     there = host_b.path(here)
+    config = ''
 
     def to_b(boot: int) -> int:
         wire = host_b.wire_bytes()
@@ -335,12 +389,14 @@ def test_rbd_cold_move_to_host_b_revert_then_confirm(host_b,  # noqa: F811
                                        boot)
         assert (after.cpu_count, after.disks) == (2, {'vda': 2 * GiB})
         assert host_b.ping(ip.split('/')[0]), 'guest does not answer on B'
-        assert_root(ceph, uuid, 2, [REVERT_POINT])
+        assert_root(ceph, uuid, 2, [REVERT_POINT], config)
+        assert_reads_config_drive(ceph, host_b.host(), uuid)
         assert host_b.wire_bytes() - wire < 64 * 1024 ** 2
         return out['migration']
 
     try:
         guestlog.wait_for_boot(os.path.join(here, 'console.log'), 1)
+        config = spawned_config_drive(ceph, uuid, here)
         migration = to_b(2)
 
         b('revert_resize', uuid=uuid, migration=migration,
@@ -350,12 +406,15 @@ def test_rbd_cold_move_to_host_b_revert_then_confirm(host_b,  # noqa: F811
         back = guestlog.wait_for_boot(os.path.join(here, 'console.log'), 2)
         assert (back.cpu_count, back.disks, back.shutdown_mark) == (
             1, {'vda': 1 * GiB}, '1')
-        assert_root(ceph, uuid, 1, [])
+        assert_root(ceph, uuid, 1, [], config)
+        assert_reads_config_drive(ceph, Host('qemu:///system'), uuid)
         assert not os.path.exists(here + '_resize')
+        assert not os.path.exists(there)
 
         migration = to_b(3)
         a('confirm_resize', uuid=uuid, migration=migration)
-        assert_root(ceph, uuid, 2, [])
+        assert_root(ceph, uuid, 2, [], config)
+        assert_reads_config_drive(ceph, host_b.host(), uuid)
         assert not os.path.exists(here)
         assert not os.path.exists(here + '_resize')
         assert Host('qemu:///system').lookup(uuid) is None

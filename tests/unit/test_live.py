@@ -264,8 +264,9 @@ RBD_ROOT = DiskFile('disk', DiskRole.ROOT,
 
 def test_rbd_disks_are_live_rbd_or_upstream():
     """Rules 1, 1b, 1c: an RBD instance whose resize the live plan can do
-    goes live; a running guest whose one image is its root (beside its
-    kernel and ramdisk files) the ``rbd`` plan, on any host; anything
+    goes live; a running guest whose images are its root and config
+    drive (beside its kernel and ramdisk files) the ``rbd`` plan, on any
+    host; anything
     else about RBD is Nova's own (never refused for it, never copied),
     unless live resize is ``always``."""
     kernel = DiskFile('kernel', DiskRole.KERNEL, '/i/kernel', 'file', 1, 1)
@@ -288,10 +289,19 @@ def test_rbd_disks_are_live_rbd_or_upstream():
         'Ceph RBD disk, not live (fewer vCPUs (2 -> 1)): an RBD snapshot')
     assert choose(live='never').plan == chooser.RBD_COLD
     assert choose(Topology.OTHER_HOST).plan == chooser.RBD_COLD
+    # a config drive Nova imported into the cluster goes with the root
+    config = dataclasses.replace(RBD_ROOT, name='disk.config',
+                                 role=DiskRole.CONFIG, target_dev='sda')
+    assert choose(Topology.OTHER_HOST,
+                  disks=(RBD_ROOT, config, kernel)).plan == chooser.RBD_COLD
+    local_config = DiskFile('disk.config', DiskRole.CONFIG,
+                            '/i/disk.config', 'raw', 1, 1)
     for why, upstream in (
             ('the guest is not running',
              choose(live='never', running=False)),
             ('disk.local', choose(live='never', disks=(RBD_ROOT, ephemeral))),
+            ('disk.config', choose(live='never',
+                                   disks=(RBD_ROOT, local_config))),
             ('does not offer it', choose(
                 live='never', offered=(chooser.LIVE, chooser.COPY))),
             ('new flavor has swap', choose(

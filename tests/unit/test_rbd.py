@@ -68,6 +68,30 @@ def test_grow_reads_the_size_back():
         rbd.grow(Cluster(stuck=True), rec)
 
 
+def test_a_config_drive_image_has_a_revert_point_and_keeps_its_size(
+        make_env):
+    """Nova's config drive in the cluster is never grown: the flavor
+    sizes root and ephemeral disks only; a revert rolls it back with the
+    root."""
+    config = dataclasses.replace(ROOT, name='disk.config',
+                                 role=DiskRole.CONFIG,
+                                 path=f'{IMAGE}.config', virtual_size=MiB,
+                                 target_dev='sda')
+    rec, cluster = record(), Cluster()
+    rec.disks.append(config)
+    cluster.sizes[config.path], cluster.snaps[config.path] = MiB, {}
+    for image in (IMAGE, config.path):
+        cluster.create_snapshot(image, rbd.SNAPSHOT)
+    rbd.check_revert_point(cluster, rec)
+    rbd.grow(cluster, rec)
+    assert (cluster.sizes[IMAGE], cluster.sizes[config.path]) == (
+        16 * MiB, MiB)
+    rbd.roll_back(make_env(), cluster, rec)
+    rbd.remove_revert_point(cluster, [IMAGE, config.path], UUID)
+    assert cluster.sizes[IMAGE] == 8 * MiB
+    assert cluster.snapshots(config.path) == []
+
+
 def test_check_revert_point_wants_it_at_the_recorded_size():
     rec, cluster = record(), Cluster()
     with pytest.raises(exception.ResizeDriverError, match='no revert'):
