@@ -216,6 +216,11 @@ class Cloud:
             self.conn.compute.delete_flavor(flv, ignore_missing=True)
         for port in self._ports:
             self.conn.network.delete_port(port, ignore_missing=True)
+            # what Nova's unplug_tap cannot delete on host B (its /sys is
+            # A's): removed as an agent would
+            subprocess.run(ON_HOST['B'] + ['ip', 'link', 'delete',
+                                           tap(port.id)],
+                           capture_output=True)
 
 
 def restart_compute(node: str, confirm_window: int = 0) -> None:

@@ -235,9 +235,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _binding_deleted(self, port_id: str, host: str) -> None:
         """An inactive binding there is none to delete (404, which Nova
-        expects); the active one stays (409: Nova logs it and goes on, as
-        after a same-host confirm, where it asks to delete the source's,
-        which is the port's host)."""
+        expects after a confirm, for the source host); the active one
+        stays (409)."""
         with LOCK:
             item = PORTS.get(port_id)
             active = item is not None and item['binding:host_id'] == host
