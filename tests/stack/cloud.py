@@ -12,6 +12,7 @@ import contextlib
 import os
 import subprocess
 import time
+from xml.etree import ElementTree
 from typing import Callable, Iterator, Optional
 
 import openstack
@@ -26,6 +27,8 @@ IMAGE = 'rdstack-guest'
 #: the guest ignoring the power button, Nova waiting 600 s for its clean
 #: shutdown (tools/stack.d/register.py): a resize stays in its power off
 DEAF_IMAGE = 'rdstack-guest-deaf'
+#: the stand-in Neutron's one network (tools/stack.d/neutron.py)
+NETWORK = 'rdstack-net'
 #: a server's name: the run's prefix (RESIZEDRIVER_TEST_RUN), then ours
 PREFIX = 'rdstack-' + os.environ.get('RESIZEDRIVER_TEST_RUN', '')
 #: headroom by flavor extra specs (resizedriver/headroom.py)
@@ -75,6 +78,7 @@ class Cloud:
         self.conn = conn
         self._flavors: list = []
         self._servers: list = []
+        self._ports: list = []
 
     def flavor(self, name: str, vcpus: int, ram: int, disk: int,
                extra_specs: Optional[dict] = None, ephemeral: int = 0):
@@ -93,16 +97,32 @@ class Cloud:
 
     def boot(self, name: str, flavor, host: str = HOSTS[0],
              image: str = IMAGE):
-        """A server on ``host`` without ports, ACTIVE and its guest up."""
+        """A server on ``host`` with one port of its own, ACTIVE and its
+        guest up.
+
+        The port is made first: the stand-in's network has no subnet,
+        and Nova makes ports only on networks with one; it keeps the
+        port (``preserve_on_delete``) when the server goes, ``cleanup``
+        deletes it."""
+        network, = self.conn.network.networks(name=NETWORK)
+        port = self.conn.network.create_port(
+            network_id=network.id, name=f'{PREFIX}{name}',
+            project_id=self.conn.current_project_id)
+        self._ports.append(port)
         server = self.conn.compute.create_server(
             name=f'{PREFIX}{name}',
             image_id=self.conn.image.find_image(image,
                                                 ignore_missing=False).id,
-            flavor_id=flavor.id, networks='none', host=host)
+            flavor_id=flavor.id, networks=[{'port': port.id}], host=host)
         self._servers.append(server)
         server = self.wait_status(server, 'ACTIVE')
         self.guest(server, 'the first boot', lambda r: r.ready)
         return server
+
+    def port(self, server):
+        """The server's one port, as Neutron has it now."""
+        port, = self.conn.network.ports(device_id=server.id)
+        return port
 
     def wait_status(self, server, status: str, timeout: float = 300):
         def probe():
@@ -194,6 +214,13 @@ class Cloud:
             self.conn.compute.wait_for_delete(server, wait=300)
         for flv in self._flavors:
             self.conn.compute.delete_flavor(flv, ignore_missing=True)
+        for port in self._ports:
+            self.conn.network.delete_port(port, ignore_missing=True)
+            # what Nova's unplug_tap cannot delete on host B (its /sys is
+            # A's): removed as an agent would
+            subprocess.run(ON_HOST['B'] + ['ip', 'link', 'delete',
+                                           tap(port.id)],
+                           capture_output=True)
 
 
 def restart_compute(node: str, confirm_window: int = 0) -> None:
@@ -204,14 +231,17 @@ def restart_compute(node: str, confirm_window: int = 0) -> None:
                    check=True)
 
 
+#: how a command runs on either host: A's own, B's through tools/host-b
+ON_HOST = {'A': [], 'B': [os.path.join(REPO, 'tools', 'host-b'), 'run']}
+
+
 def leftovers(instance_name: str, uuid: str) -> list[str]:
     """What is left of a server on either host (not through the API: the
     API cannot see it): its domain, its directories in the stack's
     instances path."""
     path = stack_env()['STACK_INSTANCES']
     found = []
-    for host, prefix in (('A', []), ('B', [os.path.join(REPO, 'tools',
-                                                        'host-b'), 'run'])):
+    for host, prefix in ON_HOST.items():
         if subprocess.run(prefix + ['virsh', '-c', 'qemu:///system',
                                     'dominfo', instance_name],
                           capture_output=True).returncode == 0:
@@ -221,3 +251,27 @@ def leftovers(instance_name: str, uuid: str) -> list[str]:
         found += [f'{host}: {path}/{name}' for name in listing
                   if name.startswith(uuid)]
     return found
+
+
+def tap(port_id: str) -> str:
+    """The tap device of a port of VIF type ``tap`` (Nova's name)."""
+    return ('tap' + port_id)[:14]
+
+
+def taps(port_id: str) -> list[str]:
+    """The hosts ('A', 'B') where the port's tap device is."""
+    return [host for host, prefix in ON_HOST.items()
+            if subprocess.run(prefix + ['ip', 'link', 'show', tap(port_id)],
+                              capture_output=True).returncode == 0]
+
+
+def interfaces(instance_name: str,
+               host: str) -> list[tuple[str, str, str]]:
+    """The domain's interfaces on ``host`` ('A' or 'B'): (type, target
+    device, MAC) each, from its live XML."""
+    xml = subprocess.run(ON_HOST[host] + ['virsh', '-c', 'qemu:///system',
+                                          'dumpxml', instance_name],
+                         capture_output=True, text=True, check=True).stdout
+    return [(i.get('type'), i.find('target').get('dev'),
+             i.find('mac').get('address'))
+            for i in ElementTree.fromstring(xml).iter('interface')]

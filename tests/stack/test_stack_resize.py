@@ -55,6 +55,24 @@ def assert_succeeded(cloud, server, *actions: str) -> None:
         assert results and set(results.values()) == {'Success'}, results
 
 
+def assert_nic(cloud, server, host: str) -> None:
+    """The server's one NIC where the server is: its port bound to
+    ``host`` (Nova moved the binding with the server), its tap device on
+    that host, the domain there on that tap with the port's MAC, and the
+    guest seeing it (its console's MAC of eth0).  A's tap gone once the
+    server left A; not B's once it left B: host B's /sys is A's
+    (tools/host-b), so Nova's unplug_tap there, which looks for the
+    device in /sys/class/net, finds none to delete (``cleanup`` does)."""
+    port = cloud.port(server)
+    node = 'A' if host == A else 'B'
+    assert port.binding_host_id == host
+    taps = stack.taps(port.id)
+    assert node in taps and (node == 'A' or 'A' not in taps), taps
+    assert stack.interfaces(server.instance_name, node) == [
+        ('ethernet', stack.tap(port.id), port.mac_address)]
+    assert cloud.console(server).macs == {'eth0': port.mac_address}
+
+
 def _live_on_a(cloud, name: str):
     """A server resized live on A (flavors with headroom: 1 -> 2 vCPUs,
     256 -> 512 MiB, 1 -> 2 GiB), in VERIFY_RESIZE; its flavors and the
@@ -63,6 +81,7 @@ def _live_on_a(cloud, name: str):
     big = cloud.flavor(f'{name}-b', 2, 512, 2, stack.ROOM)
     server = cloud.boot(name, small)
     before = cloud.console(server)
+    assert_nic(cloud, server, A)
     with cloud.only(A):
         server = cloud.resize(server, big)
     return server, small, big, before
@@ -74,6 +93,7 @@ def test_live_resize_on_one_host_then_confirm(cloud):
         r.cpu_count == 2 and r.mem_kb - before.mem_kb == 256 * KiB and
         r.disks == {'vda': 2 * stack.GiB}))
     assert after.boot == before.boot                 # it never stopped
+    assert_nic(cloud, server, A)
     mig, = cloud.migrations(server)
     assert (mig.source_compute, mig.dest_compute, mig.status) == (
         A, A, 'finished')
@@ -83,6 +103,7 @@ def test_live_resize_on_one_host_then_confirm(cloud):
     server = cloud.confirm(server)
     assert server.flavor.name == big.name
     assert cloud.console(server).boot == before.boot
+    assert_nic(cloud, server, A)
     assert_moved(cloud, server, big, A, 'confirmed')
     assert_succeeded(cloud, server, 'resize', 'confirmResize')
 
@@ -118,11 +139,13 @@ def test_cold_resize_on_one_host_then_revert(cloud):
     big = cloud.flavor('cold-b', 2, 512, 2)
     server = cloud.boot('cold', small)
     before = cloud.console(server)
+    assert_nic(cloud, server, A)
     with cloud.only(A):
         server = cloud.resize(server, big)
     resized = cloud.guest(server, 'the new flavor', lambda r: (
         r.ready and r.cpu_count == 2 and r.disks == {'vda': 2 * stack.GiB}))
     assert resized.boot == before.boot + 1           # a cold resize
+    assert_nic(cloud, server, A)
     server = cloud.revert(server)
     # The disk as before the resize: its boot counter goes on from the
     # boot before the resize, whose clean shutdown was its last write
@@ -132,6 +155,7 @@ def test_cold_resize_on_one_host_then_revert(cloud):
         r.disks == {'vda': 1 * stack.GiB}))
     assert (back.boot, back.shutdown_mark) == (
         before.boot + 1, str(before.boot))
+    assert_nic(cloud, server, A)
     assert server.flavor.name == small.name
     assert_moved(cloud, server, small, A, 'reverted')
     assert_succeeded(cloud, server, 'resize', 'revertResize')
@@ -169,6 +193,7 @@ def _to_b(cloud, name: str):
     big = cloud.flavor(f'{name}-b', 2, 512, 2)
     server = cloud.boot(name, small)
     before = cloud.console(server)
+    assert_nic(cloud, server, A)
     with cloud.only(B):
         server = cloud.resize(server, big)
     assert server.compute_host == B
@@ -177,6 +202,7 @@ def _to_b(cloud, name: str):
     # a cold move: one clean shutdown on A, the next boot on B
     assert (moved.boot, moved.shutdown_mark) == (
         before.boot + 1, str(before.boot))
+    assert_nic(cloud, server, B)       # and A's tap gone with A's guest
     mig, = cloud.migrations(server)
     assert (mig.source_compute, mig.dest_compute, mig.status) == (
         A, B, 'finished')
@@ -190,6 +216,7 @@ def test_resize_to_another_host_then_confirm(cloud):
     server = cloud.confirm(server)
     assert server.compute_host == B
     assert cloud.console(server).boot == before.boot + 1
+    assert_nic(cloud, server, B)
     assert_moved(cloud, server, big, B, 'confirmed')
     assert_succeeded(cloud, server, 'resize', 'confirmResize')
 
@@ -206,6 +233,7 @@ def test_resize_to_another_host_then_revert(cloud):
         r.disks == {'vda': 1 * stack.GiB}))
     assert (back.boot, back.shutdown_mark) == (
         before.boot + 1, str(before.boot))
+    assert_nic(cloud, server, A)
     assert_moved(cloud, server, small, A, 'reverted')
     assert_succeeded(cloud, server, 'resize', 'revertResize')
 
@@ -224,6 +252,7 @@ def test_cold_migrate_to_a_named_host_then_confirm(cloud):
     assert (mig.migration_type, mig.source_compute, mig.dest_compute) == (
         'migration', A, B)
     server = cloud.confirm(server)
+    assert_nic(cloud, server, B)
     assert_moved(cloud, server, flavor, B, 'confirmed')
     assert_succeeded(cloud, server, 'migrate', 'confirmResize')
 
@@ -231,6 +260,7 @@ def test_cold_migrate_to_a_named_host_then_confirm(cloud):
 def test_delete_while_verify_resize_leaves_both_hosts_clean(cloud):
     server, _small, _big, _before = _to_b(cloud, 'xdelete')
     mig, = cloud.migrations(server)
+    port = cloud.port(server)
     # the guest and its directory on B, the old disks on A until then
     assert {f'B: domain {server.instance_name}',
             f'A: {stack.stack_env()["STACK_INSTANCES"]}/{server.id}_resize',
@@ -239,7 +269,10 @@ def test_delete_while_verify_resize_leaves_both_hosts_clean(cloud):
     assert cloud.allocations(server.id) == {}
     assert cloud.allocations(mig.uuid) == {}
     assert stack.leftovers(server.instance_name, server.id) == []
-
+    # the port unbound (Nova keeps a port it did not make), A's tap gone
+    # (B's stays: see assert_nic)
+    assert cloud.conn.network.get_port(port.id).binding_host_id == ''
+    assert 'A' not in stack.taps(port.id)
 
 
 def test_source_compute_killed_mid_resize_then_restarted(cloud):
