@@ -304,7 +304,7 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
             destination=translate.destination(dest, CONF,
                                               self.get_host_ip_addr()),
             old_flavor=instance.flavor, new_flavor=flavor,
-            source_xml=source_xml, was_running=was_running)
+            source_xml=source_xml, was_running=was_running, reason=why)
         return disk_info
 
     def finish_migration(self, context, migration, instance, disk_info,

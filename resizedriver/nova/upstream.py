@@ -51,6 +51,7 @@ from resizedriver.model import (Destination, DiskRole, Topology,
                                 role_for_name)
 from resizedriver.nova import translate
 from resizedriver.record import ResizeRecord
+from resizedriver.summary import Summary
 
 LOG = logging.getLogger(__name__)
 
@@ -118,10 +119,11 @@ def is_novas_disk_info(disk_info: str) -> bool:
 
 def write_record(inst: InstanceLayout, *, name: str,
                  destination: Destination, old_flavor: Any, new_flavor: Any,
-                 source_xml: str, was_running: bool) -> None:
+                 source_xml: str, was_running: bool, reason: str) -> None:
     """The pending resize's record, plan ``upstream``, in the
     ``<uuid>_resize`` Nova's migrate made: ``resizedriver status`` lists
-    it, and confirm and revert follow it to Nova's methods."""
+    it (with ``reason``, why it went Nova's way), and confirm and revert
+    follow it to Nova's methods."""
     ResizeRecord(
         uuid=inst.uuid, name=name, source_host=socket.gethostname(),
         source_instances_path=inst.instances_path, destination=destination,
@@ -130,6 +132,7 @@ def write_record(inst: InstanceLayout, *, name: str,
         old_flavor=translate.flavor(old_flavor),
         new_flavor=translate.flavor(new_flavor), source_xml=source_xml,
         disks=[], was_running=was_running, plan=chooser.UPSTREAM,
+        summary=Summary(reason=reason),
     ).write(inst.in_resize_dir(RECORD_NAME))
 
 

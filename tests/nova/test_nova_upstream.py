@@ -101,8 +101,9 @@ def test_novas_own_path_resizes_reverts_and_confirms(make_server,
                                                      monkeypatch):
     """The upstream plan end to end, on an instance that is ours but
     taken Nova's way (only the decision is forced): Nova's migrate,
-    finish, revert and confirm run, the record says ``upstream`` so that
-    confirm and revert follow it, and nothing of ours is left."""
+    finish, revert and confirm run, the record says ``upstream`` (and
+    why) so that confirm and revert follow it, and nothing of ours is
+    left."""
     monkeypatch.setattr(upstream, 'reason',
                         lambda *a, **kw: 'forced by a test')
     server = make_server(flavor(('1', 1, 256, 1)))
@@ -110,7 +111,10 @@ def test_novas_own_path_resizes_reverts_and_confirms(make_server,
 
     mig = resize(server, flavor(('2', 2, 512, 2)))
     with open(os.path.join(server.dir + '_resize', 'resize.json')) as f:
-        assert json.load(f)['plan'] == 'upstream'
+        record = json.load(f)
+    # status --json and the summary line say why it went Nova's way
+    assert (record['plan'], record['summary']['reason']) == (
+        'upstream', 'forced by a test')
     resized = server.wait_boot(2)
     assert (resized.cpu_count, resized.disks) == (2, {'vda': 2 * GiB})
 
