@@ -36,7 +36,7 @@ from tests.lib import ceph as test_ceph
 from tests.lib import guestlog, parallel
 from tests.nova import compute_node, novaenv
 from tests.nova.test_nova_cross_host import Node, host_b  # noqa: F401
-from tests.nova.test_nova_live import KiB, _report, roomy
+from tests.nova.test_nova_live import ROOM, KiB, _report, roomy
 from tests.nova.test_nova_shapes import disks
 from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL, Crash,
                                          assert_no_resize_left, flavor,
@@ -211,27 +211,26 @@ def test_rbd_live_resize_grows_the_disk_then_confirm(rbd_backend,
 
 def test_rbd_live_resize_then_revert_keeps_the_grown_disk(rbd_backend,
                                                           make_server):
-    """A live resize of memory and disk, reverted live: the memory goes
-    back, the guest never reboots, and the grown image keeps its size,
-    as the live plan keeps grown disk files (nothing shrinks a disk the
-    guest may have written to)."""
+    """A live resize of memory and disks, reverted live: the memory goes
+    back, the guest never reboots, and the grown images (root and
+    ephemeral; swap as it is) keep their size, as the live plan keeps
+    grown disk files (nothing shrinks a disk the guest may have written
+    to; Nova's own revert keeps the ephemeral image grown too)."""
     ceph = rbd_backend
-    server = make_server(roomy('63', 1, 256, 1))
+    server = make_server(flavor(('63', 1, 256, 1, ROOM, 1, 64)))
     uuid = server.instance.uuid
     before = server.wait_boot(1)
 
-    mig = resize(server, roomy('64', 1, 512, 2))
+    mig = resize(server, flavor(('64', 1, 512, 2, ROOM, 2, 64)))
     assert plan_of(server) == 'live'
-    _report(server, '+256 MiB, a 2 GiB disk', lambda r: (
-        r.mem_kb - before.mem_kb == 256 * KiB and
-        r.disks == {'vda': 2 * GiB}))
+    _report(server, '+256 MiB, 2 GiB root and ephemeral disks', lambda r: (
+        r.mem_kb - before.mem_kb == 256 * KiB and r.disks == disks(2, 2, 64)))
     revert(server, mig)
     back = _report(server, 'its old memory', lambda r: r.mem_kb ==
                    before.mem_kb)
-    assert (back.boot, back.cpu_count, back.disks) == (
-        1, 1, {'vda': 2 * GiB})
+    assert (back.boot, back.cpu_count, back.disks) == (1, 1, disks(2, 2, 64))
     assert_no_resize_left(server)
-    assert_root(ceph, uuid, 2, [])
+    assert_images(ceph, uuid, _eph_images(2, 2, 64), [])
     assert server.ping()
 
 
