@@ -31,13 +31,15 @@ rule  topology   instance / config            plan
                  resize not ``never``         too)
 1b    any        under Nova: Ceph RBD disks   ``rbd`` (``operations/
                  (the instance's own, rule 0  rbd.py``): shutdown, an RBD
-                 let them through), not rule  snapshot as the revert point,
-                 1; the guest runs, its       grow, define, start (on the
-                 disks are an RBD root image  destination for a move); no
-                 (and a config drive image,   image is copied (the boot
-                 kernel and ramdisk files),   files are)
-                 the new flavor has no swap
-                 or ephemeral disk
+                 let them through), not rule  snapshot of each image as the
+                 1; the guest runs, its       revert point, grow, define,
+                 disks are an RBD root image  start (on the destination for
+                 (and a config drive, one     a move); no image is copied
+                 ephemeral and a swap image,  (the boot files are)
+                 kernel and ramdisk files),
+                 the new flavor asks for no
+                 disk the instance lacks and
+                 drops none
 1c    any        under Nova: other Ceph RBD   ``upstream``: Nova's own
                  disks, not rule 1 or 1b      resize
 2     same-host  every root/ephemeral disk    ``overlay``
@@ -102,10 +104,11 @@ PLANS = ENGINE_PLANS + (UPSTREAM,)
 OWN_IMAGE_TYPES = ('default', 'qcow2', 'raw', 'flat')
 #: the ``images_type`` whose disks resizedriver resizes (rules 1, 1b)
 RBD_IMAGE_TYPE = 'rbd'
-#: the RBD images the ``rbd`` plan takes (rule 1b): the root it grows,
-#: and the config drive Nova imports into the cluster, which stays as it
-#: is (an ephemeral image, a local ``disk.config`` file: rule 1c)
-RBD_PLAN_ROLES = (DiskRole.ROOT, DiskRole.CONFIG)
+#: the RBD images the ``rbd`` plan takes (rule 1b): the root, ephemeral
+#: and swap images it grows, and the config drive Nova imports into the
+#: cluster, which stays as it is (a local ``disk.config`` file: rule 1c)
+RBD_PLAN_ROLES = (DiskRole.ROOT, DiskRole.EPHEMERAL, DiskRole.SWAP,
+                  DiskRole.CONFIG)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,8 +220,9 @@ def _why_not_rbd(offered: tuple[str, ...], disks: list[DiskFile],
     others = [d.name for d in disks if d.role not in BOOT_ROLES and
               (d.format != RBD or d.role not in RBD_PLAN_ROLES)]
     if others:
-        return (f'disks other than the RBD root and config drive images '
-                f'and the kernel and ramdisk files ({", ".join(others)})')
+        return (f'disks other than the RBD root, ephemeral, swap and '
+                f'config drive images and the kernel and ramdisk files '
+                f'({", ".join(others)})')
     return '; '.join(blockers) if blockers else None
 
 

@@ -311,16 +311,13 @@ class MigrateDiskAndPowerOff(backing.BackingFiles):
 
     def _rbd_blockers(self) -> list[str]:
         """What else keeps an RBD resize from the ``rbd`` plan: it needs
-        the cluster, and it makes no disk (Nova's image backend makes
-        swap and ephemeral disks, which that plan is not proven with)."""
+        the cluster, and it makes or drops no disk (``rbd.unproven``)."""
         if not any(d.format == RBD for d in self.disks):
             return []
         why = []
         if self.env.rbd is None:
             why.append('no access to the Ceph cluster here')
-        if self.new_flavor.swap_bytes or self.new_flavor.ephemeral_bytes:
-            why.append('the new flavor has swap or an ephemeral disk')
-        return why
+        return why + rbd.unproven(self.disks, self.new_flavor)
 
     def live_blockers(self) -> list[str]:
         """Why this resize cannot be live (``live.blockers``, then the

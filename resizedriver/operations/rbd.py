@@ -1,15 +1,35 @@
-"""The ``rbd`` plan: a cold resize of an instance whose disk is a Ceph RBD
-image, on its host or to another host that shares the cluster.  No
-image is copied: it stays where it is, and the guest reboots into the
-new flavor reading it.  A config drive is an image too under Nova
+"""The ``rbd`` plan: a cold resize of an instance whose disks are Ceph
+RBD images, on its host or to another host that shares the cluster.  No
+image is copied: each stays where it is, and the guest reboots into the
+new flavor reading them.  A config drive is an image too under Nova
 (``_create_configdrive`` imports it as ``<uuid>_disk.config`` and
 deletes the local file): it has a revert point like the root's and is
 never grown; Nova's XML names it, and Nova's ``_create_configdrive``
 after the define makes no new one where it exists.  The instance
 directory's boot files (kernel, ramdisk: a few MiB) are copied as the
-file plans copy them; any other disk (an ephemeral image; a local
-``disk.config`` file, which Nova 34 under ``images_type = rbd`` does
-not leave) keeps the resize Nova's own (chooser rule 1c).
+file plans copy them; any other disk (a local ``disk.config`` file,
+which Nova 34 under ``images_type = rbd`` does not leave) keeps the
+resize Nova's own (chooser rule 1c).
+
+Ephemeral and swap images (``<uuid>_disk.local`` or ``_disk.eph0``,
+``<uuid>_disk.swap``).  What Nova 34 does with them (read in its source,
+seen here on a real Ceph for 1 -> 2 GiB and 64 -> 128 MiB): its migrate
+copies nothing of them (``_get_instance_disk_info`` lists files only)
+and refuses an ephemeral disk going down; its finish runs
+``_create_image`` with the new flavor, whose image backend, finding each
+image there, only grows it in place (``Rbd.create_image``: a librbd
+resize to the flavor's ephemeral size, the mapping's for an ``eph<N>``,
+or its swap; never a shrink: a smaller swap keeps its size; no mkfs or
+mkswap again), and makes one the instance lacks (mkfs or mkswap,
+imported); its revert rolls back and its confirm drops only the root's
+``nova-resize``: the ephemeral and swap images keep what the resized
+guest wrote and their grown size.  A swap the new flavor drops stays in
+the pool.  This plan takes the instances whose new flavor keeps the same
+disks (:func:`unproven`: a disk made or dropped, or more than one
+ephemeral image, stays Nova's): every image gets the revert point, root
+and ephemeral images grow to the flavor's size (as the file plans grow
+them, ``model.grown_size``: an ``eph<N>`` too), swap to the new swap if
+larger, and a revert gives every image back its bytes and size.
 
 migrate_disk_and_power_off (source; steps with an undo in brackets):
   write resize record      [remove]
@@ -28,7 +48,9 @@ finish_migration (destination, which reaches the same cluster):
   check revert point                     each image has it, at the size
                                          the record says
   grow disks               [roll back]   librbd resize of the root,
-                                         the size read back from librbd
+                                         ephemeral and swap images
+                                         (:func:`new_size`), the size
+                                         read back from librbd
   write disk.info                        when the instance has one
   plug VIFs                              (Nova: the console log only)
   define domain            [undefine]    Nova's XML for the new flavor
@@ -82,7 +104,8 @@ from oslo_log import log as logging
 from resizedriver import exception
 from resizedriver import stepname
 from resizedriver import transport
-from resizedriver.model import GROWABLE, RBD, DiskFile, grown_size
+from resizedriver.model import (GROWABLE, RBD, DiskFile, DiskRole,
+                                Flavor, grown_size)
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
@@ -127,6 +150,26 @@ def refusal(rbd: RbdImages, disks: list[DiskFile]) -> Optional[str]:
                     f'reverted; "resizedriver recover" or rbd snap rm it '
                     f'if no resize of this instance is pending')
     return None
+
+
+def unproven(disks: list[DiskFile], new: Flavor) -> list[str]:
+    """What of this resize the plan is not proven with (Nova's own
+    then, chooser rule 1c): an ephemeral disk or swap the new flavor
+    adds (Nova's image backend makes it: mkfs or mkswap) or drops, more
+    than one ephemeral image (their sizes are the block device
+    mappings')."""
+    def names(role: DiskRole) -> list[str]:
+        return [d.name for d in _images(disks) if d.role is role]
+
+    def change(has: list[str], asked: int, what: str) -> list[str]:
+        if bool(has) == bool(asked):
+            return []
+        return [f'the new flavor {"drops" if has else "adds"} {what}']
+    ephemerals = names(DiskRole.EPHEMERAL)
+    why = [f'more than one ephemeral image ({", ".join(ephemerals)})'] \
+        if len(ephemerals) > 1 else \
+        change(ephemerals, new.ephemeral_bytes, 'an ephemeral disk')
+    return why + change(names(DiskRole.SWAP), new.swap_bytes, 'swap')
 
 
 # -- migrate ----------------------------------------------------------------
@@ -191,13 +234,25 @@ def check_revert_point(rbd: RbdImages, rec: 'ResizeRecord') -> None:
                 f'{disk.virtual_size}')
 
 
+def new_size(disk: DiskFile, flavor: Flavor) -> Optional[int]:
+    """What an image becomes (None: it keeps its size, as a config
+    drive): a root or ephemeral image the flavor's size, a swap image
+    the flavor's swap; never smaller than it is (Nova's image backend
+    only grows an image it finds: a smaller swap keeps its size)."""
+    if disk.role in GROWABLE:
+        return grown_size(disk, flavor)
+    if disk.role is DiskRole.SWAP:
+        return max(flavor.swap_bytes, disk.virtual_size)
+    return None
+
+
 def grow(rbd: RbdImages, rec: 'ResizeRecord') -> None:
-    """Each root or ephemeral image to the new flavor's size (a config
-    drive keeps its own); done once librbd says so."""
+    """Each image to its new size (:func:`new_size`); done once librbd
+    says so."""
     for disk in _images(rec.disks):
-        if disk.role not in GROWABLE:
+        size = new_size(disk, rec.new_flavor)
+        if size is None:
             continue
-        size = grown_size(disk, rec.new_flavor)
         if rbd.size(disk.path) < size:
             LOG.info('Growing %s to %d bytes', disk.path, size,
                      instance_uuid=rec.uuid)

@@ -4,14 +4,14 @@ hosts of one cloud do).
 
 The chooser sends an RBD instance's resize that can be live on its host
 to the ``live`` plan (no reboot, the image grown with blockResize), a
-running guest's cold one (same host or to host B; its config drive, an
-image in the cluster too, with it) to the ``rbd`` plan
-(our snapshot ``resizedriver-resize`` is the revert point, nothing is
-copied), and every other one Nova's own way (the ``upstream`` plan,
-rules 0 and 1c; the tests of it force that way, which our plans now
-take in their cases): these tests prove all three on a real cluster
-under our driver, never worse than Nova's, and check them on what the
-guest prints and on what the cluster holds: the root disk
+running guest's cold one (same host or to host B; its config drive,
+ephemeral disk and swap, images in the cluster too, with it) to the
+``rbd`` plan (our snapshot ``resizedriver-resize`` of each image is the
+revert point, nothing is copied), and every other one Nova's own way
+(the ``upstream`` plan, rules 0 and 1c; the tests of it force that way,
+which our plans now take in their cases): these tests prove all three on
+a real cluster under our driver, never worse than Nova's, and check them
+on what the guest prints and on what the cluster holds: the root disk
 ``<uuid>_disk`` grows with the flavor, the revert point (ours, or Nova's
 ``nova-resize``) exists while the resize is pending and is gone after
 confirm and after revert (a leaked one would make the next resize fail
@@ -26,6 +26,7 @@ import os
 import pytest
 from nova import exception as nova_exception
 from nova.compute import manager
+from nova.storage import rbd_utils
 from nova.virt.libvirt import driver as libvirt_driver
 
 from resizedriver import domain_xml
@@ -35,7 +36,8 @@ from tests.lib import ceph as test_ceph
 from tests.lib import guestlog, parallel
 from tests.nova import compute_node, novaenv
 from tests.nova.test_nova_cross_host import Node, host_b  # noqa: F401
-from tests.nova.test_nova_live import KiB, _report, roomy
+from tests.nova.test_nova_live import ROOM, KiB, _report, roomy
+from tests.nova.test_nova_shapes import disks
 from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL, Crash,
                                          assert_no_resize_left, flavor,
                                          kill_after, migrate_killed_after,
@@ -43,6 +45,7 @@ from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL, Crash,
                                          revert)
 
 GiB = 1024 ** 3
+MiB = 1024 ** 2
 #: Nova's snapshot of the root disk while a resize is pending
 RESIZE_SNAP = 'nova-resize'
 #: the ``rbd`` plan's (ours) while a resize is pending
@@ -208,27 +211,26 @@ def test_rbd_live_resize_grows_the_disk_then_confirm(rbd_backend,
 
 def test_rbd_live_resize_then_revert_keeps_the_grown_disk(rbd_backend,
                                                           make_server):
-    """A live resize of memory and disk, reverted live: the memory goes
-    back, the guest never reboots, and the grown image keeps its size,
-    as the live plan keeps grown disk files (nothing shrinks a disk the
-    guest may have written to)."""
+    """A live resize of memory and disks, reverted live: the memory goes
+    back, the guest never reboots, and the grown images (root and
+    ephemeral; swap as it is) keep their size, as the live plan keeps
+    grown disk files (nothing shrinks a disk the guest may have written
+    to; Nova's own revert keeps the ephemeral image grown too)."""
     ceph = rbd_backend
-    server = make_server(roomy('63', 1, 256, 1))
+    server = make_server(flavor(('63', 1, 256, 1, ROOM, 1, 64)))
     uuid = server.instance.uuid
     before = server.wait_boot(1)
 
-    mig = resize(server, roomy('64', 1, 512, 2))
+    mig = resize(server, flavor(('64', 1, 512, 2, ROOM, 2, 64)))
     assert plan_of(server) == 'live'
-    _report(server, '+256 MiB, a 2 GiB disk', lambda r: (
-        r.mem_kb - before.mem_kb == 256 * KiB and
-        r.disks == {'vda': 2 * GiB}))
+    _report(server, '+256 MiB, 2 GiB root and ephemeral disks', lambda r: (
+        r.mem_kb - before.mem_kb == 256 * KiB and r.disks == disks(2, 2, 64)))
     revert(server, mig)
     back = _report(server, 'its old memory', lambda r: r.mem_kb ==
                    before.mem_kb)
-    assert (back.boot, back.cpu_count, back.disks) == (
-        1, 1, {'vda': 2 * GiB})
+    assert (back.boot, back.cpu_count, back.disks) == (1, 1, disks(2, 2, 64))
     assert_no_resize_left(server)
-    assert_root(ceph, uuid, 2, [])
+    assert_images(ceph, uuid, _eph_images(2, 2, 64), [])
     assert server.ping()
 
 
@@ -274,10 +276,13 @@ def test_a_leaked_resize_snapshot_is_refused_before_power_off(rbd_backend,
     assert_root(ceph, server.instance.uuid, 1, [])
 
 
-def _spawned_on_a(host_b, ceph, config_drive=False):  # noqa: F811
+def _spawned_on_a(host_b, ceph, config_drive=False,  # noqa: F811
+                  flavor_spec=SMALL, local_bdms=False):
     """Nodes A and B on the cluster (Nova with ``force_config_drive``
-    if ``config_drive``), and an instance spawned on A: the nodes, its
-    uuid, ip and mac."""
+    if ``config_drive``), and an instance of ``flavor_spec`` spawned on
+    A (``local_bdms``: with the block device mappings Nova's API makes
+    for its ephemeral disk and swap): the nodes, its uuid, ip and
+    mac."""
     options = {'resizedriver': {
         'ssh_user': 'root', 'ssh_identity_file': host_b.key,
         'ssh_options': host_b.client_options(), 'pre_copy': False},
@@ -286,7 +291,8 @@ def _spawned_on_a(host_b, ceph, config_drive=False):  # noqa: F811
     a = Node('a', options, b=host_b)
     b = Node('b', options, b=host_b)
     ip, mac = parallel.guest_address()
-    return a, b, a('spawn', flavor=SMALL, ip=ip, mac=mac)['uuid'], ip, mac
+    return a, b, a('spawn', flavor=flavor_spec, ip=ip, mac=mac,
+                   local_bdms=local_bdms)['uuid'], ip, mac
 
 
 def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
@@ -380,19 +386,13 @@ def test_rbd_cold_move_to_host_b_revert_then_confirm(host_b,  # noqa: F811
 
     def to_b(boot: int) -> int:
         wire = host_b.wire_bytes()
-        out = a('resize_instance', uuid=uuid, flavor=BIG)
-        with open(os.path.join(here + '_resize', 'resize.json')) as f:
-            assert json.load(f)['plan'] == 'rbd'
-        b('finish_resize', uuid=uuid, ip=ip, migration=out['migration'],
-          disk_info=out['disk_info'])
-        after = guestlog.wait_for_boot(os.path.join(there, 'console.log'),
-                                       boot)
+        migration, after = _rbd_move(host_b, a, b, uuid, ip, BIG, boot)
         assert (after.cpu_count, after.disks) == (2, {'vda': 2 * GiB})
         assert host_b.ping(ip.split('/')[0]), 'guest does not answer on B'
         assert_root(ceph, uuid, 2, [REVERT_POINT], config)
         assert_reads_config_drive(ceph, host_b.host(), uuid)
         assert host_b.wire_bytes() - wire < 64 * 1024 ** 2
-        return out['migration']
+        return migration
 
     try:
         guestlog.wait_for_boot(os.path.join(here, 'console.log'), 1)
@@ -424,6 +424,21 @@ def test_rbd_cold_move_to_host_b_revert_then_confirm(host_b,  # noqa: F811
                            (b, host_b.host())):
             if host.lookup(uuid) is not None:
                 node('destroy', uuid=uuid)
+
+
+def _rbd_move(host_b, a, b, uuid: str, ip: str, spec,  # noqa: F811
+              boot: int) -> tuple[int, guestlog.GuestReport]:
+    """The instance moved from node ``a`` to host B's node ``b`` to the
+    flavor ``spec`` by the ``rbd`` plan (its record says so): the
+    migration's id and what the guest printed at boot ``boot`` on B."""
+    here = os.path.join(compute_node.INSTANCES, uuid)
+    out = a('resize_instance', uuid=uuid, flavor=spec)
+    with open(os.path.join(here + '_resize', 'resize.json')) as f:
+        assert json.load(f)['plan'] == 'rbd'
+    b('finish_resize', uuid=uuid, ip=ip, migration=out['migration'],
+      disk_info=out['disk_info'])
+    return out['migration'], guestlog.wait_for_boot(
+        os.path.join(host_b.path(here), 'console.log'), boot)
 
 
 def _restarted(server, monkeypatch) -> None:
@@ -516,3 +531,111 @@ def test_rbd_cold_faults_recovered_leave_no_snapshot(rbd_backend,
     drv.confirm_migration(server.ctx, mig, inst, server.nw)
     assert_root(ceph, uuid, 3, [])
     assert server.ping()
+
+
+#: flavors with an ephemeral disk and swap (GiB, MiB): ... root GiB,
+#: extra specs, ephemeral GiB, swap MiB
+EPH = ('71', 1, 256, 1, None, 1, 64)
+#: all three grown
+EPH_GROWN = ('72', 2, 512, 2, None, 2, 128)
+#: the root grown, ephemeral disk and swap as they are
+EPH_ROOT_GROWN = ('73', 2, 512, 2, None, 1, 64)
+
+
+def assert_images(ceph: test_ceph.Ceph, uuid: str, sizes: dict[str, int],
+                  snapshots: list[str]) -> None:
+    """The cluster holds the instance's images ``sizes`` (Nova's disk
+    name -> bytes) and no other, each with ``snapshots``."""
+    assert ceph.images(uuid) == sorted(f'{uuid}_{n}' for n in sizes)
+    for name, size in sizes.items():
+        assert ceph.size(f'{uuid}_{name}') == size, name
+        assert ceph.snapshots(f'{uuid}_{name}') == snapshots, name
+
+
+def _eph_images(root_gb: int, eph_gb: int, swap_mb: int,
+                eph: str = 'disk.local') -> dict[str, int]:
+    return {'disk': root_gb * GiB, eph: eph_gb * GiB,
+            'disk.swap': swap_mb * MiB}
+
+
+def _scribble(image: str) -> None:
+    """What a resized guest may write to its ephemeral disk or swap
+    (the test guest writes only to its root): 4 KiB over the start of
+    ``image`` (the file system's superblock, the swap header)."""
+    data = os.urandom(4096)
+    with rbd_utils.RBDVolumeProxy(rbd_utils.RBDDriver(), image) as vol:
+        vol.write(data, 0)
+        assert vol.read(0, len(data)) == data
+
+
+def test_rbd_cold_resize_with_ephemeral_and_swap_revert_then_confirm(
+        rbd_backend, make_server):
+    """The ``rbd`` plan, same host, an instance whose flavor has an
+    ephemeral disk and swap (images ``disk.local`` and ``disk.swap`` in
+    the pool): each image gets the revert point, the root, ephemeral
+    disk and swap grow in place (as Nova's image backend grows them).
+    The revert gives every image back its bytes (what the resized guest
+    wrote to them is gone: upstream rolls back only the root) and its
+    size; the next resize, which grows only the root, is confirmed: no
+    snapshot left on any image."""
+    ceph = rbd_backend
+    server = make_server(flavor(EPH))
+    uuid = server.instance.uuid
+    assert server.wait_boot(1).disks == disks(1, 1, 64)
+    assert_images(ceph, uuid, _eph_images(1, 1, 64), [])
+    before = {n: ceph.digest(f'{uuid}_{n}')
+              for n in ('disk.local', 'disk.swap')}
+
+    mig = resize(server, flavor(EPH_GROWN))
+    assert plan_of(server) == 'rbd'
+    assert server.wait_boot(2).disks == disks(2, 2, 128)
+    assert_images(ceph, uuid, _eph_images(2, 2, 128), [REVERT_POINT])
+    for name in before:
+        _scribble(f'{uuid}_{name}')
+
+    revert(server, mig)
+    back = server.wait_boot(2)
+    assert (back.cpu_count, back.disks, back.shutdown_mark) == (
+        1, disks(1, 1, 64), '1')
+    assert_images(ceph, uuid, _eph_images(1, 1, 64), [])
+    assert {n: ceph.digest(f'{uuid}_{n}') for n in before} == before
+    assert_no_resize_left(server)
+
+    mig = resize(server, flavor(EPH_ROOT_GROWN))
+    assert plan_of(server) == 'rbd'
+    assert server.wait_boot(3).disks == disks(2, 1, 64)
+    server.driver.confirm_migration(server.ctx, mig, server.instance,
+                                    server.nw)
+    assert_images(ceph, uuid, _eph_images(2, 1, 64), [])
+    assert_no_resize_left(server)
+    assert server.ping()
+
+
+def test_rbd_cold_move_with_ephemeral_and_swap_to_host_b(
+        host_b, ceph):  # noqa: F811
+    """The ``rbd`` plan to host B for an instance with an ephemeral disk
+    and swap (named from its block device mappings: ``disk.eph0``):
+    B boots the same images, each grown; confirm leaves no snapshot on
+    any of them and no guest on A."""
+    a, b, uuid, ip, _ = _spawned_on_a(host_b, ceph, flavor_spec=EPH,
+                                     local_bdms=True)
+    here = os.path.join(compute_node.INSTANCES, uuid)
+    try:
+        assert guestlog.wait_for_boot(os.path.join(here, 'console.log'),
+                                      1).disks == disks(1, 1, 64)
+        assert_images(ceph, uuid, _eph_images(1, 1, 64, 'disk.eph0'), [])
+        migration, after = _rbd_move(host_b, a, b, uuid, ip, EPH_GROWN, 2)
+        assert (after.cpu_count, after.disks) == (2, disks(2, 2, 128))
+        assert_images(ceph, uuid, _eph_images(2, 2, 128, 'disk.eph0'),
+                      [REVERT_POINT])
+
+        a('confirm_resize', uuid=uuid, migration=migration)
+        assert_images(ceph, uuid, _eph_images(2, 2, 128, 'disk.eph0'), [])
+        assert Host('qemu:///system').lookup(uuid) is None
+        assert host_b.host().lookup(uuid).is_running()
+        assert host_b.ping(ip.split('/')[0]), 'guest does not answer on B'
+    finally:
+        for node, host in ((a, Host('qemu:///system')),
+                           (b, host_b.host())):
+            if host.lookup(uuid) is not None:
+                node('destroy', uuid=uuid)

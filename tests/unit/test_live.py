@@ -264,9 +264,9 @@ RBD_ROOT = DiskFile('disk', DiskRole.ROOT,
 
 def test_rbd_disks_are_live_rbd_or_upstream():
     """Rules 1, 1b, 1c: an RBD instance whose resize the live plan can do
-    goes live; a running guest whose images are its root and config
-    drive (beside its kernel and ramdisk files) the ``rbd`` plan, on any
-    host; anything
+    goes live; a running guest whose images are its root, config
+    drive, ephemeral disk and swap (beside its kernel and ramdisk files)
+    the ``rbd`` plan, on any host; anything
     else about RBD is Nova's own (never refused for it, never copied),
     unless live resize is ``always``."""
     kernel = DiskFile('kernel', DiskRole.KERNEL, '/i/kernel', 'file', 1, 1)
@@ -294,18 +294,26 @@ def test_rbd_disks_are_live_rbd_or_upstream():
                                  role=DiskRole.CONFIG, target_dev='sda')
     assert choose(Topology.OTHER_HOST,
                   disks=(RBD_ROOT, config, kernel)).plan == chooser.RBD_COLD
+    # and its ephemeral and swap images
+    swap = dataclasses.replace(RBD_ROOT, name='disk.swap',
+                               role=DiskRole.SWAP, target_dev='vdc')
+    assert choose(live='never', disks=(RBD_ROOT, ephemeral, swap,
+                                       kernel)).plan == chooser.RBD_COLD
     local_config = DiskFile('disk.config', DiskRole.CONFIG,
                             '/i/disk.config', 'raw', 1, 1)
+    local_ephemeral = DiskFile('disk.local', DiskRole.EPHEMERAL,
+                               '/i/disk.local', 'qcow2', 1, 1)
     for why, upstream in (
             ('the guest is not running',
              choose(live='never', running=False)),
-            ('disk.local', choose(live='never', disks=(RBD_ROOT, ephemeral))),
+            ('disk.local', choose(live='never',
+                                  disks=(RBD_ROOT, local_ephemeral))),
             ('disk.config', choose(live='never',
                                    disks=(RBD_ROOT, local_config))),
             ('does not offer it', choose(
                 live='never', offered=(chooser.LIVE, chooser.COPY))),
-            ('new flavor has swap', choose(
-                live='never', rbd_blockers=['the new flavor has swap']))):
+            ('new flavor adds swap', choose(
+                live='never', rbd_blockers=['the new flavor adds swap']))):
         assert upstream.plan == chooser.UPSTREAM
         assert why in upstream.reason
     with pytest.raises(exception.ResizeRefused, match='not possible'):

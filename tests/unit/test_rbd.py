@@ -118,3 +118,41 @@ def test_roll_back_never_under_a_running_guest(make_env):
     rbd.remove_revert_point(cluster, [IMAGE], UUID)
     rbd.roll_back(env, cluster, rec)
     assert cluster.snapshots(IMAGE) == []
+
+
+def _image(name: str, role: DiskRole, size: int) -> DiskFile:
+    return dataclasses.replace(ROOT, name=name, role=role,
+                               path=f'{IMAGE}.{name[5:]}', virtual_size=size)
+
+
+EPHEMERAL = _image('disk.local', DiskRole.EPHEMERAL, 4 * MiB)
+SWAP = _image('disk.swap', DiskRole.SWAP, 2 * MiB)
+
+
+def test_ephemeral_and_swap_images_grow_as_novas_backend_grows_them():
+    """The ephemeral image to the flavor's ephemeral size, the swap image
+    to its swap if larger, never smaller (Nova's image backend only grows
+    an image it finds)."""
+    bigger = Flavor(2, 512, 16 * MiB, ephemeral_bytes=8 * MiB,
+                    swap_bytes=4 * MiB)
+    assert [rbd.new_size(d, bigger) for d in (ROOT, EPHEMERAL, SWAP)] == [
+        16 * MiB, 8 * MiB, 4 * MiB]
+    smaller_swap = dataclasses.replace(bigger, swap_bytes=MiB)
+    assert rbd.new_size(SWAP, smaller_swap) == 2 * MiB
+    assert rbd.new_size(KERNEL, bigger) is None
+
+
+def test_a_disk_made_or_dropped_is_not_the_plans():
+    """Nova's image backend makes the ephemeral disk or swap a new flavor
+    adds (mkfs, mkswap); one it drops, or more than one ephemeral image,
+    stays Nova's too."""
+    same = Flavor(2, 512, 16 * MiB, ephemeral_bytes=8 * MiB,
+                  swap_bytes=4 * MiB)
+    assert rbd.unproven([ROOT, EPHEMERAL, SWAP, KERNEL], same) == []
+    assert rbd.unproven([ROOT, EPHEMERAL, SWAP], dataclasses.replace(
+        same, swap_bytes=0)) == ['the new flavor drops swap']
+    assert rbd.unproven([ROOT], same) == [
+        'the new flavor adds an ephemeral disk', 'the new flavor adds swap']
+    eph1 = _image('disk.eph1', DiskRole.EPHEMERAL, 4 * MiB)
+    assert rbd.unproven([ROOT, EPHEMERAL, eph1, SWAP], same) == [
+        'more than one ephemeral image (disk.local, disk.eph1)']
