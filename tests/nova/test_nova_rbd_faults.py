@@ -15,23 +15,26 @@ the cell's last one, which runs to its end).
 Nova's next call after each (``nova/compute/manager.py``):
 * migrate: ``init_host`` finds the instance RESIZE_MIGRATING: it plugs
   its VIFs and calls ``finish_revert_migration``;
-* finish: nothing at start (RESIZE_FINISH); the operator's reset-state
-  and revert (``revert_resize``, ``finish_revert_resize``);
+* finish: nothing at start (RESIZE_FINISH); the revert as the compute
+  manager makes it (``revert_resize``, ``finish_revert_resize``), which
+  Nova's API allows once the operator has put the migration right (it
+  is left 'post-migrating', the instance not RESIZED);
 * confirm: nothing at start; the guest runs the new flavor; a repeated
-  confirm is harmless;
+  confirm is harmless (the confirm rows follow the migrate rows, on
+  their server);
 * revert: nothing at start (RESIZE_REVERTING); the operator's
   reset-state and hard reboot (what Nova's log advises after a failed
   ``finish_revert_migration``).
 
 Host B's half (one server moved again and again: host B's lane is CI's
-longest, these rows may take 90 s of it): its finish killed after the
-step that grows the image and after the one that starts the guest (B's
-recovery stops, undefines, rolls back), then A's revert killed after the
-step only a move has (B's copy dropped) and A's confirm after its own
-(A's domain undefined).  The other steps of a move run the code their
-same-host rows prove (B's finish after its checks, disk.info, console
-log and define; the rest of A's revert and confirm); A's migrate to B is
-not killed here.
+longest, these rows may take 90 s of it): its finish killed after its
+last step, the guest started (B's recovery stops and undefines it and
+rolls the image back), then A's revert killed after the step only a move
+has (B's copy dropped) and A's confirm after its own (A's domain
+undefined).  The other steps of a move run the code their same-host rows
+prove (B's finish after its checks, grow, disk.info, console log and
+define; the rest of A's revert and confirm); A's migrate to B is not
+killed here.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Callable, Iterator
 from unittest import mock
 
 import pytest
+from nova import objects
 from nova.compute import power_state
 from nova.virt.libvirt import driver as libvirt_driver
 
@@ -64,9 +68,9 @@ MIGRATE = 'migrate_disk_and_power_off'
 FINISH = 'finish_migration'
 CONFIRM = 'confirm_migration'
 REVERT = 'finish_revert_migration'
-#: B's finish steps whose undo B's recovery runs without a guest (the
-#: image grown) and with one (stopped, undefined, the image rolled back)
-B_FINISH = [stepname.GROW_DISKS, stepname.START]
+#: B's finish step with the most for B's recovery to undo (the guest
+#: stopped and undefined, the image rolled back)
+B_FINISH = [stepname.START]
 
 
 def grown(spec: tuple) -> tuple:
@@ -116,7 +120,6 @@ class Rows:
         self.monkeypatch = monkeypatch
         self.spec = SMALL
         self.boot = server.wait_boot(1).boot
-        self.killed: list[str] = []
 
     @property
     def running(self) -> bool:
@@ -136,24 +139,25 @@ class Rows:
         self.spec, self.boot = spec, boot
 
     def run(self, operation: str, attempt: Callable[[], None],
-            after_crash: Callable[[], None]) -> None:
+            after_crash: Callable[[], None]) -> list[str]:
         """``attempt`` killed after each step of ``operation`` in turn,
         each followed by recovery and ``after_crash`` (Nova's next call
-        and the row's checks), until it runs to its end."""
-        index = 0
+        and the row's checks), until it runs to its end; the steps
+        killed after."""
+        killed: list[str] = []
         while True:
             try:
-                with killed_after(operation, index) as ran:
+                with killed_after(operation, len(killed)) as ran:
                     attempt()
             except Crash as crash:
-                self.killed.append(str(crash))
+                killed.append(str(crash))
                 restarted(self.server, self.monkeypatch)
                 after_crash()
-                index += 1
                 continue
             break
         # every step of the plan as it ran had its row
-        assert self.killed == ran, (self.killed, ran)
+        assert killed == ran, (killed, ran)
+        return killed
 
 
 @pytest.fixture
@@ -161,10 +165,12 @@ def rows(rbd_backend, make_server, monkeypatch) -> Rows:  # noqa: F811
     return Rows(make_server(flavor(SMALL)), rbd_backend, monkeypatch)
 
 
-def test_rbd_migrate_killed_after_each_step(rows):
-    """Rolled back at start; Nova's finish_revert_migration starts the
-    guest in its flavor (it never stopped if killed before the power
-    off); then the resize goes through and is confirmed."""
+def test_rbd_migrate_then_confirm_killed_after_each_step(rows):
+    """Migrate: rolled back at start; Nova's finish_revert_migration
+    starts the guest in its flavor (it never stopped if killed before
+    the power off).  Then the resize goes through, and its confirm is
+    the first of the confirm rows (one server for both, as a server
+    costs a boot)."""
     s = rows.server
     new = grown(rows.spec)
 
@@ -178,26 +184,40 @@ def test_rbd_migrate_killed_after_each_step(rows):
             True)
         rows.check(SMALL, rows.boot + (0 if still_up else 1))
 
-    rows.run(MIGRATE, lambda: resize(s, flavor(new)), after_crash)
-    assert stepname.TAKE_REVERT_POINT in rows.killed
-    _resized_then_confirmed(rows, new)
+    went_through = []
+    killed = rows.run(MIGRATE, lambda: went_through.append(
+        resize(s, flavor(new))), after_crash)
+    assert stepname.TAKE_REVERT_POINT in killed
+    rows.spec, rows.boot = new, rows.boot + 1
+    _confirm_rows(rows, went_through[0])
 
 
-def _resized_then_confirmed(rows: Rows, new: tuple) -> None:
-    """The resize to ``new`` that ran to its end boots it; confirmed,
-    no snapshot is left."""
+def _confirm_rows(rows: Rows, pending: objects.Migration) -> None:
+    """The confirm of the resize ``pending`` (to ``rows.spec``) killed
+    after each step: completed at start, the new flavor runs on, no
+    snapshot left; a repeated confirm does nothing; each row's next
+    resize is the next row's to confirm."""
     s = rows.server
-    assert_root(rows.ceph, s.instance.uuid, new[3], [REVERT_POINT])
-    s.driver.confirm_migration(s.ctx, migration_for(s, flavor(new)),
-                               s.instance, s.nw)
-    rows.check(new, rows.boot + 1)
+    mig = [pending]
+
+    def after_crash() -> None:
+        s.driver.confirm_migration(s.ctx, mig[0], s.instance, s.nw)
+        rows.check(rows.spec, rows.boot)
+        new = grown(rows.spec)
+        mig[0] = resize(s, flavor(new))
+        rows.spec, rows.boot = new, rows.boot + 1
+
+    killed = rows.run(CONFIRM, lambda: s.driver.confirm_migration(
+        s.ctx, mig[0], s.instance, s.nw), after_crash)
+    assert stepname.REMOVE_REVERT_POINT in killed
+    rows.check(rows.spec, rows.boot)
     assert s.ping()
 
 
 def test_rbd_finish_killed_after_each_step(rows):
     """Rolled back at start (the image too: its old size, the revert
-    point kept for the revert); the operator's revert then starts the
-    old flavor from the revert point."""
+    point kept for the revert); the revert then starts the old flavor
+    from the revert point."""
     s = rows.server
     new = grown(rows.spec)
 
@@ -206,32 +226,13 @@ def test_rbd_finish_killed_after_each_step(rows):
         revert(s, migration_for(s, flavor(new)))
         rows.check(SMALL, rows.boot + 1)
 
-    rows.run(FINISH, lambda: resize(s, flavor(new)), after_crash)
-    assert stepname.START in rows.killed
-    _resized_then_confirmed(rows, new)
-
-
-def test_rbd_confirm_killed_after_each_step(rows):
-    """Completed at start: the new flavor runs on, no snapshot left; a
-    repeated confirm does nothing; each row's resize is the next one
-    after the row before."""
-    s = rows.server
-    news = []
-
-    def attempt() -> None:
-        news.append(grown(rows.spec))
-        mig = resize(s, flavor(news[-1]))
-        s.wait_boot(rows.boot + 1)
-        s.driver.confirm_migration(s.ctx, mig, s.instance, s.nw)
-
-    def after_crash() -> None:
-        s.driver.confirm_migration(s.ctx, migration_for(
-            s, flavor(news[-1])), s.instance, s.nw)
-        rows.check(news[-1], rows.boot + 1)
-
-    rows.run(CONFIRM, attempt, after_crash)
-    assert stepname.REMOVE_REVERT_POINT in rows.killed
-    rows.check(news[-1], rows.boot + 1)
+    killed = rows.run(FINISH, lambda: resize(s, flavor(new)), after_crash)
+    assert stepname.START in killed
+    # the resize that went through boots the new flavor; confirmed
+    assert_root(rows.ceph, s.instance.uuid, new[3], [REVERT_POINT])
+    s.driver.confirm_migration(s.ctx, migration_for(s, flavor(new)),
+                               s.instance, s.nw)
+    rows.check(new, rows.boot + 1)
     assert s.ping()
 
 
@@ -256,8 +257,8 @@ def test_rbd_revert_killed_after_each_step(rows):
         s.driver.reboot(s.ctx, s.instance, s.nw, 'HARD', s.bdi())
         rows.check(SMALL, boot)
 
-    rows.run(REVERT, attempt, after_crash)
-    assert stepname.ROLL_BACK_TO_REVERT_POINT in rows.killed
+    killed = rows.run(REVERT, attempt, after_crash)
+    assert stepname.ROLL_BACK_TO_REVERT_POINT in killed
     rows.check(SMALL, rows.boot + 1)
     assert s.ping()
 
@@ -270,7 +271,7 @@ def _booted(instance_dir: str, boot: int) -> guestlog.GuestReport:
 
 
 def test_rbd_move_killed_on_b_then_on_a(host_b, ceph):  # noqa: F811
-    """A move to B whose finish B's nova-compute dies in (B_FINISH):
+    """A move to B whose finish B's nova-compute dies in (``B_FINISH``):
     B's next start rolls it back, Nova's revert (B's destroy, A's
     finish_revert_resize) starts the old flavor on A.  Then A's revert
     of a move killed, completed at A's start, hard rebooted; last, A's
