@@ -353,3 +353,28 @@ def test_rbd_move_killed_on_b_then_on_a(host_b, ceph):  # noqa: F811
             if host.lookup(uuid) is not None:
                 node('destroy', uuid=uuid)
 
+
+
+def test_rbd_deleted_after_its_finish_was_killed_leaves_no_image(
+        rbd_backend, make_server, monkeypatch):  # noqa: F811
+    """The finish killed, rolled back at start: the revert point stays
+    for a revert, and the instance is not RESIZED.  Deleted instead,
+    Nova confirms nothing first (it does only for RESIZED), and its RBD
+    cleanup removes its own ``nova-resize`` snapshot but no other:
+    ours would keep the image in the pool for ever (Nova retries, warns
+    and leaves it).  The delete leaves no image and no snapshot."""
+    s = make_server(flavor(SMALL))
+    s.wait_boot(1)
+    with pytest.raises(Crash), killed_after(FINISH, 0):
+        resize(s, flavor(grown(SMALL)))
+    restarted(s, monkeypatch)
+    assert_root(rbd_backend, s.instance.uuid, 1, [REVERT_POINT])
+    # Nova's delete (what it does with a leftover: one try, not twelve)
+    monkeypatch.setattr(novaenv.CONF.libvirt, 'rbd_destroy_volume_retries',
+                        1)
+    s.driver.destroy(s.ctx, s.instance, s.nw, s.bdi())
+    monkeypatch.undo()
+    assert rbd_backend.images(s.instance.uuid) == []
+    # (Nova's delete_instance_files removes the instance directory and
+    # leaves the ``_resize`` beside it, ours as upstream's)
+    assert not os.path.exists(s.dir)
