@@ -65,8 +65,9 @@ from resizedriver.layout import InstanceLayout
 from resizedriver.nova import compat
 from resizedriver.nova import operations as nova_ops
 from resizedriver.nova.implementation import NovaImplementation
+from resizedriver.nova import rbdimages
 from resizedriver.nova.rbdimages import NovaRbdImages
-from resizedriver.operations import sourcetops
+from resizedriver.operations import rbd, sourcetops
 from resizedriver.nova import translate
 from resizedriver.nova import upstream
 from resizedriver.guest import Guest
@@ -195,8 +196,24 @@ class LibvirtResizeDriver(libvirt_driver.LibvirtDriver):
                      'until finish_revert_migration reverts it',
                      instance=instance)
             return
+        if destroy_disks and CONF.libvirt.images_type == 'rbd' and \
+                instance.task_state != task_states.RESIZE_REVERTING:
+            self._drop_revert_points(instance)
         super().destroy(context, instance, network_info, block_device_info,
                         destroy_disks, destroy_secrets)
+
+    def _drop_revert_points(self, instance) -> None:
+        """The instance's images go (Nova's ``_cleanup_rbd``), and with
+        them the ``rbd`` plan's revert points: Nova removes its own
+        ``nova-resize`` snapshot first, but any other keeps the image in
+        the pool for good.  A RESIZED instance is confirmed before it is
+        deleted; one a failed or killed finish left is not.  (Not in a
+        revert: Nova keeps the images then, and the revert needs the
+        revert point.)"""
+        for image in rbdimages.drop_snapshots_of(instance.uuid,
+                                                 rbd.SNAPSHOT):
+            LOG.info('Revert point %s@%s removed: the instance\'s images '
+                     'are deleted', image, rbd.SNAPSHOT, instance=instance)
 
     def _live_resize_pending(self, uuid: str) -> bool:
         try:

@@ -42,3 +42,20 @@ class NovaRbdImages:
     def rollback(self, image: str, snap: str) -> None:
         driver, name = _driver(image)
         driver.rollback_to_snap(name, snap)
+
+
+def drop_snapshots_of(uuid: str, snap: str) -> list[str]:
+    """Remove ``snap`` from each image of instance ``uuid`` in Nova's pool
+    (``images_rbd_pool``: the names Nova's ``_cleanup_rbd`` picks); the
+    images it was on.  For Nova's delete, whose cleanup removes its own
+    ``nova-resize`` snapshot before an image, and no other."""
+    driver = rbd_utils.RBDDriver()
+    with rbd_utils.RADOSClient(driver, driver.pool) as client:
+        names = rbd_utils.RbdProxy().list(client.ioctx)
+    images = [f'{driver.pool}/{name}' for name in names
+              if name.startswith(uuid)]
+    own = NovaRbdImages()
+    dropped = [image for image in images if snap in own.snapshots(image)]
+    for image in dropped:
+        own.remove_snapshot(image, snap)
+    return dropped

@@ -16,7 +16,12 @@ line, until stdin ends.  Both nodes share one cell database under
 lock paths, and the same instances path, each on its own filesystem.
 The disk info string travels from A's ``resize_instance`` to B's
 ``finish_resize`` as the RPC carries it; a request's ``dest`` ``a``
-resizes on A instead (same host).
+resizes on A instead (same host).  A request's ``kill_after``
+(``[operation, step]``) has the process SIGKILL itself right after that
+step of that plan ran, before its journal says done: nova-compute
+killed, for the next process's ``init_host`` to recover; an answer
+(the plan ran to its end without that step) says in ``ran`` which
+steps of it ran.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -87,7 +93,44 @@ def _upstream_forced(forced: bool) -> Any:
                              lambda *a, **kw: 'forced by a test')
 
 
+class KilledAfter:
+    """``kill_after``: SIGKILL this process right after ``step`` of
+    ``operation`` ran; ``ran``: its steps that ran (all of them if the
+    process lives on)."""
+
+    def __init__(self, operation: str, step: str) -> None:
+        from resizedriver import journal
+        self.operation, self.step = operation, step
+        self.ran: list[str] = []
+        real_done = journal.Journal.done
+
+        def done(journal_: Any, name: str) -> None:
+            if journal_.operation == operation:
+                self.ran.append(name)
+                if name == step:
+                    sys.stderr.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            real_done(journal_, name)
+        self._patch = mock.patch.object(journal.Journal, 'done', done)
+
+    def __enter__(self) -> 'KilledAfter':
+        self._patch.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._patch.stop()
+
+
 def run(drv, req: dict[str, Any]) -> dict[str, Any]:
+    """``_run`` of ``req``, killed as its ``kill_after`` says."""
+    if 'kill_after' not in req:
+        return _run(drv, req)
+    with KilledAfter(*req['kill_after']) as killer:
+        answer = _run(drv, req)
+    return dict(answer, ran=killer.ran)
+
+
+def _run(drv, req: dict[str, Any]) -> dict[str, Any]:
     from nova import objects
     from nova.compute import manager, task_states
     ctx = novaenv.admin_context()
@@ -126,6 +169,14 @@ def run(drv, req: dict[str, Any]) -> dict[str, Any]:
         else:
             drv.power_on(ctx, inst, nw)
             novaenv.wire_taps(nw)
+        return {}
+    if call == 'reboot':
+        # the operator's ``reset-state --active`` then ``reboot --hard``,
+        # Nova's advice for an instance a failed revert left
+        inst.task_state, inst.vm_state = None, 'active'
+        inst.save()
+        drv.reboot(ctx, inst, nw, 'HARD', bdi)
+        novaenv.wire_taps(nw)
         return {}
     if call == 'resize_instance':
         new = novaenv.flavor(*req['flavor'])

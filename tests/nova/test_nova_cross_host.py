@@ -15,6 +15,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,23 @@ class Node:
             raise AssertionError(f'{call} on {self.name} failed:\n'
                                  f'{self.close()[-6000:]}')
         return json.loads(line)
+
+    def killed_after(self, operation: str, step: str, call: str,
+                     **req) -> Optional[dict]:
+        """``call`` in a process of its own, which SIGKILLs itself right
+        after ``step`` of ``operation`` (``compute_node``'s
+        ``kill_after``): None once it did, else its answer (the plan
+        had no such step: ``ran`` names the ones it had)."""
+        assert not self.session
+        req.update(call=call, kill_after=[operation, step])
+        proc = self._start(stderr=subprocess.PIPE)
+        out, err = proc.communicate(json.dumps(req), timeout=600)
+        # (-9: the process itself; 137: tools/host-b's shell says so)
+        if proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+            return None
+        assert proc.returncode == 0, (
+            f'{call} on {self.name} failed:\n{err[-6000:]}')
+        return json.loads(out)
 
     def close(self) -> str:
         """End the session's process; what it wrote on stderr."""

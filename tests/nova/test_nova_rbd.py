@@ -25,9 +25,7 @@ import os
 
 import pytest
 from nova import exception as nova_exception
-from nova.compute import manager
 from nova.storage import rbd_utils
-from nova.virt.libvirt import driver as libvirt_driver
 
 from resizedriver import domain_xml
 from resizedriver.host import Host
@@ -38,11 +36,9 @@ from tests.nova import compute_node, novaenv
 from tests.nova.test_nova_cross_host import Node, host_b  # noqa: F401
 from tests.nova.test_nova_live import ROOM, KiB, _report, roomy
 from tests.nova.test_nova_shapes import disks
-from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL, Crash,
+from tests.nova.test_nova_resize import (BIG, BIGGER, SMALL,
                                          assert_no_resize_left, flavor,
-                                         kill_after, migrate_killed_after,
-                                         migration_for, plan_of, resize,
-                                         revert)
+                                         plan_of, resize, revert)
 
 GiB = 1024 ** 3
 MiB = 1024 ** 2
@@ -440,97 +436,6 @@ def _rbd_move(host_b, a, b, uuid: str, ip: str, spec,  # noqa: F811
     return out['migration'], guestlog.wait_for_boot(
         os.path.join(host_b.path(here), 'console.log'), boot)
 
-
-def _restarted(server, monkeypatch) -> None:
-    """nova-compute starts again: our init_host recovers the journals
-    (Nova's own part already ran for this process)."""
-    monkeypatch.undo()
-    monkeypatch.setattr(libvirt_driver.LibvirtDriver, 'init_host',
-                        lambda self, host: None)
-    server.driver.init_host(host=novaenv.CONF.host)
-    monkeypatch.undo()
-    assert server.driver.engine.journals.find(server.instance.uuid) == []
-
-
-def _reverted_by_nova(server, mig) -> None:
-    """What Nova does next for an instance whose resize was rolled back
-    or whose revert was completed on disk at start: plug its VIFs and
-    revert (again)."""
-    inst = server.instance
-    manager.ComputeManager._set_instance_info(inst, inst.old_flavor)
-    inst.save()
-    server.driver.plug_vifs(inst, server.nw)
-    server.driver.finish_revert_migration(server.ctx, inst, server.nw, mig,
-                                          None, True)
-
-
-def test_rbd_cold_faults_recovered_leave_no_snapshot(rbd_backend,
-                                                     make_server,
-                                                     monkeypatch):
-    """The ``rbd`` plan's fault rows: nova-compute killed right after a
-    step (before its journal says done), recovered by init_host, then
-    Nova's own next call.  Each row ends with the guest running the
-    flavor it should (its console), the image at its size and with no
-    snapshot left (the cluster), and the next resize goes through."""
-    ceph = rbd_backend
-    server = make_server(flavor(SMALL))
-    uuid, drv, inst = server.instance.uuid, server.driver, server.instance
-    server.wait_boot(1)
-
-    def row(boot: int, gib: int, cpus: int) -> None:
-        report = server.wait_boot(boot)
-        assert (report.cpu_count, report.disks) == (cpus, {'vda': gib * GiB})
-        assert_root(ceph, uuid, gib, [])
-        assert_no_resize_left(server)
-
-    # migrate killed once the revert point is taken: rolled back at start
-    mig = migrate_killed_after(server, monkeypatch, 'take revert point')
-    _restarted(server, monkeypatch)
-    assert_root(ceph, uuid, 1, [])
-    _reverted_by_nova(server, mig)
-    row(2, 1, 1)
-
-    # finish killed once the image grew: rolled back (the image too),
-    # then Nova reverts the resize
-    real_finish = drv.finish_migration
-
-    def killed_finish(*args, **kwargs):
-        kill_after(monkeypatch, 'grow disks')
-        real_finish(*args, **kwargs)
-    monkeypatch.setattr(drv, 'finish_migration', killed_finish)
-    with pytest.raises(Crash):
-        resize(server, flavor(BIG))
-    _restarted(server, monkeypatch)
-    assert_root(ceph, uuid, 1, [REVERT_POINT])
-    revert(server, migration_for(server, flavor(BIG)))
-    row(3, 1, 1)        # the disk is boot 2's: finish never booted it
-
-    # revert killed once the image is rolled back: completed at start
-    mig = resize(server, flavor(BIG))
-    assert server.wait_boot(4).disks == {'vda': 2 * GiB}
-    kill_after(monkeypatch, 'roll back to revert point')
-    with pytest.raises(Crash):
-        revert(server, mig)
-    _restarted(server, monkeypatch)
-    assert_root(ceph, uuid, 1, [])
-    _reverted_by_nova(server, mig)
-    row(4, 1, 1)        # boot 4 again: the disk is boot 3's
-
-    # confirm killed once the revert point is gone: completed at start
-    mig = resize(server, flavor(BIG))
-    kill_after(monkeypatch, 'remove revert point')
-    with pytest.raises(Crash):
-        drv.confirm_migration(server.ctx, mig, inst, server.nw)
-    _restarted(server, monkeypatch)
-    row(5, 2, 2)
-    assert drv.get_info(inst).state == 1
-
-    # and the next resize goes through
-    mig = resize(server, flavor(BIGGER))
-    assert server.wait_boot(6).disks == {'vda': 3 * GiB}
-    drv.confirm_migration(server.ctx, mig, inst, server.nw)
-    assert_root(ceph, uuid, 3, [])
-    assert server.ping()
 
 
 #: flavors with an ephemeral disk and swap (GiB, MiB): ... root GiB,
