@@ -20,7 +20,7 @@ def result(driver: str, plan: str, downtime: float,
         -> RbdResult:
     return RbdResult(topology, driver, headroom, plan, downtime,
                      in_effect=downtime + 1, migrate=1.0, finish=2.0,
-                     confirm=0.5)
+                     confirm=0.5, load=1.25)
 
 
 def test_a_row_per_plan_that_ran_with_the_median_of_its_runs():
@@ -46,11 +46,11 @@ def test_the_table_gives_the_medians_and_the_calls_sum():
     head, live, nova = (re.split(r'\s{2,}', lines[i]) for i in (1, 3, 4))
     assert head == ['topology', 'driver', 'plan', 'runs', 'downtime s',
                     'in effect s', 'migrate s', 'finish s', 'confirm s',
-                    'calls s']
+                    'calls s', 'load']
     assert live == ['A -> B', 'resizedriver, headroom', 'live', '1', '0.0',
-                    '1.0', '1.0', '2.0', '0.5', '3.5']
+                    '1.0', '1.0', '2.0', '0.5', '3.5', '1.2']
     assert nova == ['A -> B', 'Nova 34', '-', '1', '12.2', '13.2', '1.0',
-                    '2.0', '0.5', '3.5']
+                    '2.0', '0.5', '3.5', '1.2']
     assert text.endswith('\n\nthe note')
 
 
