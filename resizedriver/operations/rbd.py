@@ -7,11 +7,18 @@ deletes the local file): it has a revert point like the root's and is
 never grown; Nova's XML names it, and Nova's ``_create_configdrive``
 after the define makes no new one where it exists.  The instance
 directory's boot files (kernel, ramdisk: a few MiB) are copied as the
-file plans copy them; any other disk (an ephemeral image; a local
-``disk.config`` file, which Nova 34 under ``images_type = rbd`` does
-not leave) keeps the resize Nova's own (chooser rule 1c).
+file plans copy them, but while the guest runs; any other disk (an
+ephemeral image; a local ``disk.config`` file, which Nova 34 under
+``images_type = rbd`` does not leave) keeps the resize Nova's own
+(chooser rule 1c).
 
 migrate_disk_and_power_off (source; steps with an undo in brackets):
+  stage boot files         [remove staging]  guest running: the kernel,
+                                         ramdisk and disk.info copied
+                                         (verified) into the
+                                         destination's <uuid>.staging
+                                         (``stage_boot_files`` says why
+                                         they cannot change after)
   write resize record      [remove]
   power off                [start]       (Nova: unplug VIFs after it)
   take revert point        [remove it]   an RBD snapshot of each image,
@@ -19,9 +26,8 @@ migrate_disk_and_power_off (source; steps with an undo in brackets):
                                          of the guest shut down: the
                                          bytes a revert returns (the
                                          images are journaled)
-  move instance dir to _resize [move back]   and the destination's
-  create (destination) instance dir [remove] made: here, or over ssh
-  copy disks                             the boot files and disk.info
+  move instance dir to _resize [move back]
+  put staged dir in place  [take it back]  a rename on the destination
 
 finish_migration (destination, which reaches the same cluster):
   check copied disks                     the boot files
@@ -49,40 +55,60 @@ finish_revert_migration (source; completed after a crash):
   remove revert point
   define (and start) source domain
 
+Each operation talks to the cluster over one connection
+(``RbdImages.session``, opened by its first call): a librados connect
+costs more than the calls it serves, and before, each call made its own
+(a dozen per resize, half of them with the guest down).
+
 Why ours and not upstream's (which does the same work: shutdown, a
 snapshot, a resize, define, start): Nova takes its ``nova-resize``
 snapshot in finish, after power-off, where one left by an earlier
 resize makes the finish fail with the guest already off; and it is not
 journaled, so a crash between it and the end of the confirm or revert
 leaks it.  Ours is taken, checked and removed by journaled steps, and a
-leftover is refused before power-off.  It is also faster, measured on
-this machine (test guest under TCG, same host, 1 -> 2 vCPUs and 1 -> 2
-GiB, a ping every ~1 s, two runs each, 2 cores at load 5-7): the guest
-was unreachable 6.9 and 6.6 s with this plan, 8.2 and 8.1 s with Nova's
-own path; migrate + finish took 2.5 and 3.4 s, Nova's 3.3 and 2.5 s.
-Where the downtime of this plan goes (the steps' log): power off 0.3-0.4
-s, revert point 0.3-0.9 s, the boot files' verified copy 0.8-1.0 s, grow
-0.05 s, define 0.2-0.3 s, start 0.4-0.5 s; the rest is the guest's own
-shutdown and boot.  (Nova's clean shutdown looks once a second, ours
-every 0.2 s: ``NovaMigrate.power_off``.)  Defining the new XML while the
-guest shuts down would save at most the define (0.2-0.3 s), and needs
-Nova's XML for the new flavor before Nova's manager has given the
-instance that flavor (``_set_instance_info`` runs between migrate and
-finish), and on the source where a move defines it on the destination:
-not done.  Copying the kernel and ramdisk before power-off (they do not
-change) would save up to 1 s: left for later.
+leftover is refused before power-off.
+
+What is left between the guest's power-off and its start returning, and
+why each step must be there (medians in doc/source/performance.rst):
+  libvirt's stop, power off returning   as the overlay plan's
+                        (``overlay``'s docstring); Nova's clean
+                        shutdown looks once a second, ours every 0.2 s
+                        (``NovaMigrate.power_off``)
+  take revert point     what a revert returns is the guest's disk as it
+                        shut down: only a snapshot after the power-off
+                        holds that (one before would lose what the guest
+                        wrote in between)
+  move to _resize,      two renames, each made durable: the record says
+  put staged in place   where the kept source is, and the resized
+                        guest's directory must not be the source's
+  (under Nova: its VIFs and volumes after the power-off, as in its own
+  resize)
+  finish's connection   finish is a call of its own on the destination:
+                        its first call to the cluster connects
+  check copied,         the destination verifies what it defines the
+  check revert point    guest on (files from the source, the images'
+                        revert point and size) before it grows anything
+  grow disks            the new flavor's size; the revert point must be
+                        taken first
+  define, start         the new flavor's XML is Nova's, made only once
+                        its manager has given the instance the new
+                        flavor (``_set_instance_info`` runs between
+                        migrate and finish), on the host that runs it
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Optional
 
 from oslo_log import log as logging
 
 from resizedriver import exception
+from resizedriver import staging
 from resizedriver import stepname
 from resizedriver import transport
-from resizedriver.model import GROWABLE, RBD, DiskFile, grown_size
+from resizedriver.layout import DISK_INFO
+from resizedriver.model import GROWABLE, RBD, DiskFile, DiskRole, grown_size
 from resizedriver.plan import Step
 
 if TYPE_CHECKING:
@@ -145,12 +171,66 @@ def migrate_steps(op: 'MigrateOp') -> list[Step]:
             LOG.info('Revert point %s@%s taken', path, SNAPSHOT,
                      instance_uuid=uuid)
 
-    steps = [Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
-             Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
-             Step(stepname.TAKE_REVERT_POINT, take,
-                  lambda: remove_revert_point(rbd, paths, uuid))]
-    return steps + op.move_steps() + [
-        Step(stepname.COPY_DISKS, op.copy_disks)]
+    return [Step(stepname.STAGE_BOOT_FILES, lambda: stage_boot_files(op),
+                 lambda: remove_staged(op)),
+            Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
+            Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
+            Step(stepname.TAKE_REVERT_POINT, take,
+                 lambda: remove_revert_point(rbd, paths, uuid)),
+            Step(stepname.MOVE_TO_RESIZE, op.move_to_resize, op.move_back),
+            Step(stepname.PUT_STAGED_IN_PLACE, lambda: put_in_place(op),
+                 lambda: take_back(op))]
+
+
+def _staging(op: 'MigrateOp') -> str:
+    """Where the boot files wait on the destination for the guest to go
+    down: beside its instance directory-to-be."""
+    return op.dest_inst.dir + staging.STAGING_SUFFIX
+
+
+def stage_boot_files(op: 'MigrateOp') -> None:
+    """The files of the instance directory the resized guest opens (the
+    kernel and ramdisk it boots, ``disk.info``) copied, verified, into
+    the destination's ``<uuid>.staging``, while the guest runs.  Nothing
+    writes them while it runs: QEMU read the kernel and ramdisk once, at
+    its start, and Nova rewrites them (and ``disk.info``) only when it
+    makes an instance's images (spawn, rebuild, a live migration's or
+    hard reboot's missing files, unrescue), none of which runs during a
+    resize (the instance's task state refuses them).  A leftover staging
+    directory (a crash's) is replaced."""
+    names = [d.name for d in op.disks
+             if d.role is not DiskRole.SWAP and d.format != RBD]
+    if os.path.exists(op.inst.path(DISK_INFO)):
+        names.append(DISK_INFO)
+    sdir = _staging(op)
+    op.transport.remove_tree(sdir)
+    op.transport.execute('mkdir', sdir)
+    op.copy_all([(op.inst.path(name), os.path.join(sdir, name))
+                 for name in names])
+    op.transport.sync_dir(sdir, op.dest.instances_path)
+
+
+def remove_staged(op: 'MigrateOp') -> None:
+    op.transport.remove_tree(_staging(op))
+
+
+def put_in_place(op: 'MigrateOp') -> None:
+    """The staged directory becomes the destination's instance
+    directory: one rename, made durable, in one round trip (the source's
+    own is in ``<uuid>_resize`` by now)."""
+    op.transport.publish(_staging(op), op.dest_inst.dir)
+
+
+def take_back(op: 'MigrateOp') -> None:
+    """Undo :func:`put_in_place`.  On a shared instances path
+    ``<uuid>`` is the staged directory only while the source is in
+    ``<uuid>_resize``; on another host's, it is ours (validation refused
+    one already there)."""
+    if op.topology.shared_path and not os.path.isdir(op.inst.resize_dir):
+        return
+    if op.transport.exists(op.dest_inst.dir) and \
+            not op.transport.exists(_staging(op)):
+        op.transport.publish(op.dest_inst.dir, _staging(op))
 
 
 def remove_revert_point(rbd: RbdImages, paths: list[str],

@@ -467,6 +467,7 @@ def test_rbd_cold_faults_recovered_leave_no_snapshot(rbd_backend,
         assert (report.cpu_count, report.disks) == (cpus, {'vda': gib * GiB})
         assert_root(ceph, uuid, gib, [])
         assert_no_resize_left(server)
+        assert not os.path.exists(server.dir + '.staging')
 
     # migrate killed once the revert point is taken: rolled back at start
     mig = migrate_killed_after(server, monkeypatch, 'take revert point')

@@ -3,14 +3,22 @@ and what they read back (the Nova tier runs them on a real Ceph)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 
 import pytest
 
+from resizedriver import chooser
 from resizedriver import exception
-from resizedriver.model import DiskFile, DiskRole, Flavor, MiB
+from resizedriver.layout import RECORD_NAME
+from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor, MiB,
+                                Topology)
 from resizedriver.operations import rbd
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.transport import LocalTransport
 from tests.unit import fakes
+from tests.unit.conftest import sha256
 from tests.unit.test_record import UUID, make_record
 
 IMAGE = f'vms/{UUID}_disk'
@@ -45,6 +53,9 @@ class Cluster:
 
     def rollback(self, image: str, snap: str) -> None:
         self.sizes[image] = self.snaps[image][snap]
+
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def record():
@@ -118,3 +129,94 @@ def test_roll_back_never_under_a_running_guest(make_env):
     rbd.remove_revert_point(cluster, [IMAGE], UUID)
     rbd.roll_back(env, cluster, rec)
     assert cluster.snapshots(IMAGE) == []
+
+
+#: what the rbd plan stages: the boot files of the instance directory
+BOOT_FILES = ['disk.info', 'kernel']
+
+
+def rbd_migrate(instance, make_env, dest: Destination,
+                transport: LocalTransport) \
+        -> tuple[MigrateDiskAndPowerOff, fakes.FakeGuest, list]:
+    """The rbd plan's migrate of ``instance`` (its root an image of a
+    cluster in memory, beside its kernel file) to ``dest``, as validation
+    leaves it; the guest notes what the destination's staging directory
+    holds when it is asked to power off."""
+    guest = fakes.FakeGuest(instance.uuid, 'guest-1', instance.xml)
+    env = make_env(guest)
+    env.rbd = Cluster()
+    op = MigrateDiskAndPowerOff(env, instance.uuid,
+                                Flavor(2, 512, 16 * MiB), dest, transport)
+    op.disks = [ROOT, dataclasses.replace(KERNEL,
+                                          path=instance.path('kernel'))]
+    op.old_flavor, op.source_xml = Flavor(1, 256, 8 * MiB), instance.xml
+    op.was_running = True
+    op.topology = Topology.of(dest.same_hypervisor,
+                              dest.instances_path == env.instances_path)
+    op.choice = chooser.Choice(chooser.RBD_COLD, 'a test')
+    staged: list = []
+    power_off = guest.power_off
+
+    def looked_at_power_off(timeout: float, retry: float) -> bool:
+        sdir = op.dest_inst.dir + '.staging'
+        staged.append(sorted(os.listdir(sdir)) if os.path.isdir(sdir)
+                      else None)
+        return power_off(timeout, retry)
+    guest.power_off = looked_at_power_off   # type: ignore[method-assign]
+    return op, guest, staged
+
+
+def test_the_boot_files_are_staged_before_the_guest_goes_down(
+        instance, make_env, instances):
+    """Same host: the kernel and disk.info are copied while the guest
+    runs; with it down, the revert point, and two renames."""
+    before = instance.hashes()
+    op, guest, staged = rbd_migrate(
+        instance, make_env, Destination(None, instances, True),
+        LocalTransport())
+    plan = op.steps()
+    assert plan.step_names == [
+        'stage boot files', 'write resize record', 'power off',
+        'take revert point', 'move instance dir to _resize',
+        'put staged dir in place']
+    plan.run()
+    assert staged == [BOOT_FILES]
+    assert sorted(os.listdir(instance.dir)) == BOOT_FILES
+    assert all(sha256(instance.path(n)) == before[n] for n in BOOT_FILES)
+    assert os.path.isfile(os.path.join(instance.resize_dir, RECORD_NAME))
+    assert not os.path.exists(instance.dir + '.staging')
+    assert op.env.rbd.snapshots(IMAGE) == [rbd.SNAPSHOT]
+    assert op.record.disks == op.disks
+
+
+class FailingPublish(LocalTransport):
+    """The staged directory's rename fails (the destination went
+    away); every other rename is made."""
+
+    def publish(self, part: str, dst: str) -> None:
+        if part.endswith('.staging'):
+            raise exception.CommandFailed(f'mv {part} {dst}: failed')
+        super().publish(part, dst)
+
+
+def test_another_path_stages_them_too_and_a_failure_undoes_it(
+        instance, make_env, tmp_path):
+    """Another instances path (another host's): the staged files wait
+    beside the destination's instance directory; a failure with the
+    guest down undoes every step: no staging, no instance directory on
+    the destination, no revert point, the source back and running."""
+    dest = tmp_path / 'dest-instances'
+    dest.mkdir()
+    before = instance.hashes()
+    op, guest, staged = rbd_migrate(
+        instance, make_env, Destination(None, str(dest), False),
+        FailingPublish())
+    with pytest.raises(exception.ResizeFailed) as ei:
+        op.steps().run()
+    assert ei.value.step == 'put staged dir in place'
+    assert staged == [BOOT_FILES]
+    assert os.listdir(dest) == []
+    assert instance.hashes() == before
+    assert not os.path.exists(instance.resize_dir)
+    assert op.env.rbd.snapshots(IMAGE) == []
+    assert guest.call_names == ['power_off', 'start']
