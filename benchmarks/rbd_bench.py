@@ -39,8 +39,8 @@ import time
 
 from benchmarks import phases, probes, report
 from benchmarks.cross_host import Bench, Node, start_on_host_b
-from benchmarks.rbd_report import (NEW, OLD, RbdResult, new_shape_at,
-                                   phases_table, plot, seconds, table)
+from benchmarks.rbd_report import (NEW, OLD, RbdResult, downed_steps,
+                                   new_shape_at, plot, seconds, text)
 from benchmarks.resize_bench import READY_TIMEOUT, ROOM
 from resizedriver import exception
 from resizedriver import record as rd_record
@@ -130,15 +130,17 @@ def run_case(bench: Bench, topology: str, driver: str,
                 last = watch.last_between(t0, t1)
                 down_at = last.at if last else t0
                 down = shown - down_at
-        where = phases.phases(down_at, domain,
-                              phases.Call.from_dict(out['steps']),
-                              phases.Call.from_dict(fin['steps'])) \
-            if plan not in ('', 'live') else None
+        migrate = phases.Call.from_dict(out['steps'])
+        finish = phases.Call.from_dict(fin['steps'])
+        cold = plan not in ('', 'live')
+        where = phases.phases(down_at, domain, migrate, finish) \
+            if cold else None
+        downed = downed_steps(migrate, finish) if cold else {}
         conf = bench.call('a', driver, 'confirm_resize', uuid=uuid,
                           migration=out['migration'])
         return RbdResult(name, driver, headroom, plan, down,
                          shown - t0, seconds(out), seconds(fin),
-                         seconds(conf), load, where)
+                         seconds(conf), load, where, downed)
     finally:
         for node in started:            # a call that never came: its
             if node.proc.poll() is None:    # input ends, so does it
@@ -153,8 +155,7 @@ def run_case(bench: Bench, topology: str, driver: str,
 def show(results: list[RbdResult], directory: str, note: str) -> None:
     if not results:
         return
-    print(table(results, note))
-    print('\n' + phases_table(results))
+    print(text(results, note))
     report.save_named(results, directory, note, 'rbd')
     plot(results, os.path.join(directory, 'rbd.png'))
     print(f'rdbench: wrote {directory}/rbd.json and rbd.png',
@@ -183,6 +184,9 @@ def main(argv: list[str]) -> int:
     p.add_argument('--topologies', default=','.join(TOPOLOGIES),
                    type=lambda s: s.split(','),
                    help='same: on this host; cross: A -> B (default both)')
+    p.add_argument('--drivers', default='ours,upstream',
+                   type=lambda s: s.split(','),
+                   help='ours: resizedriver; upstream: Nova 34\'s own')
     args, b, root = start_on_host_b(p, argv, 'rbd')
     ceph = test_ceph.Ceph.setup()
     bench = Bench(root, b, ceph.libvirt_options())
@@ -192,7 +196,8 @@ def main(argv: list[str]) -> int:
     try:
         for n in range(args.repeats):
             for case in CASES:
-                if case[0] not in args.topologies:
+                if case[0] not in args.topologies or \
+                        case[1] not in args.drivers:
                     continue
                 print(f'rdbench: rbd {n + 1}/{args.repeats} {case} ...',
                       file=sys.stderr, flush=True)

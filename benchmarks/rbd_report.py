@@ -18,6 +18,7 @@ import sys
 from typing import Optional
 
 from benchmarks import phases, probes, report
+from resizedriver import stepname
 
 GiB = 1024 ** 3
 #: the flavors resized from and to: id, vCPUs, MiB, root GiB
@@ -48,6 +49,9 @@ class RbdResult:
     #: where the time after the guest's power-off went (cold resizes by
     #: a plan of ours; None: live, or Nova's own)
     phases: Optional[phases.Phases] = None
+    #: s per plan step with the guest down: migrate's after its power
+    #: off, and finish's (``downed_steps``)
+    steps: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> 'RbdResult':
@@ -173,6 +177,32 @@ def plot(results: list[RbdResult], path: str) -> None:
     report.save_figure(fig, path)
 
 
+def downed_steps(migrate: phases.Call, finish: phases.Call) \
+        -> dict[str, float]:
+    """Seconds of each step that runs with the guest down: migrate's
+    from its power off on (the power off's own time is mostly the
+    guest's shutdown), and every one of finish's."""
+    names = [n for _, n in migrate.steps]
+    after = names[names.index(stepname.POWER_OFF) + 1:] \
+        if stepname.POWER_OFF in names else []
+    spans = migrate.spans()
+    return {**{n: spans[n] for n in after},
+            **{n: t for n, t in finish.spans().items() if n}}
+
+
+def steps_table(results: list[RbdResult]) -> str:
+    """Per row with steps (a cold plan of ours): each step with the
+    guest down and its median seconds, in the order they ran."""
+    lines = []
+    for (topology, _, plan), runs in _groups(results).items():
+        seen = [r.steps for r in runs if r.steps]
+        if seen:
+            lines.append(f'{topology}, {plan}: ' + ', '.join(
+                f'{n} {statistics.median(s.get(n, 0.0) for s in seen):.2f}'
+                for n in seen[0]))
+    return '\n'.join(lines)
+
+
 def load_results(directories: list[str]) -> tuple[list[RbdResult],
                                                   list[str]]:
     """Every run in the ``rbd.json`` of ``directories``, and their notes."""
@@ -185,10 +215,16 @@ def load_results(directories: list[str]) -> tuple[list[RbdResult],
     return results, notes
 
 
+def text(results: list[RbdResult], note: str) -> str:
+    """The table, the phases' table and the steps' medians."""
+    return (f'{table(results, note)}\n\n{phases_table(results)}\n\n'
+            f'steps with the guest down, s (medians):\n'
+            f'{steps_table(results)}')
+
+
 def main(argv: list[str]) -> int:
     results, notes = load_results(argv)
-    print(table(results, '\n'.join(notes)))
-    print('\n' + phases_table(results))
+    print(text(results, '\n'.join(notes)))
     return 0
 
 

@@ -4,13 +4,16 @@ the 0 s of a live resize are made of."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
+from benchmarks.phases import Call
 from benchmarks.probes import Line
-from benchmarks.rbd_report import (NEW_SHAPE, RbdResult, median_rows,
-                                   new_shape_at, seconds, table)
+from benchmarks.rbd_report import (NEW_SHAPE, RbdResult, downed_steps,
+                                   median_rows, new_shape_at, seconds,
+                                   steps_table, table)
 
 CPUS, DISK = NEW_SHAPE
 
@@ -73,3 +76,20 @@ def test_a_reboot_in_a_live_resize_is_an_error_not_0_s():
 def test_a_call_takes_the_time_its_node_says_it_called_the_driver():
     assert seconds({'called': [10.0, 12.5], 'seconds': 4.0}) == 2.5
     assert seconds({'seconds': 4.0}) == 4.0
+
+
+def test_the_steps_with_the_guest_down_are_migrate_s_after_its_power_off():
+    migrate = Call(0.0, 9.0, [(1.0, 'write resize record'),
+                              (2.0, 'power off'), (6.0, 'unplug VIFs'),
+                              (6.5, 'take revert point')])
+    finish = Call(10.0, 12.0, [(10.0, 'check copied disks'),
+                               (10.5, 'start guest')])
+    steps = downed_steps(migrate, finish)
+    assert steps == {'unplug VIFs': 0.5, 'take revert point': 2.5,
+                     'check copied disks': 0.5, 'start guest': 1.5}
+    runs = [dataclasses.replace(result('ours', 'rbd', 5.0), steps=steps),
+            dataclasses.replace(result('ours', 'rbd', 5.0), steps={
+                **steps, 'take revert point': 0.5})]
+    assert steps_table(runs) == (
+        'same host, rbd: unplug VIFs 0.50, take revert point 1.50, '
+        'check copied disks 0.50, start guest 1.50')
