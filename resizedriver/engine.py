@@ -150,8 +150,8 @@ class ResizeEngine:
 
     def _cluster(self) -> ContextManager[None]:
         """One connection to the Ceph cluster for the whole operation
-        (``RbdImages.session``), where the integration gives one: each
-        librados connect costs a tenth of a second or more, and the
+        (``RbdImages.session``), where the integration gives one: a
+        librados connect takes longer than most calls it serves, and the
         ``rbd`` plan makes some of its calls with the guest down."""
         if self.env.rbd is None:
             return contextlib.nullcontext()

@@ -32,7 +32,8 @@ class NovaRbdImages:
     connects and disconnects, as Nova's own; within one
     (:meth:`session`), the first call's connection (client and pool
     context) serves every later one until the last session ends: a
-    librados connect is the slowest part of a call (0.05-0.3 s here),
+    librados connect (0.02 s here, more on a cluster with more monitors
+    or farther away) takes longer than the call it serves (a few ms),
     and the ``rbd`` plan makes several calls with the guest down."""
 
     def __init__(self) -> None:

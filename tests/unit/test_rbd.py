@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 
 import pytest
 
@@ -135,18 +136,18 @@ def test_roll_back_never_under_a_running_guest(make_env):
 BOOT_FILES = ['disk.info', 'kernel']
 
 
-def rbd_migrate(instance, make_env, dest: Destination,
-                transport: LocalTransport) \
+def rbd_migrate(instance, make_env, dest: Destination, cluster: Cluster) \
         -> tuple[MigrateDiskAndPowerOff, fakes.FakeGuest, list]:
-    """The rbd plan's migrate of ``instance`` (its root an image of a
-    cluster in memory, beside its kernel file) to ``dest``, as validation
+    """The rbd plan's migrate of ``instance`` (its root an image of
+    ``cluster``, beside its kernel file) to ``dest``, as validation
     leaves it; the guest notes what the destination's staging directory
     holds when it is asked to power off."""
     guest = fakes.FakeGuest(instance.uuid, 'guest-1', instance.xml)
     env = make_env(guest)
-    env.rbd = Cluster()
+    env.rbd = cluster
     op = MigrateDiskAndPowerOff(env, instance.uuid,
-                                Flavor(2, 512, 16 * MiB), dest, transport)
+                                Flavor(2, 512, 16 * MiB), dest,
+                                LocalTransport())
     op.disks = [ROOT, dataclasses.replace(KERNEL,
                                           path=instance.path('kernel'))]
     op.old_flavor, op.source_xml = Flavor(1, 256, 8 * MiB), instance.xml
@@ -158,9 +159,10 @@ def rbd_migrate(instance, make_env, dest: Destination,
     power_off = guest.power_off
 
     def looked_at_power_off(timeout: float, retry: float) -> bool:
-        sdir = op.dest_inst.dir + '.staging'
-        staged.append(sorted(os.listdir(sdir)) if os.path.isdir(sdir)
-                      else None)
+        sdir = op.dest_inst.dir
+        if op.topology.shared_path:
+            sdir += '.staging'
+        staged.append(sorted(os.listdir(sdir)))
         return power_off(timeout, retry)
     guest.power_off = looked_at_power_off   # type: ignore[method-assign]
     return op, guest, staged
@@ -172,8 +174,7 @@ def test_the_boot_files_are_staged_before_the_guest_goes_down(
     runs; with it down, the revert point, and two renames."""
     before = instance.hashes()
     op, guest, staged = rbd_migrate(
-        instance, make_env, Destination(None, instances, True),
-        LocalTransport())
+        instance, make_env, Destination(None, instances, True), Cluster())
     plan = op.steps()
     assert plan.step_names == [
         'stage boot files', 'write resize record', 'power off',
@@ -189,34 +190,49 @@ def test_the_boot_files_are_staged_before_the_guest_goes_down(
     assert op.record.disks == op.disks
 
 
-class FailingPublish(LocalTransport):
-    """The staged directory's rename fails (the destination went
-    away); every other rename is made."""
+class FailingSnapshots(Cluster):
+    """The monitors refuse new snapshots."""
 
-    def publish(self, part: str, dst: str) -> None:
-        if part.endswith('.staging'):
-            raise exception.CommandFailed(f'mv {part} {dst}: failed')
-        super().publish(part, dst)
+    def create_snapshot(self, image: str, snap: str) -> None:
+        raise exception.CommandFailed(f'{image}@{snap}: refused')
 
 
-def test_another_path_stages_them_too_and_a_failure_undoes_it(
+def test_another_path_gets_them_in_its_dir_and_a_failure_undoes_it(
         instance, make_env, tmp_path):
-    """Another instances path (another host's): the staged files wait
-    beside the destination's instance directory; a failure with the
-    guest down undoes every step: no staging, no instance directory on
-    the destination, no revert point, the source back and running."""
+    """Another instances path (another host's): the destination's
+    instance directory is made and gets the boot files while the guest
+    runs, and with it down there is no copy and no rename there; a
+    failure with the guest down undoes every step: the destination as it
+    was, the source back and running."""
     dest = tmp_path / 'dest-instances'
     dest.mkdir()
     before = instance.hashes()
     op, guest, staged = rbd_migrate(
         instance, make_env, Destination(None, str(dest), False),
-        FailingPublish())
+        FailingSnapshots())
+    plan = op.steps()
+    assert plan.step_names == [
+        'create destination dir', 'stage boot files',
+        'write resize record', 'power off', 'take revert point',
+        'move instance dir to _resize']
     with pytest.raises(exception.ResizeFailed) as ei:
-        op.steps().run()
-    assert ei.value.step == 'put staged dir in place'
+        plan.run()
+    assert ei.value.step == 'take revert point'
     assert staged == [BOOT_FILES]
     assert os.listdir(dest) == []
     assert instance.hashes() == before
-    assert not os.path.exists(instance.resize_dir)
-    assert op.env.rbd.snapshots(IMAGE) == []
     assert guest.call_names == ['power_off', 'start']
+
+
+def test_the_revert_point_of_every_image_is_asked_for_at_once():
+    """Each snapshot waits on the monitors: two images' wait is one."""
+    cluster, config = Cluster(), f'{IMAGE}.config'
+    cluster.sizes[config], cluster.snaps[config] = MiB, {}
+    both = threading.Barrier(2, timeout=5)
+
+    def each(path: str) -> None:
+        both.wait()             # breaks unless both are under way
+        rbd.take_revert_point(cluster, path, UUID)
+    rbd.at_once(each, [IMAGE, config])
+    assert [cluster.snapshots(p) for p in (IMAGE, config)] == [
+        [rbd.SNAPSHOT]] * 2
