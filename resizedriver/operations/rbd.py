@@ -71,7 +71,13 @@ snapshot in finish, after power-off, where one left by an earlier
 resize makes the finish fail with the guest already off; and it is not
 journaled, so a crash between it and the end of the confirm or revert
 leaks it.  Ours is taken, checked and removed by journaled steps, and a
-leftover is refused before power-off.
+leftover is refused before power-off.  It is also faster, measured on
+this machine (test guest under TCG, 1 -> 2 vCPUs, 1 -> 2 GiB, medians
+of three runs at load 1.0-2.7): the guest was down 5.1 s on its host
+and 4.8 s moving to another, against 6.2 and 5.9 s with Nova's own
+path; from its power-off to the start returning (without init's reap
+and the benchmark's handover) 1.5 and 1.1 s, against 2.2 and 3.2 s
+before the boot files were staged (the copy was in the window).
 
 What is left between the guest's power-off and its start returning, and
 why each step must be there (medians in doc/source/performance.rst):
