@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import statistics
 import sys
 
 from benchmarks import phases, report
@@ -46,9 +45,9 @@ def medians(directories: list[str]) \
     for directory in directories:
         for case, where in _cases(directory):
             runs[case].append(where)
-    return [((integration, plan, str(len(seen))), phases.Phases(
-        **{k: statistics.median(w[k] for w in seen) for k in seen[0]}))
-        for (integration, plan), seen in runs.items()]
+    return [((integration, plan, str(len(seen))),
+             phases.median([phases.Phases(**w) for w in seen]))
+            for (integration, plan), seen in runs.items()]
 
 
 def main(argv: list[str]) -> int:

@@ -20,9 +20,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import statistics
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import libvirt
 
@@ -94,6 +95,14 @@ class Phases:
 
     def row(self) -> tuple[str, ...]:
         return tuple(f'{v:.2f}' for v in dataclasses.astuple(self))
+
+
+def median(runs: Sequence[Phases]) -> Phases:
+    """Each phase's median over ``runs`` (a machine shared with others
+    is noisy: one run says little)."""
+    return Phases(*(statistics.median(column) for column in
+                    zip(*(dataclasses.astuple(r) for r in runs),
+                        strict=True)))
 
 
 def phases(down_at: float, domain: 'DomainWatch', migrate: Call,

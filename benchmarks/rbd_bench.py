@@ -19,7 +19,12 @@ from its console (its last line before it went down -> its first
 "ready"; a live resize is 0 when the guest shows its new vCPUs and disk
 and never printed a new boot), the time until the guest shows its new
 shape, and each driver call's wall time; the median of ``--repeats``
-runs.  It measures; it never asserts on time.
+runs.  For a cold resize by a plan of ours, where the time went from the
+guest's power-off to the resized guest's start returning, a column per
+phase (``benchmarks.phases``: the plan's steps as the nodes logged them,
+the domain on A as libvirt and its QEMU process showed it going down).
+Each run notes the machine's load average as it began.  It measures;
+it never asserts on time.
 
 Run it with ``benchmarks/run rbd`` (as root), not directly.
 """
@@ -32,10 +37,10 @@ import subprocess
 import sys
 import time
 
-from benchmarks import probes, report
+from benchmarks import phases, probes, report
 from benchmarks.cross_host import Bench, Node, start_on_host_b
-from benchmarks.rbd_report import (NEW, OLD, RbdResult, new_shape_at, plot,
-                                   seconds, table)
+from benchmarks.rbd_report import (NEW, OLD, RbdResult, downed_steps,
+                                   new_shape_at, plot, seconds, text)
 from benchmarks.resize_bench import READY_TIMEOUT, ROOM
 from resizedriver import exception
 from resizedriver import record as rd_record
@@ -102,16 +107,19 @@ def run_case(bench: Bench, topology: str, driver: str,
         for node in started:            # the services are up
             node.ask('seed', steps=True)
         device = probes.block_device(compute_node.INSTANCES)
-        with probes.ConsoleWatch(consoles, device) as watch:
+        load = os.getloadavg()[0]
+        with probes.ConsoleWatch(consoles, device) as watch, \
+                phases.DomainWatch(uuid) as domain:
             t0 = time.monotonic()
             out = a.call('resize_instance', uuid=uuid, flavor=new,
-                         dest=dest)
+                         dest=dest, steps=True)
             t1 = time.monotonic()
             plan = plan_ran(compute_node.INSTANCES, uuid)
             fin = there.call('finish_resize', uuid=uuid, ip=ip,
-                             migration=out['migration'],
+                             migration=out['migration'], steps=True,
                              disk_info=out['disk_info'])
             on = [dest]
+            down_at = t0
             if plan == 'live':
                 shown = wait(watch, 'its new vCPUs and disk',
                              lambda lines: new_shape_at(lines, t0))
@@ -120,12 +128,19 @@ def run_case(bench: Bench, topology: str, driver: str,
                 shown = wait(watch, '"ready"', lambda _: getattr(
                     watch.first('RDGUEST ready', t0), 'at', None))
                 last = watch.last_between(t0, t1)
-                down = shown - (last.at if last else t0)
+                down_at = last.at if last else t0
+                down = shown - down_at
+        migrate = phases.Call.from_dict(out['steps'])
+        finish = phases.Call.from_dict(fin['steps'])
+        cold = plan not in ('', 'live')
+        where = phases.phases(down_at, domain, migrate, finish) \
+            if cold else None
+        downed = downed_steps(migrate, finish) if cold else {}
         conf = bench.call('a', driver, 'confirm_resize', uuid=uuid,
                           migration=out['migration'])
         return RbdResult(name, driver, headroom, plan, down,
                          shown - t0, seconds(out), seconds(fin),
-                         seconds(conf))
+                         seconds(conf), load, where, downed)
     finally:
         for node in started:            # a call that never came: its
             if node.proc.poll() is None:    # input ends, so does it
@@ -140,7 +155,7 @@ def run_case(bench: Bench, topology: str, driver: str,
 def show(results: list[RbdResult], directory: str, note: str) -> None:
     if not results:
         return
-    print(table(results, note))
+    print(text(results, note))
     report.save_named(results, directory, note, 'rbd')
     plot(results, os.path.join(directory, 'rbd.png'))
     print(f'rdbench: wrote {directory}/rbd.json and rbd.png',
@@ -169,6 +184,9 @@ def main(argv: list[str]) -> int:
     p.add_argument('--topologies', default=','.join(TOPOLOGIES),
                    type=lambda s: s.split(','),
                    help='same: on this host; cross: A -> B (default both)')
+    p.add_argument('--drivers', default='ours,upstream',
+                   type=lambda s: s.split(','),
+                   help='ours: resizedriver; upstream: Nova 34\'s own')
     args, b, root = start_on_host_b(p, argv, 'rbd')
     ceph = test_ceph.Ceph.setup()
     bench = Bench(root, b, ceph.libvirt_options())
@@ -178,7 +196,8 @@ def main(argv: list[str]) -> int:
     try:
         for n in range(args.repeats):
             for case in CASES:
-                if case[0] not in args.topologies:
+                if case[0] not in args.topologies or \
+                        case[1] not in args.drivers:
                     continue
                 print(f'rdbench: rbd {n + 1}/{args.repeats} {case} ...',
                       file=sys.stderr, flush=True)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Any, Iterator, Optional, Protocol
+from typing import Any, ContextManager, Iterator, Optional, Protocol
 
 from oslo_concurrency import lockutils
 from oslo_config import cfg
@@ -147,6 +147,15 @@ class ResizeEngine:
         with lockutils.lock(f'resizedriver-{uuid}{scope}', external=True,
                             lock_path=lock_path):
             yield
+
+    def _cluster(self) -> ContextManager[None]:
+        """One connection to the Ceph cluster for the whole operation
+        (``RbdImages.session``), where the integration gives one: a
+        librados connect takes longer than most calls it serves, and the
+        ``rbd`` plan makes some of its calls with the guest down."""
+        if self.env.rbd is None:
+            return contextlib.nullcontext()
+        return self.env.rbd.session()
 
     def run(self, plan: Plan, context: dict[str, Any]) -> None:
         """Run ``plan`` under a journal holding ``context`` for recovery."""
@@ -276,7 +285,8 @@ class ResizeEngine:
         dest_transport = transport.for_host(dest.host, self.conf)
         # one connection to the destination for validation, the copies
         # and the commands with the guest off (each would open its own)
-        with self.locked(uuid), dest_transport.session():
+        with self.locked(uuid), dest_transport.session(), \
+                self._cluster():
             self._complete_after_finish(uuid)
             op = impl.migrate(self.env, uuid, new_flavor, dest,
                               dest_transport, live)
@@ -290,7 +300,7 @@ class ResizeEngine:
     def finish_migration(self, record: ResizeRecord, power_on: bool = True,
                          impl: Implementation = OWN) -> None:
         """On the destination: make the copy the resized guest."""
-        with self.locked(record.uuid):
+        with self.locked(record.uuid), self._cluster():
             self._complete_after_finish(record.uuid, record)
             op = impl.finish(self.env, record, power_on)
             self.run(op.plan(), op.journal_context())
@@ -376,7 +386,7 @@ class ResizeEngine:
         """Drop the kept source copy.  ``NotFound`` when no resize is
         pending (and none was interrupted): the caller decides whether
         that is done (Nova) or a mistake (an operator's wrong host)."""
-        with self.locked(uuid):
+        with self.locked(uuid), self._cluster():
             if self._resume(uuid, 'confirm_migration', impl,
                             power_on=False):     # a confirm starts nothing
                 return
@@ -401,7 +411,7 @@ class ResizeEngine:
                                 impl: Implementation = OWN) -> None:
         """Back to the source copy; a repeat after success is harmless
         (``Implementation.nothing_to_revert``)."""
-        with self.locked(uuid):
+        with self.locked(uuid), self._cluster():
             if self._resume(uuid, 'finish_revert_migration', impl,
                             power_on):
                 return

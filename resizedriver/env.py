@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from typing import Callable, Optional, Protocol
+from typing import Callable, ContextManager, Optional, Protocol
 
 from oslo_config import cfg
 
@@ -22,6 +22,11 @@ class RbdImages(Protocol):
     librbd through Nova's ``RBDDriver``, with ``[libvirt]``'s ceph.conf
     and user).
     ``image``: ``<pool>/<name>``, as ``DiskFile.path`` of an RBD disk."""
+
+    def session(self) -> ContextManager[None]:
+        """Within it, every call reuses one connection to the cluster
+        (made on first use): an operation's calls, some of them with the
+        guest down, do not each connect anew."""
 
     def size(self, image: str) -> int: ...
 

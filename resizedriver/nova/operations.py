@@ -49,7 +49,6 @@ from resizedriver.layout import InstanceLayout
 from resizedriver.nova import compat
 from resizedriver.nova import translate
 from resizedriver.nova.progress import InstanceProgress
-from resizedriver.nova.rbdimages import NovaRbdImages
 from resizedriver.model import DiskFile, DiskRole
 from resizedriver.operations import live, precopy, rbd
 from resizedriver.operations import revert as rd_revert
@@ -306,8 +305,8 @@ class NovaFinish(FinishMigration):
     def rbd_size(self, disk: DiskFile) -> int:
         """The image's size from librbd, as Nova's RBD backend reads it
         (``[libvirt] images_rbd_ceph_conf``, ``rbd_user``), in the pool
-        the domain names."""
-        return NovaRbdImages().size(disk.path)
+        the domain names (over the operation's connection)."""
+        return rbd.images(self.env).size(disk.path)
 
     def ensure_console_log(self) -> None:
         """The instance directory (migrate made it) gets the console log

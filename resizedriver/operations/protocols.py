@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from resizedriver.env import HostEnv
     from resizedriver.guest import Guest
     from resizedriver.layout import InstanceLayout
-    from resizedriver.model import Destination, DiskFile, Flavor
+    from resizedriver.model import Destination, DiskFile, Flavor, Topology
     from resizedriver.plan import Step
     from resizedriver.qemuimg import QemuImg
     from resizedriver.record import ResizeRecord
@@ -36,6 +36,7 @@ class MigrateOp(Protocol):
     dest: Destination
     dest_inst: InstanceLayout
     transport: Transport
+    topology: Topology
     new_flavor: Flavor
     disks: list[DiskFile]
     source_xml: str

@@ -7,9 +7,9 @@ deletes the local file): it has a revert point like the root's and is
 never grown; Nova's XML names it, and Nova's ``_create_configdrive``
 after the define makes no new one where it exists.  The instance
 directory's boot files (kernel, ramdisk: a few MiB) are copied as the
-file plans copy them; any other disk (a local ``disk.config`` file,
-which Nova 34 under ``images_type = rbd`` does not leave) keeps the
-resize Nova's own (chooser rule 1c).
+file plans copy them, but while the guest runs; any other disk (a local
+``disk.config`` file, which Nova 34 under ``images_type = rbd`` does not
+leave) keeps the resize Nova's own (chooser rule 1c).
 
 Ephemeral and swap images (``<uuid>_disk.local`` or ``_disk.eph0``,
 ``<uuid>_disk.swap``).  What Nova 34 does with them (read in its source,
@@ -32,16 +32,26 @@ them, ``model.grown_size``: an ``eph<N>`` too), swap to the new swap if
 larger, and a revert gives every image back its bytes and size.
 
 migrate_disk_and_power_off (source; steps with an undo in brackets):
+  create destination dir   [remove]      another instances path only
+  stage boot files         [remove them] guest running: the kernel,
+                                         ramdisk and disk.info copied
+                                         (verified) into
+                                         <uuid>.staging on a shared
+                                         instances path, else into the
+                                         destination's directory
+                                         (``stage_boot_files`` says why
+                                         they do not change after)
   write resize record      [remove]
   power off                [start]       (Nova: unplug VIFs after it)
   take revert point        [remove it]   an RBD snapshot of each image,
                                          ``<image>@resizedriver-resize``,
                                          of the guest shut down: the
                                          bytes a revert returns (the
-                                         images are journaled)
-  move instance dir to _resize [move back]   and the destination's
-  create (destination) instance dir [remove] made: here, or over ssh
-  copy disks                             the boot files and disk.info
+                                         images are journaled); every
+                                         image's at once
+  move instance dir to _resize [move back]
+  put staged dir in place  [take back]   a shared instances path only:
+                                         <uuid>.staging becomes <uuid>
 
 finish_migration (destination, which reaches the same cluster):
   check copied disks                     the boot files
@@ -71,6 +81,11 @@ finish_revert_migration (source; completed after a crash):
   remove revert point
   define (and start) source domain
 
+Each operation talks to the cluster over one connection
+(``RbdImages.session``, opened by its first call): a librados connect
+(0.02 s here) takes longer than the calls it serves, and each call made
+its own before (a dozen per resize, half of them with the guest down).
+
 Why ours and not upstream's (which does the same work: shutdown, a
 snapshot, a resize, define, start): Nova takes its ``nova-resize``
 snapshot in finish, after power-off, where one left by an earlier
@@ -78,32 +93,64 @@ resize makes the finish fail with the guest already off; and it is not
 journaled, so a crash between it and the end of the confirm or revert
 leaks it.  Ours is taken, checked and removed by journaled steps, and a
 leftover is refused before power-off.  It is also faster, measured on
-this machine (test guest under TCG, same host, 1 -> 2 vCPUs and 1 -> 2
-GiB, a ping every ~1 s, two runs each, 2 cores at load 5-7): the guest
-was unreachable 6.9 and 6.6 s with this plan, 8.2 and 8.1 s with Nova's
-own path; migrate + finish took 2.5 and 3.4 s, Nova's 3.3 and 2.5 s.
-Where the downtime of this plan goes (the steps' log): power off 0.3-0.4
-s, revert point 0.3-0.9 s, the boot files' verified copy 0.8-1.0 s, grow
-0.05 s, define 0.2-0.3 s, start 0.4-0.5 s; the rest is the guest's own
-shutdown and boot.  (Nova's clean shutdown looks once a second, ours
-every 0.2 s: ``NovaMigrate.power_off``.)  Defining the new XML while the
-guest shuts down would save at most the define (0.2-0.3 s), and needs
-Nova's XML for the new flavor before Nova's manager has given the
-instance that flavor (``_set_instance_info`` runs between migrate and
-finish), and on the source where a move defines it on the destination:
-not done.  Copying the kernel and ramdisk before power-off (they do not
-change) would save up to 1 s: left for later.
+this machine (test guest under TCG, 1 -> 2 vCPUs, 1 -> 2 GiB, medians
+of three runs at load 1.0-2.7): the guest was down 5.1 s on its host
+and 4.8 s moving to another, against 6.2 and 5.9 s with Nova's own
+path; from its power-off to the start returning (without init's reap
+and the benchmark's handover) 1.5 and 1.1 s, against 2.2 and 3.2 s
+before the boot files were staged (the copy was in the window).
+
+What is left between the guest's power-off and its start returning, and
+why each step must be there (medians in doc/source/performance.rst):
+  libvirt's stop, power off returning   as the overlay plan's
+                        (``overlay``'s docstring); Nova's clean
+                        shutdown looks once a second, ours every 0.2 s
+                        (``NovaMigrate.power_off``)
+  take revert point     what a revert returns is the guest's disk as it
+                        shut down: only a snapshot taken after the
+                        power-off holds it (one before would lose what
+                        the guest wrote in between).  A snapshot's id is
+                        the monitors' (an OSDMap change, committed by
+                        Paxos at most once per ``paxos_propose_interval``,
+                        1 s by default): 0.4-0.8 s here, which nothing
+                        before the power-off can prepare; all images'
+                        snapshots are asked for at once, so they share
+                        that wait (Nova's own resize takes the same
+                        snapshot, in its finish)
+  move to _resize       one rename, made durable: the record says where
+                        the kept source is
+  put staged in place   a shared instances path only: one rename, made
+                        durable (``<uuid>`` was the source's until then)
+  (under Nova: its VIFs and volumes after the power-off, as in its own
+  resize)
+  check copied,         the destination verifies what it defines the
+  check revert point    guest on (the boot files, and each image's
+                        revert point and size, over a connection that
+                        finish, a call of its own, opens first) before
+                        it grows anything
+  grow disks            the new flavor's size; after the revert point
+  define, start         the new flavor's XML is Nova's, made only once
+                        its manager has given the instance the new
+                        flavor (``_set_instance_info`` runs between
+                        migrate and finish), on the host that runs it;
+                        for each RBD disk it runs ``ceph mon dump``
+                        (Nova's ``get_mon_addrs``), most of the define
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+import os
+from concurrent import futures
+from typing import TYPE_CHECKING, Callable, Optional
 
 from oslo_log import log as logging
 
 from resizedriver import exception
+from resizedriver import staging
 from resizedriver import stepname
+from resizedriver import threadcontext
 from resizedriver import transport
+from resizedriver.layout import DISK_INFO
 from resizedriver.model import (GROWABLE, RBD, DiskFile, DiskRole,
                                 Flavor, grown_size)
 from resizedriver.plan import Step
@@ -120,6 +167,8 @@ SNAPSHOT = 'resizedriver-resize'
 #: migrate's fact (journaled: its undo after a crash needs them): the
 #: images it takes the revert point of
 IMAGES = 'rbd_images'
+#: and the boot files it stages (their undo removes them)
+BOOT_FILES = 'rbd_boot_files'
 
 
 def images(env: 'HostEnv') -> RbdImages:
@@ -180,30 +229,110 @@ def migrate_steps(op: 'MigrateOp') -> list[Step]:
     # planned before the journal opens, so the journal keeps them (and
     # recovery, which has no disks, finds them there)
     paths = op.facts.setdefault(IMAGES, _paths(op.disks))
+    names = op.facts.setdefault(BOOT_FILES, _boot_files(op))
 
     def take() -> None:
-        for path in paths:
-            if SNAPSHOT not in rbd.snapshots(path):
-                rbd.create_snapshot(path, SNAPSHOT)
-            LOG.info('Revert point %s@%s taken', path, SNAPSHOT,
-                     instance_uuid=uuid)
+        at_once(lambda path: take_revert_point(rbd, path, uuid), paths)
 
-    steps = [Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
-             Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
-             Step(stepname.TAKE_REVERT_POINT, take,
-                  lambda: remove_revert_point(rbd, paths, uuid))]
-    return steps + op.move_steps() + [
-        Step(stepname.COPY_DISKS, op.copy_disks)]
+    stage = Step(stepname.STAGE_BOOT_FILES,
+                 lambda: stage_boot_files(op, names),
+                 lambda: unstage(op, names))
+    down = [Step(stepname.WRITE_RECORD, op.write_record, op.remove_record),
+            Step(stepname.POWER_OFF, op.power_off_step, op.power_on_again),
+            Step(stepname.TAKE_REVERT_POINT, take,
+                 lambda: remove_revert_point(rbd, paths, uuid)),
+            Step(stepname.MOVE_TO_RESIZE, op.move_to_resize, op.move_back)]
+    if op.topology.shared_path:
+        return [stage, *down, Step(
+            stepname.PUT_STAGED_IN_PLACE,
+            lambda: staging.put_in_place(op.inst),
+            lambda: staging.take_back(op.inst))]
+    return [Step(stepname.CREATE_DEST_DIR, op.create_dest_dir,
+                 op.remove_dest_dir), stage, *down]
+
+
+def at_once(each: Callable[[str], None], paths: list[str]) -> None:
+    """``each`` of every path, all at once: a snapshot's id comes from
+    the monitors (an OSDMap change, which they commit by Paxos, here
+    0.4-0.8 s later), and the snapshots asked for together are committed
+    together (measured here: two images' 0.8 s at once, 1.8-2.0 s one
+    after the other)."""
+    if len(paths) < 2:
+        for path in paths:
+            each(path)
+        return
+    with futures.ThreadPoolExecutor(len(paths)) as pool:
+        jobs = [pool.submit(threadcontext.carried(each), path)
+                for path in paths]
+    for job in jobs:
+        job.result()
+
+
+def take_revert_point(rbd: RbdImages, path: str, uuid: str) -> None:
+    """The image's revert point (one there already: this step run again
+    after a crash)."""
+    if SNAPSHOT not in rbd.snapshots(path):
+        rbd.create_snapshot(path, SNAPSHOT)
+    LOG.info('Revert point %s@%s taken', path, SNAPSHOT, instance_uuid=uuid)
+
+
+def _boot_files(op: 'MigrateOp') -> list[str]:
+    """The files of the instance directory the resized guest opens: the
+    kernel and ramdisk it boots, and ``disk.info``."""
+    names = [d.name for d in op.disks
+             if d.role is not DiskRole.SWAP and d.format != RBD]
+    if os.path.exists(op.inst.path(DISK_INFO)):
+        names.append(DISK_INFO)
+    return names
+
+
+def _staging(op: 'MigrateOp') -> str:
+    """Where the boot files wait for the guest to go down: on a shared
+    instances path, ``<uuid>.staging`` (``<uuid>`` is the source's until
+    it moves); on another one, the destination's instance directory
+    itself, made before the power-off (as Nova's own migrate makes it)."""
+    if op.topology.shared_path:
+        return staging.staging_dir(op.inst)
+    return op.dest_inst.dir
+
+
+def stage_boot_files(op: 'MigrateOp', names: list[str]) -> None:
+    """Copy the boot files (verified) to where the resized guest will
+    find them (:func:`_staging`), while the guest runs.  Nothing writes
+    them while it runs: QEMU read the kernel and ramdisk once, at its
+    start, and Nova rewrites them (and ``disk.info``) only when it makes
+    an instance's images (spawn, rebuild, unrescue, a live migration's
+    or hard reboot's missing files), which it does not during a resize:
+    the instance's task state refuses every other action.  A staging
+    directory left by a crash is replaced."""
+    sdir = _staging(op)
+    if op.topology.shared_path:
+        staging.remove(op.inst)
+        os.mkdir(sdir)
+    op.copy_all([(op.inst.path(name), os.path.join(sdir, name))
+                 for name in names])
+    op.transport.sync_dir(sdir, op.dest.instances_path)
+
+
+def unstage(op: 'MigrateOp', names: list[str]) -> None:
+    """Undo :func:`stage_boot_files` (the destination's directory, on
+    another instances path, is its own step's to remove)."""
+    if op.topology.shared_path:
+        staging.remove(op.inst)
+    elif names:
+        op.transport.execute('rm', '-f', '--', *(
+            os.path.join(op.dest_inst.dir, name) for name in names))
 
 
 def remove_revert_point(rbd: RbdImages, paths: list[str],
                         uuid: str) -> None:
-    """Every snapshot this plan made; one already gone is fine (a step
-    run again after a crash)."""
-    for path in paths:
+    """Every snapshot this plan made (all at once, as they were taken);
+    one already gone is fine (a step run again after a crash)."""
+    def remove(path: str) -> None:
         rbd.remove_snapshot(path, SNAPSHOT)
         LOG.info('Revert point %s@%s removed', path, SNAPSHOT,
                  instance_uuid=uuid)
+    at_once(remove, paths)
 
 
 # -- finish -------------------------------------------------------------------

@@ -437,7 +437,6 @@ def _rbd_move(host_b, a, b, uuid: str, ip: str, spec,  # noqa: F811
         os.path.join(host_b.path(here), 'console.log'), boot)
 
 
-
 #: flavors with an ephemeral disk and swap (GiB, MiB): ... root GiB,
 #: extra specs, ephemeral GiB, swap MiB
 EPH = ('71', 1, 256, 1, None, 1, 64)

@@ -122,6 +122,7 @@ def assert_novas_layout(server):
 def assert_no_resize_left(server):
     assert not os.path.exists(server.dir + '_resize')
     assert not os.path.exists(os.path.join(server.dir, 'resize.json'))
+    assert not os.path.exists(server.dir + '.staging')
 
 
 def summary_lines(caplog, title: str) -> list[str]:

@@ -3,14 +3,23 @@ and what they read back (the Nova tier runs them on a real Ceph)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import threading
 
 import pytest
 
+from resizedriver import chooser
 from resizedriver import exception
-from resizedriver.model import DiskFile, DiskRole, Flavor, MiB
+from resizedriver.layout import RECORD_NAME
+from resizedriver.model import (Destination, DiskFile, DiskRole, Flavor, MiB,
+                                Topology)
 from resizedriver.operations import rbd
+from resizedriver.operations.migrate import MigrateDiskAndPowerOff
+from resizedriver.transport import LocalTransport
 from tests.unit import fakes
+from tests.unit.conftest import sha256
 from tests.unit.test_record import UUID, make_record
 
 IMAGE = f'vms/{UUID}_disk'
@@ -45,6 +54,9 @@ class Cluster:
 
     def rollback(self, image: str, snap: str) -> None:
         self.sizes[image] = self.snaps[image][snap]
+
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 def record():
@@ -156,3 +168,109 @@ def test_a_disk_made_or_dropped_is_not_the_plans():
     eph1 = _image('disk.eph1', DiskRole.EPHEMERAL, 4 * MiB)
     assert rbd.unproven([ROOT, EPHEMERAL, eph1, SWAP], same) == [
         'more than one ephemeral image (disk.local, disk.eph1)']
+
+
+#: what the rbd plan stages: the boot files of the instance directory
+BOOT_FILES = ['disk.info', 'kernel']
+
+
+def rbd_migrate(instance, make_env, dest: Destination, cluster: Cluster) \
+        -> tuple[MigrateDiskAndPowerOff, fakes.FakeGuest, list]:
+    """The rbd plan's migrate of ``instance`` (its root an image of
+    ``cluster``, beside its kernel file) to ``dest``, as validation
+    leaves it; the guest notes what the destination's staging directory
+    holds when it is asked to power off."""
+    guest = fakes.FakeGuest(instance.uuid, 'guest-1', instance.xml)
+    env = make_env(guest)
+    env.rbd = cluster
+    op = MigrateDiskAndPowerOff(env, instance.uuid,
+                                Flavor(2, 512, 16 * MiB), dest,
+                                LocalTransport())
+    op.disks = [ROOT, dataclasses.replace(KERNEL,
+                                          path=instance.path('kernel'))]
+    op.old_flavor, op.source_xml = Flavor(1, 256, 8 * MiB), instance.xml
+    op.was_running = True
+    op.topology = Topology.of(dest.same_hypervisor,
+                              dest.instances_path == env.instances_path)
+    op.choice = chooser.Choice(chooser.RBD_COLD, 'a test')
+    staged: list = []
+    power_off = guest.power_off
+
+    def looked_at_power_off(timeout: float, retry: float) -> bool:
+        sdir = op.dest_inst.dir
+        if op.topology.shared_path:
+            sdir += '.staging'
+        staged.append(sorted(os.listdir(sdir)))
+        return power_off(timeout, retry)
+    guest.power_off = looked_at_power_off   # type: ignore[method-assign]
+    return op, guest, staged
+
+
+def test_the_boot_files_are_staged_before_the_guest_goes_down(
+        instance, make_env, instances):
+    """Same host: the kernel and disk.info are copied while the guest
+    runs; with it down, the revert point, and two renames."""
+    before = instance.hashes()
+    op, guest, staged = rbd_migrate(
+        instance, make_env, Destination(None, instances, True), Cluster())
+    plan = op.steps()
+    assert plan.step_names == [
+        'stage boot files', 'write resize record', 'power off',
+        'take revert point', 'move instance dir to _resize',
+        'put staged dir in place']
+    plan.run()
+    assert staged == [BOOT_FILES]
+    assert sorted(os.listdir(instance.dir)) == BOOT_FILES
+    assert all(sha256(instance.path(n)) == before[n] for n in BOOT_FILES)
+    assert os.path.isfile(os.path.join(instance.resize_dir, RECORD_NAME))
+    assert not os.path.exists(instance.dir + '.staging')
+    assert op.env.rbd.snapshots(IMAGE) == [rbd.SNAPSHOT]
+    assert op.record.disks == op.disks
+
+
+class FailingSnapshots(Cluster):
+    """The monitors refuse new snapshots."""
+
+    def create_snapshot(self, image: str, snap: str) -> None:
+        raise exception.CommandFailed(f'{image}@{snap}: refused')
+
+
+def test_another_path_gets_them_in_its_dir_and_a_failure_undoes_it(
+        instance, make_env, tmp_path):
+    """Another instances path (another host's): the destination's
+    instance directory is made and gets the boot files while the guest
+    runs, and with it down there is no copy and no rename there; a
+    failure with the guest down undoes every step: the destination as it
+    was, the source back and running."""
+    dest = tmp_path / 'dest-instances'
+    dest.mkdir()
+    before = instance.hashes()
+    op, guest, staged = rbd_migrate(
+        instance, make_env, Destination(None, str(dest), False),
+        FailingSnapshots())
+    plan = op.steps()
+    assert plan.step_names == [
+        'create destination dir', 'stage boot files',
+        'write resize record', 'power off', 'take revert point',
+        'move instance dir to _resize']
+    with pytest.raises(exception.ResizeFailed) as ei:
+        plan.run()
+    assert ei.value.step == 'take revert point'
+    assert staged == [BOOT_FILES]
+    assert os.listdir(dest) == []
+    assert instance.hashes() == before
+    assert guest.call_names == ['power_off', 'start']
+
+
+def test_the_revert_point_of_every_image_is_asked_for_at_once():
+    """Each snapshot waits on the monitors: two images' wait is one."""
+    cluster, config = Cluster(), f'{IMAGE}.config'
+    cluster.sizes[config], cluster.snaps[config] = MiB, {}
+    both = threading.Barrier(2, timeout=5)
+
+    def each(path: str) -> None:
+        both.wait()             # breaks unless both are under way
+        rbd.take_revert_point(cluster, path, UUID)
+    rbd.at_once(each, [IMAGE, config])
+    assert [cluster.snapshots(p) for p in (IMAGE, config)] == [
+        [rbd.SNAPSHOT]] * 2
