@@ -418,28 +418,32 @@ class MigrateDiskAndPowerOff(backing.BackingFiles):
 
     # -- steps ------------------------------------------------------------
 
-    def copy(self, src: str, dst: str) -> None:
-        """Copy verified and durable (see ``Transport.copy_file``), under
-        this instance's partial names."""
+    def copy(self, src: str, dst: str,
+             prepare: Optional[transport.Prepare] = None) -> None:
+        """Copy verified and durable (see ``Transport.copy_file``, and its
+        ``prepare``), under this instance's partial names."""
         progress = self.env.progress
         name = os.path.basename(dst)
         self.transport.copy_file(
             src, dst,
             (lambda done, total: progress(name, done, total))
-            if progress else None, owner=self.inst.uuid)
+            if progress else None, owner=self.inst.uuid, prepare=prepare)
         with self._counting:
             self.summary.add_copied(src)
 
-    def copy_all(self, pairs: list[tuple[str, str]]) -> None:
+    def copy_all(self, pairs: list[tuple[str, str]],
+                 prepare: Optional[dict[str, transport.Prepare]] = None
+                 ) -> None:
         """:meth:`copy` each (source, destination), ``[resizedriver]
         parallel_copies`` at a time: several disks cross the wire
-        together.  After a failure no other copy begins; those under
-        way run to their end (a failed one removes its partial file)
-        before the failure is raised."""
+        together; ``prepare`` by destination.  After a failure no other
+        copy begins; those under way run to their end (a failed one
+        removes its partial file) before the failure is raised."""
+        prepare = prepare or {}
         workers = min(len(pairs), self.env.conf.resizedriver.parallel_copies)
         if workers <= 1:
             for src, dst in pairs:
-                self.copy(src, dst)
+                self.copy(src, dst, prepare.get(dst))
             return
         failed = threading.Event()
 
@@ -447,7 +451,7 @@ class MigrateDiskAndPowerOff(backing.BackingFiles):
             if failed.is_set():
                 return
             try:
-                self.copy(src, dst)
+                self.copy(src, dst, prepare.get(dst))
             except BaseException:
                 failed.set()
                 raise

@@ -126,13 +126,13 @@ def test_a_crash_mid_copy_leaves_no_partial_file(conf, instance, tmp_path,
     copies = []
     real_copy = LocalTransport.copy_file
 
-    def copy_then_die(self, src, dst, progress=None, *, owner):
+    def copy_then_die(self, src, dst, progress=None, *, owner, prepare=None):
         copies.append(dst)
         if len(copies) == 3:
             with open(partial_path(dst, owner), 'wb') as f:
                 f.write(b'half')
             raise Crash(dst)
-        real_copy(self, src, dst, progress, owner=owner)
+        real_copy(self, src, dst, progress, owner=owner, prepare=prepare)
 
     monkeypatch.setattr(LocalTransport, 'copy_file', copy_then_die)
     with pytest.raises(Crash):
