@@ -100,8 +100,9 @@ def test_other_path_copies_backing_file(instance, make_env, instances,
         Destination(None, str(dest_path), same_hypervisor=True),
         LocalTransport())
     plan = op.plan()
-    assert plan.step_names == ['copy backing files', 'write resize record',
-                               'power off', 'create destination dir',
+    assert plan.step_names == ['copy backing files',
+                               'create destination dir',
+                               'write resize record', 'power off',
                                'move instance dir to _resize', 'copy disks']
     plan.run()
     dest_dir = dest_path / instance.uuid

@@ -30,9 +30,9 @@ GROW = Flavor(vcpus=2, memory_mib=512, root_bytes=16 * MiB,
 SAME_PATH_STEPS = ['write resize record', 'power off',
                    'move instance dir to _resize', 'create instance dir',
                    'copy disks']
-OTHER_PATH_STEPS = ['copy backing files', 'write resize record', 'power off',
-                    'create destination dir', 'move instance dir to _resize',
-                    'copy disks']
+OTHER_PATH_STEPS = ['copy backing files', 'create destination dir',
+                    'write resize record', 'power off',
+                    'move instance dir to _resize', 'copy disks']
 
 
 class Crash(BaseException):
