@@ -22,7 +22,7 @@ import os
 import signal
 import stat
 import struct
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from resizedriver import exception
 from resizedriver.model import GiB
@@ -156,6 +156,12 @@ def _check_supported(path: str, fmt: Optional[str]) -> None:
             f'(only {", ".join(SUPPORTED_FORMATS)})')
 
 
+def _rebase_unsafe_args(path: str, backing: str,
+                        backing_fmt: str) -> list[str]:
+    return ['rebase', '-u', '-f', 'qcow2', '-F', backing_fmt, '-b', backing,
+            path]
+
+
 class QemuImg:
     def __init__(self, transport: Transport, max_virtual_size: int) -> None:
         self.transport = transport
@@ -166,10 +172,15 @@ class QemuImg:
         a file of ``size`` bytes (0: a metadata-only command)."""
         timeout = self.transport.deadlines.for_size(size)
         cpu = INFO_CPU_SECONDS if not size else int(timeout)
+        return self.transport.execute(*self._argv(args, cpu),
+                                      timeout=timeout)
+
+    @staticmethod
+    def _argv(args: Sequence[str], cpu: int = INFO_CPU_SECONDS) -> list[str]:
+        """``qemu-img args`` under prlimit, at most ``cpu`` s of CPU."""
         prlimit, qemu_img = PROGRAMS
-        return self.transport.execute(
-            prlimit, f'--cpu={cpu}', f'--as={INFO_ADDRESS_SPACE}',
-            qemu_img, *args, timeout=timeout)
+        return [prlimit, f'--cpu={cpu}', f'--as={INFO_ADDRESS_SPACE}',
+                qemu_img, *args]
 
     def info(self, path: str, fmt: Optional[str] = None) -> ImageInfo:
         """Inspect ``path`` as ``fmt`` (give it for anything untrusted).
@@ -255,8 +266,14 @@ class QemuImg:
     def rebase_unsafe(self, path: str, backing: str,
                       backing_fmt: str) -> None:
         """Point an overlay at a byte-identical backing file elsewhere."""
-        self._run('rebase', '-u', '-f', 'qcow2', '-F', backing_fmt,
-                  '-b', backing, path)
+        self._run(*_rebase_unsafe_args(path, backing, backing_fmt))
+
+    def rebase_unsafe_argv(self, path: str, backing: str,
+                           backing_fmt: str) -> list[str]:
+        """The command of :meth:`rebase_unsafe`, for a caller that runs it
+        with others in one round trip (``Transport.copy_file``'s
+        ``prepare``): a header rewrite, metadata only."""
+        return self._argv(_rebase_unsafe_args(path, backing, backing_fmt))
 
     def commit(self, path: str, base: str, size: int) -> None:
         """Write what the qcow2 overlay ``path`` and every image between

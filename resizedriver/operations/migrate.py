@@ -8,9 +8,9 @@ step the journal shows begun, so each undo checks what is really there):
                                     ``copy`` plan)
   copy backing files  [remove]      while the guest still runs: they are
                                     immutable, so this costs no downtime
+  create dest dir     [remove]      remote / other path, while it runs
   write resize record [remove]
   power off           [start]       clean shutdown, then hard off
-  create dest dir     [remove]      remote / other path
   move to _resize     [move back]
   create instance dir [remove]      shared path: same dir name again
   copy disks                        swap is not copied but recreated;
@@ -20,6 +20,14 @@ step the journal shows begun, so each undo checks what is really there):
                                     and compared before it gets its
                                     name (``resizedriver.sparse`` says
                                     why not later, e.g. in finish)
+
+What is left between the guest's power-off and its start returning:
+libvirt's stop, power off returning and the move to _resize as in the
+overlay plan (``overlay``'s docstring says why each); the copy of every
+disk, the plan's cost, since what the guest wrote is final only once it
+is off; finish's checks of the copies (they are read on this host) and
+what the new flavor or destination needs of them (``finish``), define
+and start.  Another path's directory is made while the guest runs.
 """
 
 from __future__ import annotations
@@ -190,26 +198,33 @@ class MigrateDiskAndPowerOff(backing.BackingFiles):
         if self.backing_to_copy:
             steps.append(Step(stepname.COPY_BACKING, self.copy_backing,
                               self.remove_copied_backing))
-        steps += [
+        if not self.topology.shared_path:
+            # made while the guest runs: a round trip less with it off,
+            # and a directory found there is refused before power off
+            steps.append(self._dest_dir_step())
+        return steps + [
             Step(stepname.WRITE_RECORD, self.write_record,
                  self.remove_record),
             Step(stepname.POWER_OFF, self.power_off_step,
                  self.power_on_again),
-        ]
-        return steps + self.move_steps() + [
+        ] + self.move_steps(dest_dir_made=True) + [
             Step(stepname.COPY_DISKS, self.copy_disks)]
 
-    def move_steps(self) -> list[Step]:
+    def move_steps(self, dest_dir_made: bool = False) -> list[Step]:
         """The source to ``<uuid>_resize`` and an empty destination
         instance directory, in the order the topology needs (the same
-        name again on a shared path)."""
+        name again on a shared path); ``dest_dir_made``: another path's
+        was made before."""
         move = Step(stepname.MOVE_TO_RESIZE, self.move_to_resize,
                     self.move_back)
         if self.topology.shared_path:
             return [move, Step(stepname.CREATE_INSTANCE_DIR,
                                self.create_dest_dir, self.remove_dest_dir)]
-        return [Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
-                     self.remove_dest_dir), move]
+        return [move] if dest_dir_made else [self._dest_dir_step(), move]
+
+    def _dest_dir_step(self) -> Step:
+        return Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
+                    self.remove_dest_dir)
 
     def validate(self) -> None:
         path = self.dest.instances_path
@@ -415,28 +430,32 @@ class MigrateDiskAndPowerOff(backing.BackingFiles):
 
     # -- steps ------------------------------------------------------------
 
-    def copy(self, src: str, dst: str) -> None:
-        """Copy verified and durable (see ``Transport.copy_file``), under
-        this instance's partial names."""
+    def copy(self, src: str, dst: str,
+             prepare: Optional[transport.Prepare] = None) -> None:
+        """Copy verified and durable (see ``Transport.copy_file``, and its
+        ``prepare``), under this instance's partial names."""
         progress = self.env.progress
         name = os.path.basename(dst)
         self.transport.copy_file(
             src, dst,
             (lambda done, total: progress(name, done, total))
-            if progress else None, owner=self.inst.uuid)
+            if progress else None, owner=self.inst.uuid, prepare=prepare)
         with self._counting:
             self.summary.add_copied(src)
 
-    def copy_all(self, pairs: list[tuple[str, str]]) -> None:
+    def copy_all(self, pairs: list[tuple[str, str]],
+                 prepare: Optional[dict[str, transport.Prepare]] = None
+                 ) -> None:
         """:meth:`copy` each (source, destination), ``[resizedriver]
         parallel_copies`` at a time: several disks cross the wire
-        together.  After a failure no other copy begins; those under
-        way run to their end (a failed one removes its partial file)
-        before the failure is raised."""
+        together; ``prepare`` by destination.  After a failure no other
+        copy begins; those under way run to their end (a failed one
+        removes its partial file) before the failure is raised."""
+        prepare = prepare or {}
         workers = min(len(pairs), self.env.conf.resizedriver.parallel_copies)
         if workers <= 1:
             for src, dst in pairs:
-                self.copy(src, dst)
+                self.copy(src, dst, prepare.get(dst))
             return
         failed = threading.Event()
 
@@ -444,7 +463,7 @@ class MigrateDiskAndPowerOff(backing.BackingFiles):
             if failed.is_set():
                 return
             try:
-                self.copy(src, dst)
+                self.copy(src, dst, prepare.get(dst))
             except BaseException:
                 failed.set()
                 raise

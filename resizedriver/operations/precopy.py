@@ -83,8 +83,9 @@ destination, and why (medians in doc/source/performance.rst):
   copy what changed     the last tops: what the guest wrote since the last
                         round, so it must wait for the guest to stop; over
                         the migrate's one ssh connection
-                        (``Transport.session``), a round trip per copy,
-                        per rename with its fsync and per header rewrite
+                        (``Transport.session``), a round trip per copy
+                        and one per rename, which also fsyncs and first
+                        points the top's header at its layer
   check pre-copied      on the destination: the files came from another
                         host, and qemu-img reads them (untrusted input)
   define, start         as every cold plan (under Nova: its image step
@@ -116,6 +117,7 @@ from resizedriver.plan import Step
 if TYPE_CHECKING:
     from resizedriver.operations.protocols import FinishOp, MigrateOp
     from resizedriver.env import HostEnv
+    from resizedriver.qemuimg import QemuImg
     from resizedriver.record import ResizeRecord
 
 LOG = logging.getLogger(__name__)
@@ -329,11 +331,12 @@ def copy_tops(op: MigrateOp) -> None:
 
     Each round trip to the destination here is downtime (each a session
     over the migrate's one ssh connection, ``Transport.session``): the
-    copies (streamed, read back there and compared), their renames with
-    their directory's fsync (one command each, ``Transport.publish``),
-    and one header rewrite per disk (``qemu-img rebase -u``: the top
-    names the source's disk as its backing file until then).  The
-    destination directory's own entry was made durable with the
+    copies (streamed, read back there and compared), and their renames
+    (one command each, ``Transport.publish``) with their directory's
+    fsync and, first, the top's header rewrite (``qemu-img rebase -u``
+    on the verified partial file: the top names the source's disk as its
+    backing file until then, and is never under the disk's name so).
+    The destination directory's own entry was made durable with the
     pre-copy."""
     remote_img = op.env.qemu_img(op.transport)
     tops = _active_tops(op, op.inst.resize_dir)
@@ -346,12 +349,19 @@ def copy_tops(op: MigrateOp) -> None:
         op.disks, op.source_xml)]
     op.copy_all([(tops[name], op.dest_inst.path(name)) for name in names] +
                 [(op.inst.in_resize_dir(name), op.dest_inst.path(name))
-                 for name in late])
-    for name in names:
-        remote_img.rebase_unsafe(op.dest_inst.path(name),
-                                 op.dest_inst.path(name + LAYER), 'qcow2')
+                 for name in late],
+                prepare={op.dest_inst.path(name): functools.partial(
+                    _onto_layer, remote_img, op.dest_inst.path(name + LAYER))
+                    for name in names})
     op.record.copies_verified = True
     op.record.write(op.inst.in_resize_dir(RECORD_NAME))
+
+
+def _onto_layer(remote_img: 'QemuImg', layer: str,
+                part: str) -> list[str]:
+    """The command that points a copied top's header (the verified
+    partial file ``part``) at its pre-copied ``layer``."""
+    return remote_img.rebase_unsafe_argv(part, layer, 'qcow2')
 
 
 # -- finish -----------------------------------------------------------------

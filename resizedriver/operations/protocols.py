@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from resizedriver.qemuimg import QemuImg
     from resizedriver.record import ResizeRecord
     from resizedriver.summary import Summary
-    from resizedriver.transport import Transport
+    from resizedriver.transport import Prepare, Transport
 
 
 class MigrateOp(Protocol):
@@ -56,7 +56,9 @@ class MigrateOp(Protocol):
 
     def remove_record(self) -> None: ...
 
-    def copy_all(self, pairs: list[tuple[str, str]]) -> None: ...
+    def copy_all(self, pairs: list[tuple[str, str]],
+                 prepare: Optional[dict[str, Prepare]] = None
+                 ) -> None: ...
 
     def copy_backing(self) -> None: ...
 

@@ -6,14 +6,15 @@ from typing import Optional
 
 from oslo_config import cfg
 
-from resizedriver.transport.base import Transport
+from resizedriver.transport.base import Prepare, Transport
 from resizedriver.transport.local import LocalTransport
 from resizedriver.transport.proc import MiB, Deadlines
 from resizedriver.transport.rsync import RsyncTransport
 from resizedriver.transport.ssh import BadHost, SshOptions, SshTransport
 
-__all__ = ['Transport', 'LocalTransport', 'SshTransport', 'RsyncTransport',
-           'SshOptions', 'BadHost', 'Deadlines', 'for_host']
+__all__ = ['Prepare', 'Transport', 'LocalTransport', 'SshTransport',
+           'RsyncTransport', 'SshOptions', 'BadHost', 'Deadlines',
+           'for_host']
 
 
 def deadlines(conf: cfg.ConfigOpts) -> Deadlines:

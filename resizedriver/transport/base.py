@@ -12,7 +12,7 @@ import abc
 import contextlib
 import os
 import shlex
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 from oslo_concurrency import processutils
 from oslo_log import log as logging
@@ -23,6 +23,9 @@ from resizedriver.sparse import ProgressFn, partial_path
 from resizedriver.transport.proc import Deadlines, run, spawn
 
 LOG = logging.getLogger(__name__)
+#: the command to run on a copy's verified partial file (its path given)
+#: before it gets its name (``Transport.copy_file``)
+Prepare = Callable[[str], Sequence[str]]
 
 
 class Transport(abc.ABC):
@@ -75,7 +78,7 @@ class Transport(abc.ABC):
 
     def copy_file(self, src: str, dst: str,
                   progress: Optional[ProgressFn] = None, *,
-                  owner: str) -> None:
+                  owner: str, prepare: Optional[Prepare] = None) -> None:
         """Copy local file ``src`` to ``dst`` on the target host.
 
         Written to ``owner``'s partial name, read back from the device
@@ -85,8 +88,10 @@ class Transport(abc.ABC):
         a ``_base`` file other instances may use can be published this
         way while they look at it.  Two owners copying the same file each
         write their own partial file; the second rename replaces an
-        identical verified file.  On failure our partial file
-        is removed (and left for the undo if even that fails).
+        identical verified file.  ``prepare`` gives a command run on the
+        verified partial file (its path given) before the rename, in the
+        same round trip.  On failure our partial file is removed (and
+        left for the undo if even that fails).
         """
         part = partial_path(dst, owner)
         try:
@@ -95,6 +100,7 @@ class Transport(abc.ABC):
                 raise exception.CommandFailed(
                     f'the copy of {src} at {part}{self._where} differs from '
                     f'the source')
+            self.publish(part, dst, prepare(part) if prepare else ())
         except BaseException:
             try:
                 self.remove_partial(dst, owner)
@@ -103,7 +109,6 @@ class Transport(abc.ABC):
                 LOG.warning('Cannot remove partial copy %s%s yet: %s', part,
                             self._where, e, instance_uuid=owner)
             raise
-        self.publish(part, dst)
 
     @property
     def _where(self) -> str:
@@ -162,11 +167,15 @@ class Transport(abc.ABC):
     def rename(self, src: str, dst: str) -> None:
         self.execute('mv', '-T', '--', src, dst)
 
-    def publish(self, part: str, dst: str) -> None:
+    def publish(self, part: str, dst: str,
+                first: Sequence[str] = ()) -> None:
         """Rename ``part`` to ``dst`` durably (a rename is durable only
-        once its directory is fsynced), in one round trip."""
-        self.execute('sh', '-c', 'mv -T -- "$1" "$2" && sync -- "$3"',
-                     'sh', part, dst, os.path.dirname(dst))
+        once its directory is fsynced), after the command ``first`` if
+        one is given, all in one round trip."""
+        self.execute('sh', '-c', 'p=$1 d=$2 s=$3; shift 3; '
+                     '{ [ $# -eq 0 ] || "$@"; } && '
+                     'mv -T -- "$p" "$d" && sync -- "$s"',
+                     'sh', part, dst, os.path.dirname(dst), *first)
 
     def sync_dir(self, *paths: str) -> None:
         """fsync each directory of ``paths`` (coreutils ``sync FILE`` is

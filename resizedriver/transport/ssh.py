@@ -166,9 +166,9 @@ class SshTransport(base.Transport):
 
     def copy_file(self, src: str, dst: str,
                   progress: Optional[base.ProgressFn] = None, *,
-                  owner: str) -> None:
+                  owner: str, prepare: Optional[base.Prepare] = None) -> None:
         self._or_own_connection(lambda: super(SshTransport, self).copy_file(
-            src, dst, progress, owner=owner))
+            src, dst, progress, owner=owner, prepare=prepare))
 
     def _command(self, argv: list[str]) -> list[str]:
         return self.ssh_argv() + [self.host, shlex.join(argv)]

@@ -28,12 +28,13 @@ class FailsCopyingDisks(LocalTransport):
     """Copies backing files; the first disk copy fails half-way, leaving
     this owner's partial file as a killed copy would."""
 
-    def copy_file(self, src, dst, progress=None, *, owner):
+    def copy_file(self, src, dst, progress=None, *, owner, prepare=None):
         if '/_base/' not in dst:
             with open(partial_path(dst, owner), 'wb') as f:
                 f.write(b'half')
             raise exception.CommandFailed(f'copy to {dst} failed')
-        super().copy_file(src, dst, progress, owner=owner)
+        super().copy_file(src, dst, progress, owner=owner,
+                          prepare=prepare)
 
 
 def same_image(instances: str):

@@ -42,11 +42,11 @@ class FailingCopy(LocalTransport):
         self.ok = ok
         self.calls: list[str] = []
 
-    def copy_file(self, src, dst, progress=None, *, owner):
+    def copy_file(self, src, dst, progress=None, *, owner, prepare=None):
         self.calls.append(dst)
         if len(self.calls) > self.ok:
             raise exception.CommandFailed(f'copy to {dst} failed')
-        super().copy_file(src, dst, progress, owner=owner)
+        super().copy_file(src, dst, progress, owner=owner, prepare=prepare)
 
 
 def test_same_host_plan_moves_and_copies(instance, make_env, instances):
@@ -100,8 +100,9 @@ def test_other_path_copies_backing_file(instance, make_env, instances,
         Destination(None, str(dest_path), same_hypervisor=True),
         LocalTransport())
     plan = op.plan()
-    assert plan.step_names == ['copy backing files', 'write resize record',
-                               'power off', 'create destination dir',
+    assert plan.step_names == ['copy backing files',
+                               'create destination dir',
+                               'write resize record', 'power off',
                                'move instance dir to _resize', 'copy disks']
     plan.run()
     dest_dir = dest_path / instance.uuid
@@ -362,13 +363,14 @@ def test_files_are_copied_in_parallel_and_none_begins_after_a_failure(
     begun, ended = [], []
 
     class Meeting(LocalTransport):
-        def copy_file(self, src, dst, progress=None, *, owner):
+        def copy_file(self, src, dst, progress=None, *, owner, prepare=None):
             begun.append(os.path.basename(dst))
             barrier.wait()
             if dst.endswith('disk'):
                 raise exception.CommandFailed(f'copy to {dst} failed')
             time.sleep(0.2)         # the failure is in by the time we end
-            super().copy_file(src, dst, progress, owner=owner)
+            super().copy_file(src, dst, progress, owner=owner,
+                              prepare=prepare)
             ended.append(os.path.basename(dst))
 
     op = MigrateDiskAndPowerOff(make_env(guest_for(instance)), instance.uuid,
@@ -389,10 +391,11 @@ def test_ctrl_c_during_parallel_copies_waits_for_those_under_way(
     begun, ended = [], []
 
     class Slow(LocalTransport):
-        def copy_file(self, src, dst, progress=None, *, owner):
+        def copy_file(self, src, dst, progress=None, *, owner, prepare=None):
             begun.append(os.path.basename(dst))
             time.sleep(0.3)
-            super().copy_file(src, dst, progress, owner=owner)
+            super().copy_file(src, dst, progress, owner=owner,
+                              prepare=prepare)
             ended.append(os.path.basename(dst))
 
     def interrupted(jobs, *args, **kwargs):
@@ -469,10 +472,11 @@ def test_copy_threads_log_with_the_callers_request_and_instance(
     log = oslo_log.getLogger('resizedriver.test-copy')
 
     class Logging(LocalTransport):
-        def copy_file(self, src, dst, progress=None, *, owner):
+        def copy_file(self, src, dst, progress=None, *, owner, prepare=None):
             log.info('copying %s', os.path.basename(dst),
                      instance_uuid=owner)
-            super().copy_file(src, dst, progress, owner=owner)
+            super().copy_file(src, dst, progress, owner=owner,
+                              prepare=prepare)
 
     # the calling thread's context, as Nova's RPC dispatch stores it
     # (dropped again after the test)

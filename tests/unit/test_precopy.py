@@ -489,6 +489,9 @@ class _RemoteImg:
     def rebase_unsafe(self, path, backing, fmt) -> None:
         self.calls.append(('rebase', path, backing))
 
+    def rebase_unsafe_argv(self, path, backing, fmt) -> list[str]:
+        return ['rebase', path, backing, fmt]
+
     def commit_into_layer(self, path, layer, backing, size) -> None:
         self.calls.append(('commit', path, layer, backing, size))
 
@@ -501,12 +504,19 @@ def _round_op(tmp_path, first_top: int, writes: list[int],
     disks = [DiskFile('disk', DiskRole.ROOT, inst.path('disk'), 'qcow2',
                       GiB, 100 * MiB, '/a/_base/x', 'vda')]
     img, copies, removed, synced = _RemoteImg(), [], [], []
+    prepared: dict = {}
+
+    def copy_all(pairs, prepare=None) -> None:
+        copies.append(pairs)
+        prepared.update(prepare or {})
+
     conf = types.SimpleNamespace(resizedriver=types.SimpleNamespace(
         pre_copy_rounds=rounds, pre_copy_final_mb=1))
     dest = InstanceLayout('/b', UUID)
     op = types.SimpleNamespace(
         disks=disks, inst=inst, dest_inst=dest, dest=dest, source_xml=XML,
-        copy_all=copies.append, img=img, removed=removed, copies=copies,
+        copy_all=copy_all, img=img, removed=removed, copies=copies,
+        prepared=prepared,
         summary=Summary(), synced=synced,
         guest=_RoundGuest(XML.replace('/i/u/disk', inst.path('disk.top')),
                           list(writes)),
@@ -582,8 +592,13 @@ def test_the_last_rounds_top_is_what_crosses_while_the_guest_is_down(
     precopy.copy_tops(op)
     assert op.copies == [[(op.inst.in_resize_dir('disk.top.2'),
                            op.dest.path('disk'))]]
-    assert op.img.calls == [('rebase', op.dest.path('disk'),
-                             op.dest.path('disk.precopy'))]
+    # its header names the layer before it gets the disk's name, in the
+    # round trip of the rename (``Transport.copy_file``'s ``prepare``):
+    # no command of its own with the guest off
+    assert op.img.calls == []
+    part = op.dest.path('disk') + '.part'
+    assert op.prepared[op.dest.path('disk')](part) == [
+        'rebase', part, op.dest.path('disk.precopy'), 'qcow2']
     assert op.synced == []          # made durable before (above)
     assert op.record.copies_verified and written
     for name in ('disk.top', 'disk.top.2'):

@@ -30,9 +30,9 @@ GROW = Flavor(vcpus=2, memory_mib=512, root_bytes=16 * MiB,
 SAME_PATH_STEPS = ['write resize record', 'power off',
                    'move instance dir to _resize', 'create instance dir',
                    'copy disks']
-OTHER_PATH_STEPS = ['copy backing files', 'write resize record', 'power off',
-                    'create destination dir', 'move instance dir to _resize',
-                    'copy disks']
+OTHER_PATH_STEPS = ['copy backing files', 'create destination dir',
+                    'write resize record', 'power off',
+                    'move instance dir to _resize', 'copy disks']
 
 
 class Crash(BaseException):
@@ -126,13 +126,13 @@ def test_a_crash_mid_copy_leaves_no_partial_file(conf, instance, tmp_path,
     copies = []
     real_copy = LocalTransport.copy_file
 
-    def copy_then_die(self, src, dst, progress=None, *, owner):
+    def copy_then_die(self, src, dst, progress=None, *, owner, prepare=None):
         copies.append(dst)
         if len(copies) == 3:
             with open(partial_path(dst, owner), 'wb') as f:
                 f.write(b'half')
             raise Crash(dst)
-        real_copy(self, src, dst, progress, owner=owner)
+        real_copy(self, src, dst, progress, owner=owner, prepare=prepare)
 
     monkeypatch.setattr(LocalTransport, 'copy_file', copy_then_die)
     with pytest.raises(Crash):

@@ -221,6 +221,20 @@ def test_unverified_copy_never_gets_the_final_name(kind, fake_ssh, src,
     assert leftovers(dest) == []
 
 
+def _recording(cls, monkeypatch) -> list[list[str]]:
+    """The argv of every command the transport class ``cls`` runs on its
+    target from now on."""
+    commands: list[list[str]] = []
+    real_execute = cls.execute
+
+    def recording(self, *argv, **kw):
+        commands.append(list(argv))
+        return real_execute(self, *argv, **kw)
+
+    monkeypatch.setattr(cls, 'execute', recording)
+    return commands
+
+
 @pytest.mark.parametrize('kind', list(KINDS))
 def test_copy_is_verified_then_published_durably(kind, fake_ssh, src, dest,
                                                  monkeypatch):
@@ -230,15 +244,7 @@ def test_copy_is_verified_then_published_durably(kind, fake_ssh, src, dest,
     off).  The stream's receiver reads the copy back from the device
     itself (test_sparse); rsync's copy is read back after it: its cached
     pages dropped, then hashed."""
-    cls = type(make(kind, fake_ssh))
-    commands: list[list[str]] = []
-    real_execute = cls.execute
-
-    def recording(self, *argv, **kw):
-        commands.append(list(argv))
-        return real_execute(self, *argv, **kw)
-
-    monkeypatch.setattr(cls, 'execute', recording)
+    commands = _recording(type(make(kind, fake_ssh)), monkeypatch)
     dst = os.path.join(dest, 'disk')
     make(kind, fake_ssh).copy_file(src, dst, owner='u1')
     part = partial_path(dst, 'u1')
@@ -251,6 +257,32 @@ def test_copy_is_verified_then_published_durably(kind, fake_ssh, src, dest,
     assert commands[-1][-3:] == [part, dst, dest]
     assert 'mv -T' in commands[-1][2] and '&& sync' in commands[-1][2]
     assert os.path.exists(dst) and not os.path.exists(part)
+
+
+@pytest.mark.parametrize('kind', list(KINDS))
+def test_a_copy_is_prepared_in_the_round_trip_that_publishes_it(
+        kind, fake_ssh, src, dest, monkeypatch):
+    """``prepare``'s command runs on the verified partial file in the
+    command that renames it (pre-copy rewrites a top's header there: one
+    round trip less with the guest off); if it fails, nothing gets the
+    final name and the partial file goes."""
+    commands = _recording(type(make(kind, fake_ssh)), monkeypatch)
+    dst = os.path.join(dest, 'disk')
+    part = partial_path(dst, 'u1')
+    make(kind, fake_ssh).copy_file(
+        src, dst, owner='u1',
+        prepare=lambda p: ['sh', '-c', 'printf X >> "$1"', 'sh', p])
+    names = [c[0] for c in commands if c[0] not in ('stat', 'dd',
+                                                    'sha256sum')]
+    assert names == ['sh'] and part in commands[-1]
+    with open(src, 'rb') as f, open(dst, 'rb') as g:
+        assert g.read() == f.read() + b'X'
+    assert not os.path.exists(part)
+    os.unlink(dst)
+    with pytest.raises(exception.CommandFailed):
+        make(kind, fake_ssh).copy_file(src, dst, owner='u1',
+                                       prepare=lambda p: ['false', p])
+    assert not os.path.exists(dst) and leftovers(dest) == []
 
 
 # rsync reads the source itself (its own process), not through sparse.

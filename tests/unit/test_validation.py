@@ -187,6 +187,10 @@ def test_a_failed_mkdir_does_not_remove_the_dir_it_found(make_env, instance,
         op.plan().run()
     assert (dest_path / instance.uuid / 'theirs').read_text() == 'not ours'
     assert instance.hashes() == before and guest.running
+    # made before the power off, as nothing in it needs the guest off:
+    # found there, the resize is refused with the guest still running
+    # (and a round trip to the destination less while it is down)
+    assert 'power_off' not in guest.call_names
 
 
 class _Killed(BaseException):
