@@ -201,30 +201,26 @@ class MigrateDiskAndPowerOff(backing.BackingFiles):
         if not self.topology.shared_path:
             # made while the guest runs: a round trip less with it off,
             # and a directory found there is refused before power off
-            steps.append(self._dest_dir_step())
+            steps.append(Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
+                              self.remove_dest_dir))
         return steps + [
             Step(stepname.WRITE_RECORD, self.write_record,
                  self.remove_record),
             Step(stepname.POWER_OFF, self.power_off_step,
                  self.power_on_again),
-        ] + self.move_steps(dest_dir_made=True) + [
+        ] + self.move_steps() + [
             Step(stepname.COPY_DISKS, self.copy_disks)]
 
-    def move_steps(self, dest_dir_made: bool = False) -> list[Step]:
-        """The source to ``<uuid>_resize`` and an empty destination
-        instance directory, in the order the topology needs (the same
-        name again on a shared path); ``dest_dir_made``: another path's
-        was made before."""
+    def move_steps(self) -> list[Step]:
+        """The source to ``<uuid>_resize`` and, on a shared path, an empty
+        instance directory of the same name again (another path's was
+        made while the guest ran)."""
         move = Step(stepname.MOVE_TO_RESIZE, self.move_to_resize,
                     self.move_back)
         if self.topology.shared_path:
             return [move, Step(stepname.CREATE_INSTANCE_DIR,
                                self.create_dest_dir, self.remove_dest_dir)]
-        return [move] if dest_dir_made else [self._dest_dir_step(), move]
-
-    def _dest_dir_step(self) -> Step:
-        return Step(stepname.CREATE_DEST_DIR, self.create_dest_dir,
-                    self.remove_dest_dir)
+        return [move]
 
     def validate(self) -> None:
         path = self.dest.instances_path
