@@ -327,10 +327,7 @@ def test_rbd_move_to_host_b_then_confirm(host_b, ceph):  # noqa: F811
         b('destroy', uuid=uuid)
         assert ceph.images(uuid) == []
     finally:
-        for node, host in ((a, Host('qemu:///system')),
-                           (b, host_b.host())):
-            if host.lookup(uuid) is not None:
-                node('destroy', uuid=uuid)
+        destroyed_everywhere(host_b, a, b, uuid)
 
 
 def test_rbd_cold_resize_same_host_revert_then_confirm(rbd_backend,
@@ -416,10 +413,15 @@ def test_rbd_cold_move_to_host_b_revert_then_confirm(host_b,  # noqa: F811
         assert Host('qemu:///system').lookup(uuid) is None
         assert host_b.host().lookup(uuid).is_running()
     finally:
-        for node, host in ((a, Host('qemu:///system')),
-                           (b, host_b.host())):
-            if host.lookup(uuid) is not None:
-                node('destroy', uuid=uuid)
+        destroyed_everywhere(host_b, a, b, uuid)
+
+
+def destroyed_everywhere(host_b, a, b, uuid: str) -> None:  # noqa: F811
+    """A test's end: the instance's guest destroyed by its node on A and
+    on host B, wherever it still is."""
+    for node, host in ((a, Host('qemu:///system')), (b, host_b.host())):
+        if host.lookup(uuid) is not None:
+            node('destroy', uuid=uuid)
 
 
 def _rbd_move(host_b, a, b, uuid: str, ip: str, spec,  # noqa: F811
@@ -539,7 +541,4 @@ def test_rbd_cold_move_with_ephemeral_and_swap_to_host_b(
         assert host_b.host().lookup(uuid).is_running()
         assert host_b.ping(ip.split('/')[0]), 'guest does not answer on B'
     finally:
-        for node, host in ((a, Host('qemu:///system')),
-                           (b, host_b.host())):
-            if host.lookup(uuid) is not None:
-                node('destroy', uuid=uuid)
+        destroyed_everywhere(host_b, a, b, uuid)

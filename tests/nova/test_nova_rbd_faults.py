@@ -58,7 +58,8 @@ from tests.lib import guestlog
 from tests.nova import compute_node, novaenv
 from tests.nova.test_nova_cross_host import host_b  # noqa: F401
 from tests.nova.test_nova_rbd import (  # noqa: F401
-    GiB, REVERT_POINT, _spawned_on_a, assert_root, ceph, rbd_backend)
+    GiB, REVERT_POINT, _spawned_on_a, assert_root, ceph,
+    destroyed_everywhere, rbd_backend)
 from tests.nova.test_nova_resize import (SMALL, Crash,
                                          assert_no_resize_left, flavor,
                                          migration_for, resize, revert)
@@ -348,11 +349,7 @@ def test_rbd_move_killed_on_b_then_on_a(host_b, ceph):  # noqa: F811
         assert glob.glob(journals_a) == []
         assert host_b.ping(ip.split('/')[0]), 'guest does not answer on B'
     finally:
-        for node, host in ((a, Host('qemu:///system')),
-                           (b, host_b.host())):
-            if host.lookup(uuid) is not None:
-                node('destroy', uuid=uuid)
-
+        destroyed_everywhere(host_b, a, b, uuid)
 
 
 def test_rbd_deleted_after_its_finish_was_killed_leaves_no_image(
