@@ -13,8 +13,7 @@ done) before the resize begins.  resizedriver runs whatever plan its
 chooser picks, and each row names the plan that ran, read from the
 resize's record on A (``resize.json``): with a flavor granting headroom
 (``resizedriver:max_*``) on the same host the live plan, otherwise the
-plan the chooser has for RBD then (Nova's own path, ``upstream``, until
-resizedriver owns a cold one).  Measured per run: the guest's downtime
+cold ``rbd`` plan.  Measured per run: the guest's downtime
 from its console (its last line before it went down -> its first
 "ready"; a live resize is 0 when the guest shows its new vCPUs and disk
 and never printed a new boot), the time until the guest shows its new
