@@ -63,6 +63,15 @@ def staging_dir(layout: InstanceLayout) -> str:
     return layout.dir + STAGING_SUFFIX
 
 
+def fresh(layout: InstanceLayout) -> str:
+    """A new, empty ``<uuid>.staging`` (one a crashed staging left is
+    replaced); its path."""
+    remove(layout)
+    sdir = staging_dir(layout)
+    os.mkdir(sdir)
+    return sdir
+
+
 def _check(disks: list[DiskFile]) -> None:
     for disk in disks:
         if disk.role in GROWABLE and disk.format != 'qcow2':
@@ -86,9 +95,7 @@ def build(layout: InstanceLayout, disks: list[DiskFile], new: Flavor,
     :func:`put_in_place`; ``make_swap`` false: the new swap is left to
     the finish (Nova's image backend makes its own)."""
     _check(disks)
-    remove(layout)
-    sdir = staging_dir(layout)
-    os.mkdir(sdir)
+    sdir = fresh(layout)
     final: list[DiskFile] = []
     folds: list[Fold] = []
     try:

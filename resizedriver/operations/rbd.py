@@ -286,29 +286,19 @@ def _boot_files(op: 'MigrateOp') -> list[str]:
     return names
 
 
-def _staging(op: 'MigrateOp') -> str:
-    """Where the boot files wait for the guest to go down: on a shared
-    instances path, ``<uuid>.staging`` (``<uuid>`` is the source's until
-    it moves); on another one, the destination's instance directory
-    itself, made before the power-off (as Nova's own migrate makes it)."""
-    if op.topology.shared_path:
-        return staging.staging_dir(op.inst)
-    return op.dest_inst.dir
-
-
 def stage_boot_files(op: 'MigrateOp', names: list[str]) -> None:
-    """Copy the boot files (verified) to where the resized guest will
-    find them (:func:`_staging`), while the guest runs.  Nothing writes
+    """Copy the boot files (verified), while the guest runs, to where
+    they wait for it to go down: on a shared instances path, a fresh
+    ``<uuid>.staging`` (``<uuid>`` is the source's until it moves); on
+    another one, the destination's instance directory itself, made
+    before the power-off (as Nova's own migrate makes it).  Nothing writes
     them while it runs: QEMU read the kernel and ramdisk once, at its
     start, and Nova rewrites them (and ``disk.info``) only when it makes
     an instance's images (spawn, rebuild, unrescue, a live migration's
     or hard reboot's missing files), which it does not during a resize:
-    the instance's task state refuses every other action.  A staging
-    directory left by a crash is replaced."""
-    sdir = _staging(op)
-    if op.topology.shared_path:
-        staging.remove(op.inst)
-        os.mkdir(sdir)
+    the instance's task state refuses every other action."""
+    sdir = staging.fresh(op.inst) if op.topology.shared_path else \
+        op.dest_inst.dir
     op.copy_all([(op.inst.path(name), os.path.join(sdir, name))
                  for name in names])
     op.transport.sync_dir(sdir, op.dest.instances_path)
