@@ -122,7 +122,9 @@ def drop_snapshots_of(uuid: str, snap: str) -> list[str]:
     images = [f'{driver.pool}/{name}' for name in names
               if name.startswith(uuid)]
     own = NovaRbdImages()
-    dropped = [image for image in images if snap in own.snapshots(image)]
-    for image in dropped:
-        own.remove_snapshot(image, snap)
+    with own.session():             # one connection for every image
+        dropped = [image for image in images
+                   if snap in own.snapshots(image)]
+        for image in dropped:
+            own.remove_snapshot(image, snap)
     return dropped
