@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 from unittest import mock
 
 from tests.lib import parallel
@@ -93,41 +93,40 @@ def _upstream_forced(forced: bool) -> Any:
                              lambda *a, **kw: 'forced by a test')
 
 
-class KilledAfter:
-    """``kill_after``: SIGKILL this process right after ``step`` of
-    ``operation`` ran; ``ran``: its steps that ran (all of them if the
-    process lives on)."""
+@contextlib.contextmanager
+def steps_of(operation: str, after: Callable[[str, list[str]], None]
+             ) -> Iterator[list[str]]:
+    """While open, each step of ``operation`` that runs is named in the
+    list it yields, and ``after(step, ran)`` runs right after that step,
+    before its journal says done: where a test kills nova-compute."""
+    from resizedriver import journal
+    ran: list[str] = []
+    real_done = journal.Journal.done
 
-    def __init__(self, operation: str, step: str) -> None:
-        from resizedriver import journal
-        self.operation, self.step = operation, step
-        self.ran: list[str] = []
-        real_done = journal.Journal.done
-
-        def done(journal_: Any, name: str) -> None:
-            if journal_.operation == operation:
-                self.ran.append(name)
-                if name == step:
-                    sys.stderr.flush()
-                    os.kill(os.getpid(), signal.SIGKILL)
-            real_done(journal_, name)
-        self._patch = mock.patch.object(journal.Journal, 'done', done)
-
-    def __enter__(self) -> 'KilledAfter':
-        self._patch.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._patch.stop()
+    def done(journal_: Any, name: str) -> None:
+        if journal_.operation == operation:
+            ran.append(name)
+            after(name, ran)
+        real_done(journal_, name)
+    with mock.patch.object(journal.Journal, 'done', done):
+        yield ran
 
 
 def run(drv, req: dict[str, Any]) -> dict[str, Any]:
-    """``_run`` of ``req``, killed as its ``kill_after`` says."""
+    """``_run`` of ``req``; with ``kill_after``, this process SIGKILLs
+    itself right after that step, and an answer (it never ran) names in
+    ``ran`` the steps that did."""
     if 'kill_after' not in req:
         return _run(drv, req)
-    with KilledAfter(*req['kill_after']) as killer:
+    operation, step = req['kill_after']
+
+    def sigkill_after(name: str, ran: list[str]) -> None:
+        if name == step:
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    with steps_of(operation, sigkill_after) as ran:
         answer = _run(drv, req)
-    return dict(answer, ran=killer.ran)
+    return dict(answer, ran=ran)
 
 
 def _run(drv, req: dict[str, Any]) -> dict[str, Any]:

@@ -42,8 +42,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-from typing import Callable, Iterator
-from unittest import mock
+from typing import Callable
 
 import pytest
 from nova import objects
@@ -81,23 +80,16 @@ def grown(spec: tuple) -> tuple:
     return (str(100 + gib + 1), 3 - vcpus, 768 - memory_mb, gib + 1)
 
 
-@contextlib.contextmanager
-def killed_after(operation: str, index: int) -> Iterator[list[str]]:
+def killed_after(operation: str, index: int
+                 ) -> contextlib.AbstractContextManager[list[str]]:
     """nova-compute killed (``Crash``) right after the ``index``-th step
     (from 0) of ``operation``'s plan ran, before its journal says so;
     yields the names of its steps that ran (all of them if the plan has
     fewer)."""
-    ran: list[str] = []
-    real_done = journal.Journal.done
-
-    def done(self: journal.Journal, name: str) -> None:
-        if self.operation == operation:
-            ran.append(name)
-            if len(ran) == index + 1:
-                raise Crash(name)
-        real_done(self, name)
-    with mock.patch.object(journal.Journal, 'done', done):
-        yield ran
+    def crash_after(name: str, ran: list[str]) -> None:
+        if len(ran) == index + 1:
+            raise Crash(name)
+    return compute_node.steps_of(operation, crash_after)
 
 
 def restarted(server, monkeypatch) -> None:
